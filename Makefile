@@ -1,0 +1,39 @@
+# Set-up and the project's jobs. Every target creates .venv first if it is missing.
+#   make test           the test suite (minutes on 2 CPU cores)
+#   make demo           the whole adaptive-training pipeline, small (<= 15 min on 2 CPU cores)
+#   make reproduce      the same pipeline at full size (<= 60 min on 2 CPU cores)
+#   make reproduce-lm   the language-model (context length) pipeline
+#   make bench          the benchmarks in bench/ (a separate .venv-bench with timm, transformers)
+PYTHON ?= python3
+VENV   ?= .venv
+PY      = $(VENV)/bin/python
+# torch==2.13.0 resolves to a CPU build where a local wheel is offered (PIP_FIND_LINKS);
+# override with `make TORCH=torch` to take whatever pip picks (e.g. a CUDA build on a GPU machine).
+TORCH  ?= torch==2.13.0
+DATA   ?= /usr/share/datasets/fashion-mnist
+
+.PHONY: venv test demo reproduce reproduce-lm bench clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH)" || $(PY) -m pip install -q torch
+	$(PY) -m pip install -q -r requirements.txt
+	touch $@
+
+test: venv
+	$(PY) -m pytest -q tests
+
+demo: venv
+	$(PY) reproduce.py --preset demo --data-dir $(DATA)
+
+reproduce: venv
+	$(PY) reproduce.py --preset full --data-dir $(DATA)
+
+reproduce-lm: venv
+	$(PY) reproduce_lm.py
+
+clean:
+	rm -rf runs .pytest_cache __pycache__ tests/__pycache__
