@@ -1,0 +1,168 @@
+"""Image data for train_vit.py: loading, augmentation and a resumable data order (paper Sec. 3, App. B).
+
+    from data import load_dataset, normalize      # (train_vit re-exports both)
+    train_x, train_y, test_x, test_y = load_dataset("/usr/share/datasets/fashion-mnist")
+    x = normalize(train_x[:128])                  # uint8 [B, C, H, W] -> float in [-1, 1]
+
+Formats (detected from --data-dir): Fashion-MNIST / MNIST IDX files, gzipped or not (Debian/Ubuntu:
+`apt-get install dataset-fashion-mnist` puts them in /usr/share/datasets/fashion-mnist); CIFAR-10 /
+CIFAR-100 python pickle batches; an .npz with x_train, y_train, x_test, y_test (uint8 images [N, H, W],
+[N, H, W, C] or [N, C, H, W], integer labels). Images stay uint8 until a batch is drawn.
+
+Augmentation (the paper: random crops and horizontal flips) runs on a whole batch as tensor ops:
+a random crop with zero padding (2 px below 32 px, i.e. Fashion-MNIST; 4 px from 32 px, i.e. CIFAR)
+and a horizontal flip, on by default for both (clothes and CIFAR objects are left-right symmetric;
+turn it off for digits or text). The data order is an endless stream of per-epoch permutations, each
+seeded by (seed, epoch): the number of examples seen is the whole data position, so a resumed run
+draws the same batches. Every random draw comes from a generator seeded by a key such as
+("augment", seed, step), never from global state.
+"""
+import functools
+import gzip
+import hashlib
+import math
+import pickle
+import struct
+import zipfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+class UserError(ValueError):
+    """Bad input: reported as one line, exit code 2."""
+
+
+def _read_idx(path):
+    try:
+        with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
+            raw = f.read()
+        ndim = raw[3]
+        dims = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
+    except (OSError, EOFError, IndexError, struct.error, zlib.error) as e:
+        raise UserError(f"cannot read {path} ({e}); download it again") from None
+    size = 4 + 4 * ndim + math.prod(dims)
+    if raw[:3] != b"\0\0\x08" or len(raw) != size:
+        raise UserError(f"{path} is truncated or not an IDX file ({len(raw)} bytes, expected {size}); "
+                        "download it again")
+    return torch.frombuffer(bytearray(raw[4 + 4 * ndim:]), dtype=torch.uint8).reshape(dims)
+
+
+def _read_cifar(d):
+    d = next((s for s in (d / "cifar-10-batches-py", d / "cifar-100-python") if s.is_dir()), d)
+    ten = (d / "data_batch_1").exists()
+    parts = ([f"data_batch_{i}" for i in range(1, 6)], ["test_batch"]) if ten else (["train"], ["test"])
+    out = []
+    for names in parts:
+        xs, ys = [], []
+        for name in names:
+            try:
+                with open(d / name, "rb") as f:
+                    b = pickle.load(f, encoding="bytes")
+                xs.append(torch.from_numpy(np.asarray(b[b"data"], np.uint8).reshape(-1, 3, 32, 32)))
+                ys.append(torch.as_tensor(b[b"labels" if ten else b"fine_labels"]))
+            except (OSError, EOFError, pickle.UnpicklingError, KeyError, ValueError) as e:
+                raise UserError(f"cannot read CIFAR batch {d / name} ({e!r}); download it again") from None
+        out += [torch.cat(xs), torch.cat(ys)]
+    return out
+
+
+def _read_npz(path):
+    keys = ("x_train", "y_train", "x_test", "y_test")
+    try:
+        with np.load(path) as z:
+            if missing := [k for k in keys if k not in z.files]:
+                raise UserError(f"{path} lacks {', '.join(missing)} (needs arrays {', '.join(keys)})")
+            arrays = [z[k] for k in keys]
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error) as e:
+        if isinstance(e, UserError):
+            raise
+        raise UserError(f"cannot read {path}: truncated or not an .npz ({e})") from None
+    out = []
+    for k, a in zip(keys, arrays):
+        if k[0] == "x":
+            if a.dtype != np.uint8:
+                raise UserError(f"{path}: {k} must be uint8 images, got {a.dtype}")
+            channels_last = a.ndim == 4 and a.shape[-1] in (1, 3) and a.shape[1] not in (1, 3)
+            a = a[:, None] if a.ndim == 3 else a.transpose(0, 3, 1, 2) if channels_last else a
+        out.append(torch.from_numpy(np.ascontiguousarray(a)))
+    return out
+
+
+def load_dataset(data_dir, dataset="auto"):
+    """(train_x, train_y, test_x, test_y): uint8 images [N, C, H, W] and int64 labels."""
+    p = Path(data_dir)
+    if not p.exists():
+        raise UserError(f"no data at {p}: `apt-get install dataset-fashion-mnist` (Debian/Ubuntu) or pass "
+                        "--data-dir with the four Fashion-MNIST IDX files (train-images-idx3-ubyte.gz, ...), "
+                        "CIFAR batches or an .npz")
+    if dataset == "auto":
+        dataset = "npz" if p.is_file() else "cifar" if any(
+            (p / n).exists() for n in ("data_batch_1", "train", "cifar-10-batches-py", "cifar-100-python")) else "idx"
+    if dataset == "npz":
+        x, y, tx, ty = _read_npz(p)
+    elif dataset == "cifar":
+        x, y, tx, ty = _read_cifar(p)
+    else:
+        files = []
+        for stem in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+                     "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+            f = next((f for f in (p / stem, p / f"{stem}.gz") if f.exists()), None)
+            if f is None:
+                raise UserError(f"{p} has no {stem}[.gz]: pass --data-dir with the four Fashion-MNIST IDX files, "
+                                "CIFAR batches or an .npz (or `apt-get install dataset-fashion-mnist`)")
+            files.append(f)
+        x, y, tx, ty = (_read_idx(f) for f in files)
+        x, tx = x[:, None], tx[:, None]
+    if x.ndim != 4 or x.shape[2] != x.shape[3] or x.shape[1:] != tx.shape[1:] or len(x) != len(y) or len(tx) != len(ty):
+        raise UserError(f"{p}: need square images [N, C, H, W] with one label each; "
+                        f"got {tuple(x.shape)}, {tuple(tx.shape)}")
+    return x, y.long(), tx, ty.long()
+
+
+def normalize(x):
+    """uint8 images -> float in [-1, 1]."""
+    return x.float().div_(127.5).sub_(1.0)
+
+
+def key_seed(*key):
+    return int(hashlib.sha256(repr(key).encode()).hexdigest()[:15], 16)
+
+
+def generator(*key):
+    """A CPU torch.Generator seeded by a key such as ("perm", seed, epoch): a resume redraws the same numbers."""
+    return torch.Generator().manual_seed(key_seed(*key))
+
+
+@functools.lru_cache(maxsize=2)
+def permutation(n, seed, epoch):
+    return torch.randperm(n, generator=generator("perm", seed, epoch))
+
+
+def batch_indices(n, samples, batch_size, seed):
+    """The next batch of an endless stream of per-epoch permutations; `samples` (examples seen) is the position."""
+    parts = []
+    while batch_size > 0:
+        epoch, offset = divmod(samples, n)
+        take = min(batch_size, n - offset)
+        parts.append(permutation(n, seed, epoch)[offset:offset + take])
+        samples, batch_size = samples + take, batch_size - take
+    return torch.cat(parts)
+
+
+def augment(x, gen, flip):
+    """Random crop with zero padding and an optional horizontal flip, on a whole uint8 batch [B, C, H, W]."""
+    b, _, h, w = x.shape
+    pad = 4 if h >= 32 else 2
+    off = torch.randint(0, 2 * pad + 1, (2, b, 1), generator=gen).to(x.device)
+    rows, cols = off[0] + torch.arange(h, device=x.device), off[1] + torch.arange(w, device=x.device)
+    x = F.pad(x, (pad,) * 4)[torch.arange(b, device=x.device)[:, None, None], :, rows[:, :, None], cols[:, None, :]]
+    x = x.permute(0, 3, 1, 2)                                       # advanced indexing put channels last
+    if flip:
+        x = torch.where((torch.rand(b, generator=gen) < 0.5).to(x.device)[:, None, None, None], x.flip(3), x)
+    return x
+
+
