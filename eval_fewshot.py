@@ -1,0 +1,191 @@
+"""
+k-shot linear evaluation on frozen features: the paper's downstream metric E.
+
+Paper, Sec. 3 and App. B.2: a ViT's quality is its 10-shot error: the pre-logit features
+of k images per class (the support set) fit a linear classifier by ridge regression
+(scikit-learn's Ridge, regularisation 1e-2), which then classifies the query set. Here
+the ridge is solved in closed form:
+
+- features are standardised with the mean and std of the support set;
+- targets are one-hot coded as +1 / -1; a bias column is appended and not regularised
+  (as sklearn's fit_intercept), so W = (X^T X + reg I)^-1 X^T Y on the centred features;
+- for each seed, k examples per class are drawn from the support pool; the error is the
+  mean over seeds, with its std over seeds.
+
+Images passed to `extract_features` / `evaluate` are float tensors [N, C, H, W],
+normalised exactly as the model saw them in training.
+
+Run on a checkpoint saved by train_vit.py (support pool = the training set, queries =
+the test set):
+    python eval_fewshot.py --ckpt runs/p7/ckpt.pt --data-dir /usr/share/datasets/fashion-mnist
+It prints one JSON line, e.g. {"fewshot10_error": 0.21, "fewshot10_error_std": 0.01, ...}.
+"""
+import json
+import os
+import pickle
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+class UserError(ValueError):
+    pass
+
+
+@torch.no_grad()
+def extract_features(model, patch, images, batch_size=512):
+    """Pre-logit features [N, width] (float32, on the CPU) of float images [N, C, H, W]
+    normalised as in training; the model runs in eval mode and keeps its mode afterwards."""
+    if not torch.is_floating_point(images):
+        raise UserError(f"images must be float tensors normalised as in training, got dtype {images.dtype}")
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        feats = [model.features(images[i:i + batch_size].to(device), patch).float().cpu()
+                 for i in range(0, len(images), batch_size)]
+    finally:
+        model.train(was_training)
+    return torch.cat(feats)
+
+
+def _as_numpy(x, dtype):
+    return x.detach().cpu().numpy().astype(dtype) if torch.is_tensor(x) else np.asarray(x, dtype=dtype)
+
+
+def ridge_fit_predict(x_support, y_support, x_query, num_classes, reg=1e-2):
+    """Closed-form ridge on standardised features with +-1 targets; returns predicted
+    class indices (0..num_classes-1) for x_query."""
+    mean, std = x_support.mean(0), x_support.std(0)
+    std = np.where(std > 1e-8, std, 1.0)
+    xs, xq = (x_support - mean) / std, (x_query - mean) / std
+    y = -np.ones((len(xs), num_classes))
+    y[np.arange(len(xs)), y_support] = 1.0
+    bias = y.mean(0)                       # intercept: xs is centred, so it decouples
+    yc = y - bias
+    n, d = xs.shape
+    if n < d:   # dual form, same solution: X^T (X X^T + reg I)^-1 Y
+        w = xs.T @ np.linalg.solve(xs @ xs.T + reg * np.eye(n), yc)
+    else:
+        w = np.linalg.solve(xs.T @ xs + reg * np.eye(d), xs.T @ yc)
+    return np.argmax(xq @ w + bias, axis=1)
+
+
+def fewshot_error(train_feats, train_labels, test_feats, test_labels, shots=10, seeds=(0, 1, 2), reg=1e-2):
+    """k-shot error of a ridge classifier: per seed, `shots` examples per class are drawn
+    without replacement from (train_feats, train_labels); the classifier is scored on the
+    test set. Returns (mean, std) over seeds (std with ddof=1; 0.0 for one seed)."""
+    xtr, xte = _as_numpy(train_feats, np.float64), _as_numpy(test_feats, np.float64)
+    ytr, yte = _as_numpy(train_labels, np.int64), _as_numpy(test_labels, np.int64)
+    classes, ytr_idx = np.unique(ytr, return_inverse=True)
+    by_class = [np.flatnonzero(ytr_idx == c) for c in range(len(classes))]
+    fewest = min(len(ix) for ix in by_class)
+    if fewest < shots:
+        raise UserError(f"{shots}-shot needs {shots} support examples per class, but a class has only {fewest}")
+    errors = []
+    for seed in seeds:
+        rng = np.random.default_rng(seed)
+        pick = np.concatenate([rng.choice(ix, size=shots, replace=False) for ix in by_class])
+        pred = ridge_fit_predict(xtr[pick], ytr_idx[pick], xte, len(classes), reg)
+        errors.append(float(np.mean(classes[pred] != yte)))
+    std = float(np.std(errors, ddof=1)) if len(errors) > 1 else 0.0
+    return float(np.mean(errors)), std
+
+
+def evaluate(model, patch, support_images, support_labels, query_images, query_labels,
+             shots=(1, 5, 10, 25), seeds=(0, 1, 2), reg=1e-2, batch_size=512):
+    """Few-shot errors at each k in `shots`: {"fewshot{k}_error": mean, "fewshot{k}_error_std": std}.
+    Features are extracted once; support_images is the pool the k shots are drawn from."""
+    support = extract_features(model, patch, support_images, batch_size)
+    query = extract_features(model, patch, query_images, batch_size)
+    out = {}
+    for k in shots:
+        mean, std = fewshot_error(support, support_labels, query, query_labels, k, seeds, reg)
+        out[f"fewshot{k}_error"], out[f"fewshot{k}_error_std"] = mean, std
+    return out
+
+
+# ----------------------------------------------------------------------------- CLI
+
+@dataclass
+class Config:
+    ckpt: str
+    """checkpoint saved by train_vit.py (a dict with "model_args", "model", "config")"""
+    data_dir: str = "/usr/share/datasets/fashion-mnist"
+    """dataset folder, read by train_vit.load_dataset"""
+    patch: int = 0
+    """patch size to evaluate at; 0 = the checkpoint's "patch" (the size in force when saved), else its config["patch"]"""
+    shots: tuple[int, ...] = (1, 5, 10, 25)
+    """k values: examples per class in the support set"""
+    seeds: int = 5
+    """number of draws of the support set (seeds 0..seeds-1)"""
+    reg: float = 1e-2
+    """ridge regularisation (paper App. B.2: 1e-2)"""
+    pool_size: int = 0
+    """draw the shots from the first pool_size training images (0 = all)"""
+    query_size: int = 0
+    """score on the first query_size test images (0 = all)"""
+    batch_size: int = 512
+    """feature-extraction batch size"""
+    device: str = "cpu"
+    """torch device"""
+    out: str = ""
+    """also write the JSON result to this file (atomically)"""
+
+
+def load_checkpoint(path, device="cpu"):
+    """(FlexiViT, checkpoint dict) from a train_vit.py checkpoint."""
+    import flexivit
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError:   # a checkpoint of your own holding other Python objects
+        ckpt = torch.load(path, map_location=device, weights_only=False)
+    if not isinstance(ckpt, dict) or "model_args" not in ckpt or "model" not in ckpt:
+        raise UserError(f"{path} is not a train_vit.py checkpoint (needs keys 'model_args' and 'model')")
+    model = flexivit.FlexiViT(**ckpt["model_args"])
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as e:
+        raise UserError(f"{path}: state dict does not fit model_args: {str(e).splitlines()[0]}") from None
+    return model.to(device), ckpt
+
+
+def main(cfg):
+    if cfg.seeds < 1 or not cfg.shots or min(cfg.shots) < 1:
+        raise UserError("--seeds and every --shots value must be >= 1")
+    model, ckpt = load_checkpoint(cfg.ckpt, cfg.device)
+    patch = cfg.patch or ckpt.get("patch") or (ckpt.get("config") or {}).get("patch") or model.base_patch
+    import train_vit  # lazily: only the CLI needs the data loader
+    train_x, train_y, test_x, test_y = train_vit.load_dataset(cfg.data_dir)
+    if cfg.pool_size:
+        train_x, train_y = train_x[:cfg.pool_size], train_y[:cfg.pool_size]
+    if cfg.query_size:
+        test_x, test_y = test_x[:cfg.query_size], test_y[:cfg.query_size]
+    if hasattr(train_vit, "normalize"):
+        norm = train_vit.normalize
+    else:
+        def norm(x):
+            return (x.float() / 255 - 0.5) / 0.5
+    result = evaluate(model, patch, norm(train_x), train_y, norm(test_x), test_y,
+                      shots=cfg.shots, seeds=tuple(range(cfg.seeds)), reg=cfg.reg, batch_size=cfg.batch_size)
+    result = {"patch": patch, **result}
+    line = json.dumps(result)
+    print(line)
+    if cfg.out:
+        with open(cfg.out + ".tmp", "w") as f:
+            f.write(line + "\n")
+        os.replace(cfg.out + ".tmp", cfg.out)
+    return result
+
+
+if __name__ == "__main__":
+    import tyro
+    try:
+        main(tyro.cli(Config))
+    except (UserError, ValueError, FileNotFoundError) as e:
+        print(f"eval_fewshot.py: error: {e}", file=sys.stderr)
+        sys.exit(2)
