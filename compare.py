@@ -138,17 +138,18 @@ def compare(runs: list[Run], target: float | None = None) -> dict:
 
 
 def table(result: dict, metric: str) -> str:
-    def fmt(v, spec):
-        return "never" if v is None or v != v else format(v, spec)
+    def fmt(v, spec, unit=""):
+        width = int(spec.split(".")[0]) + len(unit)
+        return f"{'never':>{width}}" if v is None or v != v else format(v, spec) + unit
     lines = [f"target {metric} = {result['target_error']:.4f} (best static run: {result['best_static']})",
              f"{'run':<24} {'kind':<8} {'final':>7} {'FLOPs to target':>16} {'saved':>7} "
              f"{'wall to target':>15} {'saved':>7}"]
     for r in result["runs"]:
         lines.append(f"{r['run'][:24]:<24} {r['kind']:<8} {r['final_error']:>7.4f} "
                      f"{fmt(r['flops_to_target'], '16.3e')} "
-                     f"{fmt(r['flops_savings'] and 100 * r['flops_savings'], '6.1f')}% "
-                     f"{fmt(r['wall_to_target'], '14.1f')}s "
-                     f"{fmt(r['wall_savings'] and 100 * r['wall_savings'], '6.1f')}%")
+                     f"{fmt(None if r['flops_savings'] is None else 100 * r['flops_savings'], '6.1f', '%')} "
+                     f"{fmt(r['wall_to_target'], '14.1f', 's')} "
+                     f"{fmt(None if r['wall_savings'] is None else 100 * r['wall_savings'], '6.1f', '%')}")
     return "\n".join(lines)
 
 

@@ -380,8 +380,11 @@ def read_logs(paths, metric, *, min_flops=0.0, min_flops_frac=0.0, skip_bad=Fals
             g = groups.setdefault(json.dumps(got[0], sort_keys=True), (got[0], [], [], []))
             g[1].append(got[1]), g[2].append(got[2]), g[3].append(run)
     curves = {}
+    # name a law by the keys in which the configurations differ (patch=7, not patch=7,width=64,...)
+    shared = {k for k in set().union(*(g[0] for g in groups.values()))
+              if len({json.dumps(g[0].get(k)) for g in groups.values()}) == 1} if len(groups) > 1 else set()
     for config, Cs, Es, names in groups.values():
-        name = name_of(config)
+        name = name_of({k: v for k, v in config.items() if k not in shared})
         C, E = np.concatenate(Cs), np.concatenate(Es)
         order = np.argsort(C, kind="stable")
         C, E = C[order], E[order]

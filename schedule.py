@@ -405,7 +405,8 @@ def make_schedule(laws, target, rules=None, switch_cost=0.0, switch_cost_key=Non
 
 def baseline_schedules(laws, doc, switch_cost=0.0, switch_cost_key=None):
     """Fig. 7 baselines with the law schedule's configurations and total compute F: linear and log-spaced
-    switches (predicted errors by traversing the laws) and FlexiViT's uniform random sampling."""
+    switches (predicted errors by traversing the laws), and FlexiViT's uniform random sampling over every
+    configuration of laws.json (as FlexiViT samples its whole set of patch sizes)."""
     seq = [s["law"] for s in doc["stages"]]
     S, K, F = switch_costs(laws, switch_cost, switch_cost_key), len(seq), doc["predicted"]["flops"]
     lo = min((laws[p].flops_lo for p in seq if laws[p].flops_lo), default=None)
@@ -428,7 +429,7 @@ def baseline_schedules(laws, doc, switch_cost=0.0, switch_cost_key=None):
     out["log"]["log_start_flops"] = lo
     out["random"] = {**head("random"), "predicted": {"flops": F, "error": None},
                      "stages": [{"config": laws[p].config, "name": laws[p].name, "law": p, "error_start": None,
-                                 "error_end": None, "flops_start": 0.0, "flops_end": F} for p in dict.fromkeys(seq)]}
+                                 "error_end": None, "flops_start": 0.0, "flops_end": F} for p in range(len(laws))]}
     return out
 
 
