@@ -35,5 +35,23 @@ reproduce: venv
 reproduce-lm: venv
 	$(PY) reproduce_lm.py
 
+# Benchmarks compare against timm and transformers, which need torchvision; that lives in its own venv
+# (see requirements-bench.txt). The project's own benchmarks run in .venv.
+BENCH_VENV ?= .venv-bench
+BPY = $(BENCH_VENV)/bin/python
+
+$(BENCH_VENV)/.installed: requirements-bench.txt
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BPY) -m pip install -q -r requirements-bench.txt
+	touch $@
+
+bench: venv $(BENCH_VENV)/.installed
+	$(BPY) bench/bench_vit_speed.py
+	$(BPY) bench/bench_lm_speed.py
+	$(PY) bench/bench_fit_laws.py
+	$(PY) bench/bench_schedule.py
+	$(PY) bench/bench_growth.py
+	$(PY) bench/bench_accuracy.py
+
 clean:
 	rm -rf runs .pytest_cache __pycache__ tests/__pycache__
