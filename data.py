@@ -14,7 +14,8 @@ a random crop with zero padding (2 px below 32 px, i.e. Fashion-MNIST; 4 px from
 and a horizontal flip, on by default for both (clothes and CIFAR objects are left-right symmetric;
 turn it off for digits or text). The data order is an endless stream of per-epoch permutations, each
 seeded by (seed, epoch): the number of examples seen is the whole data position, so a resumed run
-draws the same batches. Every random draw comes from a generator seeded by a key such as
+draws the same batches. Under torchrun each process takes its rows of the same global batch (dist.py), with
+the crops and flips drawn for the global batch. Every random draw comes from a generator seeded by a key such as
 ("augment", seed, step), never from global state.
 """
 import functools
@@ -153,16 +154,35 @@ def batch_indices(n, samples, batch_size, seed):
     return torch.cat(parts)
 
 
-def augment(x, gen, flip):
-    """Random crop with zero padding and an optional horizontal flip, on a whole uint8 batch [B, C, H, W]."""
+def eval_sets(train_x, train_y, test_x, test_y, support, query, test_size, device):
+    """Fixed evaluation sets, the same for every run and seed: a k-shot support pool of `support` training
+    images, `query` k-shot query images and `test_size` top-1 test images from the test set."""
+    sup = torch.randperm(len(train_x), generator=generator("support"))[:support]
+    qry = torch.randperm(len(test_x), generator=generator("query"))[:query]
+    fewest = int(torch.bincount(train_y[sup], minlength=int(train_y.max()) + 1).min())
+    if fewest < 10:
+        raise UserError(f"--fewshot-support {support} holds only {fewest} images of some class; "
+                        "10-shot needs 10 per class: raise --fewshot-support")
+    return {"fewshot": [normalize(train_x[sup]).to(device), train_y[sup].to(device),
+                        normalize(test_x[qry]).to(device), test_y[qry].to(device)],
+            "test": (test_x[:test_size].to(device), test_y[:test_size].to(device)),
+            "shots": tuple(k for k in (1, 5, 10, 25) if k <= fewest)}
+
+
+def augment(x, gen, flip, rows=None):
+    """Random crop with zero padding and an optional horizontal flip, on a uint8 batch [B, C, H, W].
+    rows=(lo, total): x is rows lo..lo+B of a global batch of `total` (one data-parallel rank's shard); the
+    draws are those of the whole global batch, so every example gets the same crop and flip on any world size."""
     b, _, h, w = x.shape
+    lo, total = rows or (0, b)
     pad = 4 if h >= 32 else 2
-    off = torch.randint(0, 2 * pad + 1, (2, b, 1), generator=gen).to(x.device)
+    off = torch.randint(0, 2 * pad + 1, (2, total, 1), generator=gen)[:, lo:lo + b].to(x.device)
     rows, cols = off[0] + torch.arange(h, device=x.device), off[1] + torch.arange(w, device=x.device)
     x = F.pad(x, (pad,) * 4)[torch.arange(b, device=x.device)[:, None, None], :, rows[:, :, None], cols[:, None, :]]
     x = x.permute(0, 3, 1, 2)                                       # advanced indexing put channels last
     if flip:
-        x = torch.where((torch.rand(b, generator=gen) < 0.5).to(x.device)[:, None, None, None], x.flip(3), x)
+        x = torch.where((torch.rand(total, generator=gen)[lo:lo + b] < 0.5).to(x.device)[:, None, None, None],
+                        x.flip(3), x)
     return x
 
 

@@ -8,6 +8,8 @@ per shape from runs at a FIXED shape (Sec. 3), then trains a model whose shape f
     python train_vit.py --flops 2e13 --random --patch-sizes 14 7 4  # FlexiViT baseline (Fig. 7)
     python train_vit.py --flops 2e13 --schedule schedule.json       # Sec. 4/6: schedule.py's switch points
     python train_vit.py --flops 2e13 --patch 7 --resume             # continue runs/<name>/ckpt.pt
+    python train_vit.py --flops 2e13 --objective distill --teacher runs/teacher/ckpt.pt   # Sec. 6.2
+    torchrun --standalone --nproc_per_node 2 train_vit.py ...       # any of these, data parallel (dist.py)
 
 Hyper-parameters follow App. B.1 (Table 1): AdamW (0.9, 0.999), weight decay 0.01, label smoothing 0.2,
 linear warm-up, gradient-norm clip 1.0, and a constant learning rate after warm-up (App. A). Compute C
@@ -15,26 +17,30 @@ counts the transformer blocks only (Sec. 3): a training example costs 6 * model.
 Evaluations sit log-spaced in compute (a law needs points on every decade); each records the 10-shot
 linear error E (`fewshot10_error`, the paper's metric) and the top-1 test error (`test_error`).
 
-Data (data.py): Fashion-MNIST IDX files (default; `apt-get install dataset-fashion-mnist`), CIFAR-10/100
-python batches, or an .npz with x_train, y_train, x_test, y_test. Augmentation: random crop (zero padding
-2 px below 32 px, 4 px from 32 px) and horizontal flip (on by default: clothes and CIFAR objects are
-left-right symmetric; --no-flip for digits or text).
+Data (data.py): Fashion-MNIST IDX files (default), CIFAR-10/100 batches or an .npz; random crops and flips.
 
 A schedule stage's config may change the patch (free: FlexiViT resizes its embeddings), grow the width or
-depth (expand.py; the AdamW moments are carried over; --rewarm re-warms the LR), change the batch size
-(--lr-scaling) or name the objective (only "supervised" so far; see train_loss). The whole schedule is
-checked before the first step.
+depth (expand.py; AdamW moments carried over; --rewarm), change the batch size (Sec. 6.2; the LR follows by
+--lr-scaling: x1, x B/--batch-size or x sqrt(B/--batch-size), so give a static run at batch B, whose law the
+schedule uses, that LR) or set the objective (Sec. 6.2, distill.py): "supervised" or "distill" (Hinton loss at
+--temperature to the frozen --teacher, a train_vit.py checkpoint; + 2 * teacher MACs FLOPs per example); a
+stage naming none trains with --objective. The whole schedule is checked before the first step.
+
+Data parallel (dist.py): under `torchrun --nproc_per_node N` each process takes 1/N of the global batch
+(--batch-size, a stage's batch_size: global, divisible by N); data order, FLOPs and the curve do not depend on
+N. Rank 0 alone logs, checkpoints and evaluates (the others wait in the next collective); a resume keeps N.
 
 Output in --out-dir (default runs/<data>-<model>-<shape>):
-  log.jsonl  header {"version", "type": "header", "run", "config", "metrics", "schedule_kind", "model_args"},
-             then per evaluation {"type": "eval", "step", "samples", "flops", "config": {"patch", "width",
-             "depth", "batch_size"[, "random": sampled patch sizes]}, "train_loss" (mean since the last
-             evaluation), "fewshot{k}_error"[_std], "test_error", "wall" (training seconds), "lr", "stage"}.
+  log.jsonl  header {"version", "type": "header", "run", "config", "metrics", "schedule_kind", "model_args",
+             "world_size", "teacher"}, then per evaluation {"type": "eval", "step", "samples", "flops",
+             "config": {"patch", "width", "depth", "batch_size"[, "objective": in runs that distill]
+             [, "random": sampled patch sizes]}, "train_loss" (mean since the last evaluation),
+             "fewshot{k}_error"[_std], "test_error", "wall" (training seconds), "lr", "stage"}.
   ckpt.pt    {"model_args" (FlexiViT(**model_args) rebuilds the current shape), "model", "optimizer",
-             "state" (step, samples = data position, flops, wall, stage, ...), "patch", "config",
-             "schedule_hash", "rng"}; written atomically at every evaluation, every --ckpt-every steps
-             and at the end. --resume continues from it exactly: every random draw (data order, crops,
-             flips, patch sizes, new weights) is seeded by (seed, epoch or step).
+             "state" (step, samples = data position, flops, wall, stage, world_size, ...), "patch",
+             "config", "schedule_hash", "teacher", "rng"}; written atomically at every evaluation, every
+             --ckpt-every steps and at the end. --resume continues from it exactly: every random draw (data
+             order, crops, flips, patch sizes, new weights) is seeded by (seed, epoch or step).
 """
 import dataclasses
 import hashlib
@@ -50,18 +56,20 @@ from typing import Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 import tyro
 from tqdm import tqdm
 
+import dist
+import distill
 import eval_fewshot
 import expand
 import flexivit
-from data import UserError, augment, batch_indices, generator, key_seed, load_dataset, normalize  # noqa: F401
+from data import UserError, augment, batch_indices, eval_sets, generator, key_seed, load_dataset, normalize
 
 DEFAULT_DATA = "/usr/share/datasets/fashion-mnist"
 SHAPE_KEYS = ("patch", "width", "depth", "batch_size", "objective")
-RESUME_KEYS = ("dataset", "model", "patch", "random", "patch_sizes", "batch_size", "seed", "flip", "switch_on")
+RESUME_KEYS = ("dataset", "model", "patch", "random", "patch_sizes", "batch_size", "seed", "flip", "switch_on",
+               "objective", "temperature")
 
 
 @dataclass
@@ -87,13 +95,19 @@ class Config:
     rewarm: int = 0
     """steps of linear learning-rate re-warm-up after the model grows (width or depth); 0: none"""
     lr_scaling: Literal["none", "linear", "sqrt"] = "none"
-    """how the learning rate follows a schedule's batch size, relative to --batch-size"""
+    """how the LR follows a schedule stage's batch size B: --lr times 1, B / --batch-size, or its square root"""
+    objective: Literal["supervised", "distill"] = "supervised"
+    """training objective (of the schedule stages that name none): supervised, or distill from --teacher"""
+    teacher: str | None = None
+    """teacher checkpoint (a bigger model's ckpt.pt from train_vit.py) for the distill objective (Sec. 6.2)"""
+    temperature: float = 2.0
+    """distillation temperature T: loss T^2 KL(softmax(teacher/T) || softmax(student/T)) (App. B.6: T = 2)"""
     steps: int | None = None
     """training budget in steps (give exactly one of --steps, --flops)"""
     flops: float | None = None
     """training budget in cumulative FLOPs (6 x block MACs x examples)"""
     batch_size: int = 128
-    """examples per step (a schedule stage may change it)"""
+    """examples per step, over all processes under torchrun (a schedule stage may change it)"""
     lr: float = 1e-3
     """peak learning rate at --batch-size; constant after warm-up (App. A)"""
     warmup: int = 200
@@ -144,10 +158,11 @@ def check_patch(patch, size, where):
                         f"valid patch sizes: {' '.join(map(str, flexivit.valid_patches(size)))}")
 
 
-def plan_shapes(cfg, size, width, depth, head_dim):
-    """Every stage's full shape, checked before training: (stages, random patch sizes or None, schedule or None)."""
+def plan_shapes(cfg, size, width, depth, head_dim, world=None):
+    """Every stage's full shape, checked before training: (stages, random patch sizes or None, schedule or None).
+    A stage inherits the previous stage's patch, width, depth and batch size; its objective is --objective's."""
     shape = dict(patch=cfg.patch or size // 4, width=width, depth=depth, batch_size=cfg.batch_size,
-                 objective="supervised")
+                 objective=cfg.objective)
     sched, configs, random = None, [{}], cfg.random
     if cfg.patch_sizes and not cfg.random:
         raise UserError("--patch-sizes is the set that --random draws from: add --random, or use --patch")
@@ -170,7 +185,7 @@ def plan_shapes(cfg, size, width, depth, head_dim):
         if unknown := set(c) - set(SHAPE_KEYS):
             raise UserError(f"{where}: unknown config key(s) {sorted(unknown)}; "
                             f"train_vit.py changes {', '.join(SHAPE_KEYS)}")
-        new = {**shape, **c}
+        new = {**shape, "objective": cfg.objective, **c}
         if i and (new["width"] < shape["width"] or new["depth"] < shape["depth"]):
             raise UserError(f"{where}: width/depth {new['width']}/{new['depth']} would shrink the model "
                             f"({shape['width']}/{shape['depth']}); a model can only grow")
@@ -181,9 +196,8 @@ def plan_shapes(cfg, size, width, depth, head_dim):
             raise UserError(f"{where}: depth must be a positive integer, got {new['depth']!r}")
         if not isinstance(new["batch_size"], int) or new["batch_size"] < 1:
             raise UserError(f"{where}: batch_size must be a positive integer, got {new['batch_size']!r}")
-        if new["objective"] != "supervised":
-            raise UserError(f"{where}: objective {new['objective']!r} is not implemented (only 'supervised'; "
-                            "distillation, Sec. 6.2, would go in train_loss())")
+        distill.check_objective(new["objective"], cfg.teacher, where if cfg.schedule else "--objective")
+        (world or dist.World()).shard(new["batch_size"], where if cfg.schedule else "--batch-size")
         check_patch(new["patch"], size, where)
         stages.append(shape := new)
     if not random:
@@ -210,9 +224,11 @@ def stage_in_force(sched, current, flops, error, switch_on):
     return max(current, s.index)
 
 
-def log_config(shape, patches):
-    """The shape in force, as a record's "config"; a random run logs its evaluation patch and the sampled set."""
+def log_config(shape, patches, distilling):
+    """The shape in force, as a record's "config" (the objective only in runs that distill); a random run logs
+    its evaluation patch and the sampled set."""
     c = {k: shape[k] for k in ("patch", "width", "depth", "batch_size")}
+    c = {**c, "objective": shape["objective"]} if distilling else c
     return {**c, "random": patches} if patches else c
 
 
@@ -249,13 +265,6 @@ def learning_rate(cfg, step, batch_size, rewarm_from):
     return lr
 
 
-def train_loss(objective, logits, y, cfg):
-    """The stage's training objective. 'supervised': label-smoothed cross-entropy (Table 1). A distillation
-    objective (Sec. 6.2) would query a teacher here and add the teacher's FLOPs to the step's compute."""
-    assert objective == "supervised", objective
-    return F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
-
-
 @torch.no_grad()
 def evaluate(model, patch, ev, cfg, amp):
     """fewshot10_error (k-shot ridge on frozen features, eval_fewshot) and test_error (top-1) at `patch`."""
@@ -268,21 +277,6 @@ def evaluate(model, patch, ev, cfg, amp):
                     for i in range(0, len(x), 500))
     model.train()
     return {**{k: float(v) for k, v in out.items()}, "test_error": wrong / len(x)}
-
-
-def eval_sets(train_x, train_y, test_x, test_y, cfg, device):
-    """Fixed evaluation sets, the same for every run and seed: a k-shot support pool from the training set,
-    k-shot queries and the top-1 test images from the test set."""
-    sup = torch.randperm(len(train_x), generator=generator("support"))[:cfg.fewshot_support]
-    qry = torch.randperm(len(test_x), generator=generator("query"))[:cfg.fewshot_query]
-    fewest = int(torch.bincount(train_y[sup], minlength=int(train_y.max()) + 1).min())
-    if fewest < 10:
-        raise UserError(f"--fewshot-support {cfg.fewshot_support} holds only {fewest} images of some class; "
-                        "10-shot needs 10 per class: raise --fewshot-support")
-    return {"fewshot": [normalize(train_x[sup]).to(device), train_y[sup].to(device),
-                        normalize(test_x[qry]).to(device), test_y[qry].to(device)],
-            "test": (test_x[:cfg.test_size].to(device), test_y[:cfg.test_size].to(device)),
-            "shots": tuple(k for k in (1, 5, 10, 25) if k <= fewest)}
 
 
 def start_log(path, header, resume_step):
@@ -307,12 +301,14 @@ def atomic_write(path, write):
 
 
 def main(cfg):
+    world = dist.World.from_env()
+    say = print if world.main else (lambda *a, **k: None)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     if (cfg.steps is None) == (cfg.flops is None):
         raise UserError("give the budget as exactly one of --steps N or --flops F")
     try:
-        device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device)
+        device = world.device(cfg.device)
     except RuntimeError:
         raise UserError(f"--device {cfg.device!r} is not a torch device (cpu, cuda, cuda:1, ...)") from None
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -323,25 +319,34 @@ def main(cfg):
     num_classes = int(max(train_y.max(), test_y.max())) + 1
     torch.manual_seed(cfg.seed)
     template = flexivit.build(cfg.model, image_size=size, in_chans=chans, num_classes=num_classes)
-    stages, patches, sched = plan_shapes(cfg, size, template.width, template.depth, template.head_dim)
+    stages, patches, sched = plan_shapes(cfg, size, template.width, template.depth, template.head_dim, world)
+    distilling = any(s["objective"] == "distill" for s in stages)
+    teacher = distill.load_teacher(cfg.teacher, size, chans, num_classes, device) if distilling else None
+    if cfg.teacher and not distilling:
+        say(f"note: --teacher {cfg.teacher} is not used (no stage has the objective 'distill')")
     shape_name = (f"sched-{Path(cfg.schedule).stem}" if cfg.schedule else "random" if patches
-                  else f"p{stages[0]['patch']}")
+                  else f"p{stages[0]['patch']}") + ("-distill" if cfg.objective == "distill" else "") + (
+                      f"-bs{cfg.batch_size}" if cfg.batch_size != 128 else "")
     name = f"{Path(cfg.data_dir).stem}-{cfg.model}-{shape_name}" + (f"-s{cfg.seed}" if cfg.seed else "")
     out = Path(cfg.out_dir or f"runs/{name}")
     ckpt_path, log_path = out / "ckpt.pt", out / "log.jsonl"
     shash = schedule_hash(sched)
-    ev = eval_sets(train_x, train_y, test_x, test_y, cfg, device)
+    ev = eval_sets(train_x, train_y, test_x, test_y, cfg.fewshot_support, cfg.fewshot_query, cfg.test_size, device)
     if cfg.resume:
         if not ckpt_path.exists():
             raise UserError(f"--resume: no checkpoint {ckpt_path}; start the run without --resume")
         ck = torch.load(ckpt_path, map_location="cpu")
-        for k in RESUME_KEYS:
-            if ck["config"].get(k) != dataclasses.asdict(cfg)[k]:
+        for k in RESUME_KEYS:                           # a key older checkpoints lack had its default
+            if (was := ck["config"].get(k, getattr(Config, k))) != dataclasses.asdict(cfg)[k]:
                 raise UserError(f"--resume: --{k.replace('_', '-')} is {dataclasses.asdict(cfg)[k]!r} but {ckpt_path} "
-                                f"was trained with {ck['config'].get(k)!r}; use the same value or another --out-dir")
+                                f"was trained with {was!r}; use the same value or another --out-dir")
         if ck["schedule_hash"] != shash:
             raise UserError(f"--resume: {ckpt_path} was trained with another schedule; "
                             "use the same one or another --out-dir")
+        if ck.get("teacher") != (teacher and teacher.fingerprint):
+            raise UserError(f"--resume: {ckpt_path} was distilled from another --teacher; "
+                            "use the same one or another --out-dir")
+        world.check_resume(ck["state"].get("world_size", 1), ckpt_path)
         model = flexivit.FlexiViT(**ck["model_args"])
         model.load_state_dict(ck["model"])
         state = ck["state"]
@@ -353,8 +358,9 @@ def main(cfg):
         model = template if (w0, d0) == (template.width, template.depth) else flexivit.FlexiViT(
             **{**template.model_args(), "width": w0, "depth": d0, "heads": w0 // template.head_dim})
         state = dict(step=0, samples=0, flops=0.0, wall=0.0, stage=0, rewarm_from=None, error=None,
-                     loss_sum=0.0, loss_count=0)
+                     loss_sum=0.0, loss_count=0, world_size=world.size)
     del template
+    world.init(device)                                  # every check that may fail is behind us
     model.to(device).train()
     opt = make_optimizer(model, cfg, device)
     if cfg.resume:
@@ -362,18 +368,22 @@ def main(cfg):
         for g, decay in zip(opt.param_groups, (cfg.weight_decay, 0.0)):   # the flags win over the checkpoint's
             g["weight_decay"] = decay
     saved_step = state["step"] if cfg.resume else None
-    fwd = torch.compile(model, dynamic=False) if cfg.compile else model
+    wrap = lambda: (torch.compile(world.wrap(model, device), dynamic=False) if cfg.compile  # noqa: E731
+                    else world.wrap(model, device))     # DDP under torchrun; again after the model grows
+    fwd = wrap()
 
-    out.mkdir(parents=True, exist_ok=True)
-    header = {"version": 1, "type": "header", "run": out.name, "config": dataclasses.asdict(cfg),
-              "metrics": ["fewshot10_error", "test_error"], "schedule_kind": sched.kind if sched else None,
-              "model_args": model.model_args(),
-              "data": {"train": len(train_x), "test": len(test_x), "image_size": size}}
-    start_log(log_path, header, state["step"] if cfg.resume else None)
-    print(f"{out}: {model.width}x{model.depth} FlexiViT, {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M "
-          f"parameters, {len(train_x)} training images {chans}x{size}x{size}, {num_classes} classes, {device}")
+    if world.main:
+        out.mkdir(parents=True, exist_ok=True)
+        header = {"version": 1, "type": "header", "run": out.name, "config": dataclasses.asdict(cfg),
+                  "metrics": ["fewshot10_error", "test_error"], "schedule_kind": sched.kind if sched else None,
+                  "model_args": model.model_args(), "world_size": world.size,
+                  "teacher": teacher and {**teacher.fingerprint, "path": teacher.path, "macs": teacher.macs},
+                  "data": {"train": len(train_x), "test": len(test_x), "image_size": size}}
+        start_log(log_path, header, state["step"] if cfg.resume else None)
+    say(f"{out}: {model.width}x{model.depth} FlexiViT, {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M "
+        f"parameters, {len(train_x)} training images {chans}x{size}x{size}, {num_classes} classes, {device}"
+        + (f" x {world.size} processes" if world.size > 1 else ""))
     train_x, train_y = train_x.to(device), train_y.to(device)
-
 
     budget = float(cfg.steps if cfg.steps is not None else cfg.flops)
     points = np.unique(np.geomspace(0.01 * budget, budget, max(cfg.evals, 0)).round(6).tolist() + [budget])
@@ -382,19 +392,20 @@ def main(cfg):
     next_point = lambda: next((p for p in points if p > progress()), math.inf)      # noqa: E731
     due = next_point()
 
-    def checkpoint():
-        ck = {"version": 1, "model_args": model.model_args(), "model": model.state_dict(),
-              "optimizer": opt.state_dict(),
-              "state": dict(state), "patch": shape["patch"], "config": dataclasses.asdict(cfg), "schedule_hash": shash,
-              "rng": {"torch": torch.get_rng_state()}, "data": {"samples": state["samples"], "seed": cfg.seed}}
-        atomic_write(ckpt_path, lambda p: torch.save(ck, p))
+    def checkpoint():                                   # rank 0 writes; every rank knows the step
+        if world.main:
+            ck = {"version": 1, "model_args": model.model_args(), "model": model.state_dict(),
+                  "optimizer": opt.state_dict(), "state": dict(state), "patch": shape["patch"],
+                  "config": dataclasses.asdict(cfg), "schedule_hash": shash, "teacher": teacher and teacher.fingerprint,
+                  "rng": {"torch": torch.get_rng_state()}, "data": {"samples": state["samples"], "seed": cfg.seed}}
+            atomic_write(ckpt_path, lambda p: torch.save(ck, p))
         return state["step"]
 
     shape = stages[state["stage"]]
-    bar = tqdm(total=cfg.steps or cfg.flops, initial=progress(), disable=None if cfg.progress else True, dynamic_ncols=True,
-               unit="step" if cfg.steps is not None else "FLOP", unit_scale=cfg.steps is None)
+    bar = tqdm(total=cfg.steps or cfg.flops, initial=progress(), disable=None if cfg.progress and world.main else True,
+               dynamic_ncols=True, unit="step" if cfg.steps is not None else "FLOP", unit_scale=cfg.steps is None)
     if progress() >= budget:
-        print(f"{out}: budget reached already ({progress():.4g}); nothing to do")
+        say(f"{out}: budget reached already ({progress():.4g}); nothing to do")
     while progress() < budget:
         tick = time.perf_counter()
         step = state["step"]
@@ -403,19 +414,21 @@ def main(cfg):
             shape, state["stage"] = stages[k], k
             if (shape["width"], shape["depth"]) != (model.width, model.depth):
                 opt = grow(model, opt, shape, cfg, device, step)
-                fwd = torch.compile(model, dynamic=False) if cfg.compile else model
+                fwd = wrap()
                 state["rewarm_from"] = step
         patch = shape["patch"] if not patches else patches[torch.randint(
             len(patches), (1,), generator=generator("patch", cfg.seed, step)).item()]
         bs = shape["batch_size"]
-        idx = batch_indices(len(train_x), state["samples"], bs, cfg.seed).to(device)
-        x = normalize(augment(train_x[idx], generator("augment", cfg.seed, step), cfg.flip))
+        lo, hi = world.shard(bs)                        # this process's rows of the global batch
+        idx = batch_indices(len(train_x), state["samples"], bs, cfg.seed)[lo:hi].to(device)
+        x = normalize(augment(train_x[idx], generator("augment", cfg.seed, step), cfg.flip, rows=(lo, bs)))
         with amp:
-            loss = train_loss(shape["objective"], fwd(x, patch), train_y[idx], cfg)
+            loss = distill.train_loss(shape["objective"], fwd(x, patch), x, train_y[idx], teacher, cfg.temperature,
+                                      cfg.label_smoothing)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()                                 # DDP: gradients averaged over the processes
         gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
-        loss_v, gnorm_v = torch.stack([loss.detach(), gnorm.float()]).tolist()
+        loss_v, gnorm_v = world.mean(torch.stack([loss.detach().float(), gnorm.float()])).tolist()
         if not (math.isfinite(loss_v) and math.isfinite(gnorm_v)):
             bar.close()
             kept = (f"last good checkpoint {ckpt_path} (step {saved_step})" if saved_step is not None
@@ -427,47 +440,56 @@ def main(cfg):
             g["lr"] = lr
         opt.step()
         before = progress()
-        state.update(step=step + 1, samples=state["samples"] + bs, flops=state["flops"] + 6.0 * model.macs(patch) * bs,
+        state.update(step=step + 1, samples=state["samples"] + bs,
+                     flops=state["flops"] + distill.step_flops(model.macs(patch), bs, shape["objective"], teacher),
                      loss_sum=state["loss_sum"] + loss_v, loss_count=state["loss_count"] + 1)
         state["wall"] += time.perf_counter() - tick
         bar.update(progress() - before)
         if state["step"] % 25 == 0:
             bar.set_postfix(loss=f"{loss_v:.3f}", err=f"{state['error'] or 1:.3f}", flops=f"{state['flops']:.2e}")
 
-        if progress() >= due:
-            metrics = evaluate(model, shape["patch"], ev, cfg, amp)
-            state["error"] = metrics["fewshot10_error"]
-            rec = {"type": "eval", "step": state["step"], "samples": state["samples"], "flops": state["flops"],
-                   "config": log_config(shape, patches), "train_loss": state["loss_sum"] / state["loss_count"],
-                   **metrics, "wall": state["wall"], "lr": lr, "stage": state["stage"]}
-            with open(log_path, "a") as f:
-                f.write(json.dumps(rec) + "\n")
+        if progress() >= due:                           # rank 0 evaluates; the others wait in broadcast
+            if world.main:
+                metrics = evaluate(model, shape["patch"], ev, cfg, amp)
+                state["error"] = metrics["fewshot10_error"]
+                rec = {"type": "eval", "step": state["step"], "samples": state["samples"], "flops": state["flops"],
+                       "config": log_config(shape, patches, distilling),
+                       "train_loss": state["loss_sum"] / state["loss_count"],
+                       **metrics, "wall": state["wall"], "lr": lr, "stage": state["stage"]}
+                with open(log_path, "a") as f:
+                    f.write(json.dumps(rec) + "\n")
+                tqdm.write(f"step {rec['step']} flops {rec['flops']:.3g} patch {shape['patch']} "
+                           f"loss {rec['train_loss']:.4f} fewshot10 {rec['fewshot10_error']:.4f} "
+                           f"test {rec['test_error']:.4f} wall {rec['wall']:.1f}s")
             state.update(loss_sum=0.0, loss_count=0)
-            tqdm.write(f"step {rec['step']} flops {rec['flops']:.3g} patch {shape['patch']} "
-                       f"loss {rec['train_loss']:.4f} "
-                       f"fewshot10 {rec['fewshot10_error']:.4f} test {rec['test_error']:.4f} wall {rec['wall']:.1f}s")
-            due = next_point()
             saved_step = checkpoint()
+            state["error"] = world.broadcast(state["error"])
+            due = next_point()
         elif cfg.ckpt_every and state["step"] % cfg.ckpt_every == 0:
             saved_step = checkpoint()
         if cfg.stop_after_steps is not None and state["step"] >= cfg.stop_after_steps:
             bar.close()
-            print(f"stopped after step {state['step']} (--stop-after-steps)")
+            say(f"stopped after step {state['step']} (--stop-after-steps)")
             return
     bar.close()
-    print(f"{out}: {state['step']} steps, {state['flops']:.3g} FLOPs, {state['wall']:.1f}s training; log {log_path}")
+    say(f"{out}: {state['step']} steps, {state['flops']:.3g} FLOPs, {state['wall']:.1f}s training; log {log_path}")
 
 
 def cli(args=None):
-    """Parse the flags and train; bad input is one line on stderr and exit code 2 (no traceback)."""
+    """Parse the flags and train; bad input is one line on stderr (rank 0's, under torchrun) and exit code 2."""
+    main_rank = os.environ.get("RANK", "0") == "0"
     try:
         main(tyro.cli(Config, args=args))
-    except (UserError, FileNotFoundError, ValueError) as e:        # ScheduleError, flexivit's ValueError too
-        print(f"train_vit.py: error: {e}", file=sys.stderr)
+    except (UserError, FileNotFoundError, ValueError) as e:        # ScheduleError, flexivit's, dist's, distill's
+        if main_rank:
+            print(f"train_vit.py: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("train_vit.py: interrupted; continue with --resume", file=sys.stderr)
+        if main_rank:
+            print("train_vit.py: interrupted; continue with --resume", file=sys.stderr)
         return 130
+    finally:
+        dist.close()
     return 0
 
 

@@ -245,7 +245,7 @@ def test_schedule_switches_patch_and_width_at_flops_start(npz, tmp_path):
 @pytest.mark.parametrize("bad, match", [({"patch": 5}, "valid patch sizes: 1 2 4 8 16"),
                                         ({"patch": 4, "width": 16}, "shrink"),
                                         ({"patch": 4, "width": 48}, "head size 32"),
-                                        ({"patch": 4, "objective": "distill"}, "not implemented")])
+                                        ({"patch": 4, "objective": "distill"}, "needs a teacher")])
 def test_bad_schedule_fails_before_training(npz, tmp_path, bad, match):
     pytest.importorskip("schedule")
     sched = write_schedule(tmp_path / "s.json", [stage({"patch": 8}, 0.0, 1e8), stage(bad, 1e8, 1e12)])
