@@ -38,8 +38,8 @@ PRESETS = {
     # early or late: patch 14 plateaus within the first third of the budget, and with four tokens it
     # runs at a small fraction of the CPU's FLOP rate; patch 2 (196 tokens) wins only far past the
     # budget, and its law needs only to show that.
-    "demo": dict(model="V64-4", patches=(4, 7, 2, 14), flops=8e12, evals=12, fewshot_query=1000,
-                 test_size=2000, short={14: 0.6}),
+    "demo": dict(model="V64-4", patches=(4, 7, 2, 14), flops=6e12, evals=12, fewshot_query=1000,
+                 test_size=2000, short={14: 0.6, 2: 0.3}),
     "full": dict(model="V64-4", patches=(4, 7, 2, 14), flops=2.5e13, evals=14, fewshot_query=1000,
                  test_size=2000, short={14: 0.4, 2: 0.3}),
     # a pipeline check in a minute or two (tests and first look; no claim about savings)
