@@ -3,6 +3,7 @@
 #   make demo           the whole adaptive-training pipeline, small (<= 15 min on 2 CPU cores)
 #   make reproduce      the same pipeline at full size (<= 60 min on 2 CPU cores)
 #   make reproduce-lm   the language-model (context length) pipeline
+#   make hparams-batch / hparams-distill   batch-size and objective schedules (paper Sec. 6.2)
 #   make bench          the benchmarks in bench/ (a separate .venv-bench with timm, transformers)
 PYTHON ?= python3
 VENV   ?= .venv
@@ -12,7 +13,7 @@ PY      = $(VENV)/bin/python
 TORCH  ?= torch==2.13.0
 DATA   ?= /usr/share/datasets/fashion-mnist
 
-.PHONY: venv test demo reproduce reproduce-lm bench clean
+.PHONY: venv test demo reproduce reproduce-lm hparams-batch hparams-distill bench clean
 
 venv: $(VENV)/.installed
 
@@ -31,6 +32,13 @@ demo: venv
 
 reproduce: venv
 	$(PY) reproduce.py --preset full --data-dir $(DATA)
+
+# Sec. 6.2: batch-size and training-objective (supervised -> distillation) schedules
+hparams-batch: venv
+	$(PY) reproduce_hparams.py --experiment batch --data-dir $(DATA)
+
+hparams-distill: venv
+	$(PY) reproduce_hparams.py --experiment distill --data-dir $(DATA)
 
 reproduce-lm: venv
 	$(PY) reproduce_lm.py
