@@ -5,6 +5,7 @@ and switches from short to long contexts where the laws cross (schedule.py), sav
 
     python train_lm.py --context 64 --out-dir runs/ctx64                    # one static run
     python train_lm.py --schedule schedule.json --out-dir runs/sched        # the adaptive run
+    torchrun --standalone --nproc_per_node 2 train_lm.py ...                # either, data parallel (dist.py)
 
 Model: pre-norm decoder blocks, RMSNorm -> causal attention (scaled_dot_product_attention) with RoPE ->
 RMSNorm -> SwiGLU MLP (hidden 4*width); no biases; final RMSNorm. `--model L{width}-{depth}` names the
@@ -27,13 +28,17 @@ tests/test_lm.py checks both against torch.utils.flop_counter.
 
 Tokens per step: batch x context = `--tokens-per-step` at every context (a longer context, a smaller
 batch): gradient noise and learning rate stay comparable, and a step's compute grows only through the
-attention term. A schedule stage's "batch_size" overrides it.
+attention term. A schedule stage's "batch_size" B (Sec. 6.2) overrides it: a step then holds (and FLOPs
+count) B*T tokens, and the LR follows by --lr-scaling: x1, x r or x sqrt(r), r = B*T / --tokens-per-step
+(B over the batch of the static run at context T, whose law the schedule used).
 
-Data: by default the Python standard library's .py files as bytes (vocabulary 256), split into train
-and validation by a hash of each file's relative path, cached under --cache-dir as two uint8 files
-(memory-mapped). `--data` takes a text file or folder (bytes), or a uint16 token file *.bin with
---vocab-size; a single file is split by position. A step's windows start at random positions drawn
-from a generator seeded by (seed, step): a resumed run sees the same batches.
+Data and validation loss (lm_data.py): by default the Python standard library's .py files as bytes
+(vocabulary 256); `--data` takes a text file or folder, or a uint16 token file *.bin with --vocab-size. A
+step's windows start at random positions seeded by (seed, step): a resumed run sees the same batches.
+
+Data parallel (dist.py): under `torchrun --nproc_per_node N` each process takes its 1/N of the rows of the
+global batch (a batch that does not split evenly is refused before training); data order, FLOPs, the LR
+and the curve do not depend on N. Rank 0 alone evaluates, logs, checkpoints and prints; a resume keeps N.
 
 Evaluation: the first --val-tokens tokens of the validation split in windows of the context: every
 context predicts the same tokens (the paper truncates the same samples to each model's context).
@@ -42,23 +47,22 @@ at log-spaced points of the budget (--evals from --eval-from): dense early. The 
 MFU: logged FLOPs per second over the GPU's bf16 peak (PEAK_BF16_FLOPS), or over the FLOP/s of a large
 matmul measured at start (on the CPU: float32, this process's threads).
 
-Schedules: stage configs are {"context": T}. `--switch-on flops` takes the stage in force at the
-cumulative FLOPs (every step); `--switch-on error` moves on once a measured val_loss at the current
-context is below the stage's error_end (at evaluations). Stages never go backwards. A schedule of kind
-"random" (FlexiViT's baseline) draws a stage per step and evaluates at the largest context.
+Schedules: stage configs are {"context": T}, optionally with "batch_size": B. `--switch-on flops` takes the
+stage in force at the cumulative FLOPs (every step); `--switch-on error` moves on once a measured val_loss
+at the current context is below the stage's error_end (at evaluations). Stages never go backwards. A
+schedule of kind "random" (FlexiViT's baseline) draws a stage per step and evaluates at the largest context.
 
 Checkpoints: ckpt.pt at every evaluation (atomic): model, optimizer, RNG, step (= data position),
 cumulative tokens / FLOPs / training seconds, stage. `--resume` continues exactly (a new run if there is
-no checkpoint) and refuses another model, data, context, tokens per step or schedule. A NaN/inf loss
-stops the run (exit code 1) and keeps the last checkpoint; bad input exits with code 2 and one line.
+no checkpoint) and refuses another model, data, context, tokens per step, schedule or process count. A
+NaN/inf loss stops the run and keeps the last good checkpoint; it and bad input exit with code 2 and one
+line.
 """
-import hashlib
 import json
 import math
 import os
 import re
 import sys
-import sysconfig
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
@@ -72,6 +76,9 @@ import torch.nn.functional as F
 import tyro
 from tqdm import tqdm
 
+import dist
+from lm_data import evaluate, get_batch, load_corpus
+
 PRESETS = ("L64-4", "L128-4", "L128-6", "L192-6", "L256-6", "L384-6", "L512-8", "L768-12")
 PEAK_BF16_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40": 181e12, "4090": 165e12,
                    "L4": 121e12, "A10": 125e12, "V100": 125e12}  # dense tensor-core peaks
@@ -81,8 +88,8 @@ class UserError(ValueError):
     """Bad input: the script prints one line and exits with code 2."""
 
 
-class DivergedError(RuntimeError):
-    """The loss became NaN or inf: the script prints one line and exits with code 1."""
+class DivergedError(UserError):
+    """The loss became NaN or inf: one line, exit code 2; the last good checkpoint is kept."""
 
 
 # ----------------------------------------------------------------------------- model
@@ -180,74 +187,6 @@ class LM(nn.Module):
         return macs_per_token(self.width, self.depth, self.mlp_dim, context)
 
 
-# ----------------------------------------------------------------------------- data
-
-def load_corpus(cfg):
-    """-> (train tokens, validation tokens, vocabulary size, a name for the data) as numpy arrays."""
-    path = Path(cfg.data or sysconfig.get_paths()["stdlib"])
-    if path.is_dir():
-        return load_folder(cfg, path)
-    if not path.is_file():
-        raise UserError(f"--data {cfg.data}: no such file or folder")
-    vocab, dtype = (cfg.vocab_size, np.uint16) if path.suffix == ".bin" else (256, np.uint8)
-    if path.suffix == ".bin" and (vocab <= 0 or path.stat().st_size % 2):
-        raise UserError(f"--data {cfg.data}: a uint16 token file needs --vocab-size (and an even byte count)")
-    tokens = np.memmap(path, dtype=dtype, mode="c") if path.stat().st_size else np.zeros(0, dtype)
-    if len(tokens) == 0:
-        raise UserError(f"--data {cfg.data}: the corpus is empty")
-    if path.suffix == ".bin" and int(tokens.max()) >= vocab:
-        raise UserError(f"--data {cfg.data}: token id {int(tokens.max())} >= --vocab-size {vocab}")
-    cut = len(tokens) - int(len(tokens) * cfg.val_fraction)
-    return tokens[:cut], tokens[cut:], vocab, str(path.resolve())
-
-
-def load_folder(cfg, root):
-    """A folder's files as bytes, split by a hash of the relative path, cached as two uint8 files."""
-    pattern = cfg.glob or ("*" if cfg.data else "*.py")
-    skip = {"site-packages", "dist-packages", "__pycache__"}
-    files = sorted(f for f in root.rglob(pattern) if f.is_file() and not skip & set(f.relative_to(root).parts))
-    names = [f.relative_to(root).as_posix() for f in files]
-    stats = [(n, f.stat().st_size, f.stat().st_mtime_ns) for n, f in zip(names, files)]
-    if sum(size for _, size, _ in stats) == 0:
-        raise UserError(f"--data {root}: the corpus is empty (no non-empty files matching {pattern!r})")
-    key = hashlib.md5(json.dumps([str(root.resolve()), cfg.val_fraction, stats]).encode()).hexdigest()[:16]
-    paths = [Path(cfg.cache_dir) / f"corpus-{key}.{part}.u8" for part in ("train", "val")]
-    if not all(p.exists() for p in paths):
-        in_val = [int(hashlib.md5(n.encode()).hexdigest()[:8], 16) < cfg.val_fraction * 2**32 for n in names]
-        paths[0].parent.mkdir(parents=True, exist_ok=True)
-        for path, want in zip(paths, (False, True)):
-            with open(f"{path}.{os.getpid()}.tmp", "wb") as out:         # runs may start side by side
-                for f, v in zip(files, in_val):
-                    if v == want:
-                        out.write(f.read_bytes())
-            os.replace(f"{path}.{os.getpid()}.tmp", path)
-    train, val = (np.memmap(p, dtype=np.uint8, mode="c") if p.stat().st_size else np.zeros(0, np.uint8)
-                  for p in paths)
-    return train, val, 256, f"{root.resolve()}:{pattern}"
-
-
-def get_batch(tokens, step, batch, context, seed):
-    """Random windows of context+1 tokens, a function of (seed, step) only."""
-    starts = np.random.default_rng([seed, step]).integers(0, len(tokens) - context, size=batch)
-    xy = torch.from_numpy(tokens[starts[:, None] + np.arange(context + 1)].astype(np.int64))
-    return xy[:, :-1], xy[:, 1:]
-
-
-@torch.no_grad()
-def evaluate(model, val, context, val_tokens, batch_tokens, device, autocast):
-    """Mean next-token loss over the first val_tokens tokens of val, in windows of `context` tokens."""
-    n, rows = val_tokens // context, max(1, batch_tokens // context)
-    xy = torch.from_numpy(val[: n * context + 1].astype(np.int64))
-    x, y = xy[:-1].view(n, context), xy[1:].view(n, context)
-    total = 0.0
-    for i in range(0, n, rows):
-        with autocast:
-            logits = model(x[i:i + rows].to(device))
-        total += F.cross_entropy(logits.float().flatten(0, 1), y[i:i + rows].to(device).flatten(),
-                                 reduction="sum").item()
-    return total / (n * context)
-
-
 # ----------------------------------------------------------------------------- training
 
 @dataclass
@@ -269,11 +208,15 @@ class Config:
     context: int = 64
     """Context length of a static run (ignored with --schedule)."""
     schedule: str = ""
-    """schedule.json (schedule.py's output) whose stages' configs are {"context": T}."""
+    """schedule.json (schedule.py's output) whose stages' configs are {"context": T[, "batch_size": B]}."""
     switch_on: Literal["flops", "error"] = "flops"
     """Follow the schedule by cumulative FLOPs, or by the measured val_loss at the current context."""
     tokens_per_step: int = 4096
-    """Tokens per optimiser step (batch = tokens_per_step // context), the same at every context."""
+    """Tokens per optimiser step (batch = tokens_per_step // context), the same at every context; over all
+    processes under torchrun."""
+    lr_scaling: Literal["none", "linear", "sqrt"] = "none"
+    """How the LR follows a schedule stage's batch_size B at context T: --lr times 1, r or sqrt(r), with
+    r = B*T / --tokens-per-step."""
     steps: int = 1000
     """Training steps (the budget, unless --flops is set)."""
     flops: float = 0.0
@@ -318,7 +261,7 @@ def load_stages(cfg):
         raise UserError(str(e)) from None
     for s in schedule.stages:
         if "context" not in s.config or set(s.config) - {"context", "batch_size"} \
-                or not all(isinstance(v, int) and v > 0 for v in s.config.values()):
+                or not all(type(v) is int and v > 0 for v in s.config.values()):
             raise UserError(f"{cfg.schedule}: stage {s.index} config {s.config} is not a context length "
                             f'(train_lm.py expects {{"context": T}}, optionally with "batch_size")')
     return [dict(s.config) for s in schedule.stages], schedule
@@ -339,14 +282,17 @@ def peak_flops(device):
 
 
 def write_log(path, records):
-    with open(f"{path}.tmp", "w") as f:
-        f.writelines(json.dumps(r) + "\n" for r in records)
+    Path(f"{path}.tmp").write_text("".join(json.dumps(r) + "\n" for r in records))
     os.replace(f"{path}.tmp", path)
 
 
-def check_sizes(cfg, stages, train, val):
-    for T in {s["context"] for s in stages if "batch_size" not in s and cfg.tokens_per_step % s["context"]}:
-        raise UserError(f"--tokens-per-step {cfg.tokens_per_step} is not a multiple of context {T}")
+def check_sizes(cfg, stages, train, val, world):
+    """Every size that could fail, before any work: batches (and their shards over the processes), splits."""
+    for i, s in enumerate(stages):
+        if "batch_size" not in s and cfg.tokens_per_step % s["context"]:
+            raise UserError(f"--tokens-per-step {cfg.tokens_per_step} is not a multiple of context {s['context']}")
+        world.shard(s.get("batch_size", cfg.tokens_per_step // s["context"]), f"{cfg.schedule}: stage {i} batch_size"
+                    if "batch_size" in s else f"--tokens-per-step {cfg.tokens_per_step} at context {s['context']}")
     T = max(s["context"] for s in stages)
     if len(val) < T + 1:
         raise UserError(f"context {T} is longer than the validation split allows ({len(val)} tokens): "
@@ -360,99 +306,124 @@ def check_sizes(cfg, stages, train, val):
         raise UserError(f"the training split holds {len(train)} tokens, too few for context {T}")
 
 
+def learning_rate(cfg, step, tokens):
+    """Linear warm-up to --lr, scaled (--lr-scaling) by r = the step's tokens / --tokens-per-step."""
+    r = tokens / cfg.tokens_per_step
+    scale = {"none": 1.0, "linear": r, "sqrt": math.sqrt(r)}[cfg.lr_scaling]
+    return cfg.lr * scale * min(1.0, (step + 1) / max(cfg.warmup, 1))
+
+
 def main(cfg: Config):
+    world = dist.World.from_env()                                  # 1 process, or torchrun's rank / size
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device)
+    try:
+        device = world.device(cfg.device)
+    except RuntimeError:
+        raise UserError(f"--device {cfg.device!r} is not a torch device (cpu, cuda, cuda:1, ...)") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"--device {cfg.device}: CUDA is not available here; use --device cpu")
     autocast = torch.autocast("cuda", torch.bfloat16) if device.type == "cuda" else nullcontext()
     model_args(cfg.model, 256, 1)                                    # a bad --model fails before any work
-    if cfg.steps <= 0 and cfg.flops <= 0:
-        raise UserError("give a positive --steps or --flops budget")
+    if cfg.steps <= 0 and cfg.flops <= 0 or cfg.tokens_per_step <= 0:
+        raise UserError("give a positive --steps or --flops budget, and a positive --tokens-per-step")
     stages, schedule = load_stages(cfg)
-    train, val, vocab, data_name = load_corpus(cfg)
-    check_sizes(cfg, stages, train, val)
+    train, val, vocab, data_name = load_corpus(cfg.data, cfg.glob, cfg.vocab_size, cfg.val_fraction, cfg.cache_dir)
+    check_sizes(cfg, stages, train, val, world)
     max_context = max(s["context"] for s in stages)
     margs = model_args(cfg.model, vocab, max_context)
     torch.manual_seed(cfg.seed)
     model = LM(**margs).to(device)
     decay = {n: p.dim() == 2 and not n.startswith("embed") for n, p in model.named_parameters()}
     opt = torch.optim.AdamW([{"params": [p for n, p in model.named_parameters() if decay[n]]},
-                             {"params": [p for n, p in model.named_parameters() if not decay[n]],
-                              "weight_decay": 0.0}],
+                             {"params": [p for n, p in model.named_parameters() if not decay[n]], "weight_decay": 0.0}],
                             lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay, fused=device.type == "cuda")
-    fwd = torch.compile(model) if cfg.compile else model
 
     out = Path(cfg.out_dir)
     ckpt_path, log_path = out / "ckpt.pt", out / "log.jsonl"
     identity = json.loads(json.dumps({  # what --resume must find unchanged (as JSON: tuples become lists)
         "model": margs, "data": data_name, "stages": stages, "tokens_per_step": cfg.tokens_per_step,
         "seed": cfg.seed, "switch_on": cfg.switch_on if schedule else None, "kind": schedule and schedule.kind,
-        "boundaries": [(s.flops_start, s.error_end) for s in schedule.stages] if schedule else None}))
-    state = dict(step=0, tokens=0, flops=0.0, wall=0.0, stage=0, loss_sum=0.0, loss_n=0)
-    if cfg.resume and ckpt_path.exists():
+        "boundaries": [(s.flops_start, s.error_end) for s in schedule.stages] if schedule else None,
+        "lr_scaling": cfg.lr_scaling}))
+    state = dict(step=0, tokens=0, flops=0.0, wall=0.0, stage=0, loss_sum=0.0, loss_n=0, world_size=world.size)
+    records, resuming = None, cfg.resume and ckpt_path.exists()
+    if resuming:                                                     # every rank checks, before any collective
         ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+        saved = {"lr_scaling": "none", **ckpt["identity"]}            # older checkpoints lack the newer keys
         for key, value in identity.items():
-            if ckpt["identity"][key] != value:
-                raise UserError(f"--resume: {ckpt_path} was trained with {key}={ckpt['identity'][key]}, "
+            if saved[key] != value:
+                raise UserError(f"--resume: {ckpt_path} was trained with {key}={saved[key]}, "
                                 f"this run asks for {value}: use a new --out-dir")
+        world.check_resume(ckpt["state"].get("world_size", 1), ckpt_path)
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         torch.set_rng_state(ckpt["rng"]["cpu"].cpu())
         if ckpt["rng"]["cuda"] is not None and device.type == "cuda":
             torch.cuda.set_rng_state(ckpt["rng"]["cuda"].cpu(), device)
-        state = ckpt["state"]
-        records = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
-        records = [r for r in records if r.get("type") == "header" or r["step"] <= state["step"]]
+        state = {"world_size": 1, **ckpt["state"]}
     elif ckpt_path.exists() or log_path.exists():
         raise UserError(f"{out} already holds a run: pass --resume to continue it, or pick another --out-dir")
-    else:
+    world.init(device)                                               # every check that may fail is behind us
+    plain = torch.compile(model) if cfg.compile else model           # rank 0 evaluates with it, alone
+    fwd = plain if not world.active else (torch.compile(world.wrap(model, device)) if cfg.compile
+                                          else world.wrap(model, device))      # DDP: gradients averaged
+    if world.main and resuming:
+        records = [r for r in map(json.loads, filter(str.strip, log_path.read_text().splitlines()))
+                   if r.get("type") == "header" or r["step"] <= state["step"]]   # drop what came after the ckpt
+    elif world.main:
         if cfg.resume:
             print(f"train_lm.py: no checkpoint in {out}; starting a new run", file=sys.stderr)
         out.mkdir(parents=True, exist_ok=True)
         records = [{"version": 1, "type": "header", "run": out.name, "config": asdict(cfg),
                     "metrics": ["val_loss", "val_loss_max_context"], "model_args": margs,
-                    "params": sum(p.numel() for p in model.parameters())}]
+                    "params": sum(p.numel() for p in model.parameters()), "world_size": world.size}]
         write_log(log_path, records)
 
-    def save():
+    def save():                                                      # rank 0 writes; the others have the same
         session["saved"] = time.time()
+        if not world.main:
+            return
         rng = {"cpu": torch.get_rng_state(),
                "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
         torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "rng": rng, "state": state,
                     "identity": identity, "model_args": margs, "config": asdict(cfg)}, f"{ckpt_path}.tmp")
         os.replace(f"{ckpt_path}.tmp", ckpt_path)
+        session["saved_step"] = state["step"]
 
     budget = cfg.flops if cfg.flops > 0 else cfg.steps
     progress = lambda: state["flops"] if cfg.flops > 0 else state["step"]  # noqa: E731
     eval_points = np.geomspace(budget * cfg.eval_from, budget, cfg.evals) if cfg.evals > 1 else np.r_[budget]
     next_eval = int(np.searchsorted(eval_points, progress(), side="right"))  # points passed are done
-    peak = peak_flops(device)
+    peak = peak_flops(device) if world.main else 1.0
     bar = tqdm(total=budget, initial=progress(), unit="FLOP" if cfg.flops > 0 else "step",
-               unit_scale=cfg.flops > 0, mininterval=1.0, dynamic_ncols=True)
-    session = dict(tokens=0, flops=0.0, wall=0.0, saved=time.time())
+               unit_scale=cfg.flops > 0, mininterval=1.0, dynamic_ncols=True, disable=None if world.main else True)
+    session = dict(tokens=0, flops=0.0, wall=0.0, saved=time.time(), saved_step=state["step"] if resuming else None)
     while progress() < budget:
         if schedule and schedule.random:                      # FlexiViT-style baseline: a random stage per step
             state["stage"] = int(np.random.default_rng([cfg.seed, state["step"], 1]).integers(len(stages)))
         elif schedule and cfg.switch_on == "flops":
             state["stage"] = max(state["stage"], schedule.stage_at(flops=state["flops"]).index)
         context = stages[state["stage"]]["context"]
-        batch = stages[state["stage"]].get("batch_size", cfg.tokens_per_step // context)
+        batch = stages[state["stage"]].get("batch_size", cfg.tokens_per_step // context)   # global
         t0 = time.perf_counter()
-        x, y = (t.to(device) for t in get_batch(train, state["step"], batch, context, cfg.seed))
+        x, y = (t.to(device) for t in get_batch(train, state["step"], batch, context, cfg.seed,
+                                                rows=world.shard(batch)))       # this process's rows
+        lr = learning_rate(cfg, state["step"], batch * context)
         for group in opt.param_groups:
-            group["lr"] = cfg.lr * min(1.0, (state["step"] + 1) / max(cfg.warmup, 1))
+            group["lr"] = lr
         with autocast:
             logits = fwd(x)
         loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
         loss.backward()
         norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        loss_value = loss.item()
-        if not (math.isfinite(loss_value) and math.isfinite(norm.item())):
+        loss_value, norm_value = world.mean(torch.stack([loss.detach(), norm.float()])).tolist()
+        if not (math.isfinite(loss_value) and math.isfinite(norm_value)):
             bar.close()
-            raise DivergedError(f"non-finite loss or gradient at step {state['step']} (lower --lr?); the last "
-                                f"checkpoint is kept in {ckpt_path}")
+            kept = (f"the last good checkpoint {ckpt_path} (step {session['saved_step']}) is kept"
+                    if session["saved_step"] is not None else "no checkpoint was written")
+            raise DivergedError(f"non-finite loss {loss_value} or gradient norm {norm_value} at step "
+                                f"{state['step']}: training diverged; {kept}; lower --lr or raise --warmup")
         opt.step()
         opt.zero_grad(set_to_none=True)
         dt, tokens = time.perf_counter() - t0, batch * context
@@ -468,21 +439,24 @@ def main(cfg: Config):
         if next_eval < len(eval_points) and progress() >= eval_points[next_eval]:
             next_eval = int(np.searchsorted(eval_points, progress(), side="right"))
             ctx = max_context if schedule and schedule.random else context   # random: no current context
-            model.eval()
-            loss_at = {c: evaluate(fwd, val, c, cfg.val_tokens, cfg.tokens_per_step, device, autocast)
-                       for c in {ctx, max_context}}
-            model.train()
-            record = {"type": "eval", "step": state["step"], "tokens": state["tokens"], "flops": state["flops"],
-                      "config": {"context": ctx}, "train_loss": state["loss_sum"] / state["loss_n"],
-                      "val_loss": loss_at[ctx], "val_loss_max_context": loss_at[max_context], "wall": state["wall"]}
-            records.append(record if not schedule else {**record, "stage": state["stage"]})
-            state.update(loss_sum=0.0, loss_n=0)
-            if schedule and cfg.switch_on == "error" and not schedule.random:
-                state["stage"] = max(state["stage"], schedule.stage_at(error=loss_at[ctx]).index)
-            write_log(log_path, records)
+            if world.main:                                    # the others wait in the broadcast below
+                model.eval()
+                loss_at = {c: evaluate(plain, val, c, cfg.val_tokens, cfg.tokens_per_step, device, autocast)
+                           for c in {ctx, max_context}}
+                model.train()
+                shape = {"context": ctx} if schedule and schedule.random else dict(stages[state["stage"]])
+                record = {"type": "eval", "step": state["step"], "tokens": state["tokens"], "flops": state["flops"],
+                          "config": shape, "train_loss": state["loss_sum"] / state["loss_n"], "lr": lr,
+                          "val_loss": loss_at[ctx], "val_loss_max_context": loss_at[max_context], "wall": state["wall"]}
+                records.append(record if not schedule else {**record, "stage": state["stage"]})
+                write_log(log_path, records)
+                bar.write(f"step {state['step']}  flops {state['flops']:.3g}  ctx {ctx}  train "
+                          f"{record['train_loss']:.4f}  val {loss_at[ctx]:.4f}  val@{max_context} "
+                          f"{loss_at[max_context]:.4f}")
+                if schedule and cfg.switch_on == "error" and not schedule.random:
+                    state["stage"] = max(state["stage"], schedule.stage_at(error=loss_at[ctx]).index)
+            state.update(loss_sum=0.0, loss_n=0, stage=world.broadcast(state["stage"]))   # rank 0's switch
             save()
-            bar.write(f"step {state['step']}  flops {state['flops']:.3g}  ctx {ctx}  train {record['train_loss']:.4f}"
-                      f"  val {loss_at[ctx]:.4f}  val@{max_context} {loss_at[max_context]:.4f}")
         stop = cfg.stop_after_steps and state["step"] >= cfg.stop_after_steps
         if stop or time.time() - session["saved"] > 60 * cfg.ckpt_minutes:
             save()
@@ -491,9 +465,23 @@ def main(cfg: Config):
     bar.close()
 
 
-if __name__ == "__main__":
+def cli(args=None):
+    """Parse the flags and train; bad input and divergence: one line on stderr (rank 0's) and exit code 2."""
+    main_rank = os.environ.get("RANK", "0") == "0"
     try:
-        main(tyro.cli(Config))
-    except (UserError, DivergedError) as e:
-        print(f"train_lm.py: error: {e}", file=sys.stderr)
-        sys.exit(2 if isinstance(e, UserError) else 1)
+        main(tyro.cli(Config, args=args))
+    except ValueError as e:                           # UserError, DivergedError, DataError, ScheduleError, DistError
+        if main_rank:
+            print(f"train_lm.py: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        if main_rank:
+            print("train_lm.py: interrupted; continue with --resume", file=sys.stderr)
+        return 130
+    finally:
+        dist.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

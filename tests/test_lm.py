@@ -124,7 +124,7 @@ def test_switch_on_error(tmp_path, corpus):
     assert contexts == [16] * (first_below + 1) + [32] * (len(logged) - first_below - 1)
 
 
-def test_divergence_keeps_last_good_checkpoint(tmp_path, corpus):
+def test_divergence_keeps_last_good_checkpoint(tmp_path, corpus, capsys):
     cfg = tiny(tmp_path, corpus, steps=8)
     main(dataclasses.replace(cfg, stop_after_steps=4))
     with pytest.raises(train_lm.DivergedError, match="non-finite") as error:
@@ -133,6 +133,37 @@ def test_divergence_keeps_last_good_checkpoint(tmp_path, corpus):
     ckpt = torch.load(os.path.join(cfg.out_dir, "ckpt.pt"), weights_only=False)
     assert 4 <= ckpt["state"]["step"] <= diverged_at
     assert all(torch.isfinite(p).all() for p in ckpt["model"].values())
+    assert f"(step {ckpt['state']['step']}) is kept" in str(error.value)
+    capsys.readouterr()                                                # the command line: one line, exit code 2
+    args = ["--out-dir", cfg.out_dir, "--data", corpus, "--model", "L32-2", "--context", "16", "--tokens-per-step",
+            "256", "--steps", "8", "--warmup", "4", "--evals", "5", "--eval-from", "0.1", "--val-tokens", "512",
+            "--cache-dir", cfg.cache_dir, "--resume", "--lr", "1e30"]
+    assert train_lm.cli(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("train_lm.py: error: non-finite loss"), err
+
+
+def test_batch_size_stage_sets_tokens_flops_and_lr(tmp_path, corpus):
+    """A stage's batch_size B at context T: B*T tokens a step, FLOPs of those, LR x (B*T / --tokens-per-step)."""
+    small, big = (6 * LM(**model_args("L32-2", 256, 32)).macs_per_token(T) * n for T, n in ((16, 256), (32, 1024)))
+    schedule = write_schedule(tmp_path / "schedule.json", [
+        {"config": {"context": 16}, "flops_start": 0.0},
+        {"config": {"context": 32, "batch_size": 32}, "flops_start": 2.5 * small}])
+    cfg = tiny(tmp_path, corpus, schedule=schedule, lr_scaling="linear", steps=6, evals=100, eval_from=0.01)
+    main(cfg)
+    logged = records(cfg)
+    assert [r["config"] for r in logged] == [{"context": 16}] * 3 + [{"context": 32, "batch_size": 32}] * 3
+    assert [r["tokens"] for r in logged] == [256, 512, 768, 1792, 2816, 3840]
+    assert logged[-1]["flops"] == pytest.approx(3 * small + 3 * big, rel=1e-12)
+    assert [r["lr"] for r in logged] == pytest.approx([cfg.lr * s for s in (0.25, 0.5, 0.75, 4.0, 4.0, 4.0)])
+    rate = lambda scaling, tokens: train_lm.learning_rate(dataclasses.replace(cfg, lr_scaling=scaling), 9, tokens)
+    assert [rate(s, 1024) for s in ("none", "linear", "sqrt")] == pytest.approx([cfg.lr, 4 * cfg.lr, 2 * cfg.lr])
+    assert rate("sqrt", 256) == cfg.lr                                 # no batch_size: the LR of --lr
+    for bad in ({"context": 32, "batch_size": 0}, {"context": 32, "batch_size": True}, {"batch_size": 8},
+                {"context": 32, "batch_size": 8, "patch": 4}):
+        path = write_schedule(tmp_path / "bad.json", [{"config": bad, "flops_start": 0.0}])
+        with pytest.raises(UserError, match="is not a context length"):
+            train_lm.load_stages(dataclasses.replace(cfg, schedule=path))
 
 
 def run_cli(*args):
