@@ -28,7 +28,7 @@ class Config:
     """Model size V{width}-{depth}."""
     patch: int = 7
     """Fixed patch size (16 tokens on 28 px images)."""
-    flops: float = 4e13
+    flops: float = 3.5e13
     """Training budget in FLOPs (6 x block MACs x examples); sized to fit the time limit."""
     data_dir: str = "/usr/share/datasets/fashion-mnist"
     """Fashion-MNIST IDX files."""
