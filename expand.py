@@ -15,11 +15,11 @@ The review discussion adds depth growth (6 -> 12 -> 18 blocks); `expand_depth` i
 
 Usage (the model is changed in place; each expand_* returns a mapping for the optimizer):
 
-    import expand
-    mapping = expand.expand_width(model, 128)               # paper's init, gamma=1
-    expand.expand_optimizer(optimizer, mapping)             # AdamW moments carried over
-    mapping = expand.expand_depth(model, 12, preserve=True) # new blocks start as identities
-    expand.expand_optimizer(optimizer, mapping)
+    >>> import expand
+    >>> mapping = expand.expand_width(model, 128)               # paper's init, gamma=1
+    >>> expand.expand_optimizer(optimizer, mapping)             # AdamW moments carried over
+    >>> mapping = expand.expand_depth(model, 12, preserve=True) # new blocks start as identities
+    >>> expand.expand_optimizer(optimizer, mapping)
 
 `mapping` is a dict {new Parameter: (old Parameter, index)}: `new.data[index]` holds the old values
 (index = a tuple of slices / index tensors, one per dimension). For a brand-new parameter (a new

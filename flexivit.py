@@ -25,10 +25,10 @@ multiply-accumulates of the transformer blocks of one forward pass,
 L * (12 n d^2 + 2 n^2 d); the paper's "GFLOPs" column is this number / 1e9.
 
 Use:
-    import flexivit
-    model = flexivit.build("V128-6", image_size=28, in_chans=1, num_classes=10)
-    logits = model(images, patch=7)           # images [B, 1, 28, 28]
-    model.tokens(7), model.macs(7)            # 16 tokens, MACs of one forward pass
+    >>> import flexivit
+    >>> model = flexivit.build("V128-6", image_size=28, in_chans=1, num_classes=10)
+    >>> logits = model(images, patch=7)           # images [B, 1, 28, 28]
+    >>> model.tokens(7), model.macs(7)            # 16 tokens, MACs of one forward pass
 
 torch.compile: the forward pass has no data-dependent control flow beyond the patch int.
 The first call at a new patch size builds its resize matrix outside the graph (one graph
