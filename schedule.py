@@ -215,8 +215,11 @@ class Law:
         return np.where(E > self.c, v, np.inf)
 
 
-def load_laws(path):
-    """laws.json -> (metric, [Law]); every problem is a one-line ScheduleError naming the field."""
+def load_laws(path, max_extrap_error=math.inf):
+    """laws.json -> (metric, [Law]); every problem is a one-line ScheduleError naming the field.
+    A law whose extrapolation check (fit_laws.py: refit on the first 30% of compute, worst relative error
+    on the rest, `extrapolation.rel_max`) exceeds max_extrap_error is left out with a warning: its
+    derivative, which Eq. 2 acts on, is not to be trusted past the data."""
     src = str(path)
     data, laws, seen = _read_json(src), [], {}
     if not isinstance(data.get("laws"), list) or not data["laws"]:
@@ -239,6 +242,11 @@ def load_laws(path):
             raise ScheduleError(f"{w}.config' repeats laws[{seen[key]}].config {cfg}")
         seen[key] = i
         name = str(r.get("name") or ",".join(f"{k}={v}" for k, v in cfg.items()))
+        extrap = (r.get("extrapolation") or {}).get("rel_max")
+        if type(extrap) in (int, float) and extrap > max_extrap_error:
+            print(f"schedule.py: warning: law {name} left out: its extrapolation check misses by "
+                  f"{extrap:.0%} > --max-extrap-error {max_extrap_error:.0%}", file=sys.stderr)
+            continue
         laws.append(Law(name, dict(cfg), **p, flops_lo=(float(fr[0]) or None) if fr else None))
     if len(laws) < 2:
         raise ScheduleError(f"{src}: field 'laws' holds a single configuration: nothing to schedule "
@@ -495,6 +503,8 @@ class Config:
     """write schedule.png (paper Fig. 3)"""
     grid: int = 2000
     """error grid points (the greedy partition before brentq refinement; the DP when rules or costs bind)"""
+    max_extrap_error: float = 0.3
+    """leave out laws whose extrapolation check (fit_laws.py, extrapolation.rel_max) misses by more"""
     check: Optional[str] = None
     """only validate this existing schedule.json against the rules (nothing is written)"""
 
@@ -517,7 +527,7 @@ def main(cfg):
         Schedule.load(cfg.check).check_transitions(rules)
         return print(f"{cfg.check}: all transitions allowed")
     base, per_key = parse_switch_cost(cfg.switch_cost)
-    metric, laws = load_laws(cfg.laws)
+    metric, laws = load_laws(cfg.laws, cfg.max_extrap_error)
     target = target_for(laws, cfg.target_error, cfg.budget)
     doc = make_schedule(laws, target, rules, base, per_key, cfg.grid, metric)
     doc.update({"laws": cfg.laws, "budget": cfg.budget})

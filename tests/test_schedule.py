@@ -379,3 +379,19 @@ def test_cli_bad_laws_and_forbidden_schedule(tmp_path):
     (tmp_path / "hand.json").write_text(json.dumps(d))
     r = run_cli("--check", str(tmp_path / "hand.json"))
     assert r.returncode == 2 and "patch 14 -> 28" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_untrusted_laws_are_left_out(tmp_path, capsys):
+    """A law whose extrapolation check missed by more than --max-extrap-error does not take part."""
+    laws = [law("p14", {"patch": 14}, 0.2, 0.5, 1e10), law("p7", {"patch": 7}, 0.1, 0.5, 1e11),
+            law("p4", {"patch": 4}, 0.05, 0.5, 1e12)]
+    p = tmp_path / "laws.json"
+    write_laws(p, laws)
+    doc = json.loads(p.read_text())
+    doc["laws"][2]["extrapolation"] = {"rel_max": 0.75}
+    doc["laws"][1]["extrapolation"] = {"rel_max": 0.05}
+    p.write_text(json.dumps(doc))
+    _, kept = sch.load_laws(p, max_extrap_error=0.3)
+    assert [l.name for l in kept] == ["p14", "p7"]
+    assert "p4 left out" in capsys.readouterr().err
+    assert len(sch.load_laws(p)[1]) == 3  # no threshold: all laws
