@@ -128,3 +128,26 @@ def close():
     """Leave the process group if this process joined one (call once, at exit, e.g. in a `finally`)."""
     if tdist.is_available() and tdist.is_initialized():
         tdist.destroy_process_group()
+
+
+def run_cli(main, config_cls, script, args=None):
+    """A trainer's command line: parse the flags (tyro) and run `main`; bad input (any ValueError, which
+    covers the trainers', schedule's and this module's errors) or a missing file is one line on stderr,
+    printed by rank 0 only under torchrun, and exit code 2; Ctrl-C says how to resume. Always closes the
+    process group. Returns the exit code."""
+    import sys
+    import tyro
+    main_rank = os.environ.get("RANK", "0") == "0"
+    try:
+        main(tyro.cli(config_cls, args=args))
+    except (ValueError, FileNotFoundError) as e:
+        if main_rank:
+            print(f"{script}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        if main_rank:
+            print(f"{script}: interrupted; continue with --resume", file=sys.stderr)
+        return 130
+    finally:
+        close()
+    return 0

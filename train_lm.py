@@ -73,7 +73,6 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import tyro
 from tqdm import tqdm
 
 import dist
@@ -467,20 +466,7 @@ def main(cfg: Config):
 
 def cli(args=None):
     """Parse the flags and train; bad input and divergence: one line on stderr (rank 0's) and exit code 2."""
-    main_rank = os.environ.get("RANK", "0") == "0"
-    try:
-        main(tyro.cli(Config, args=args))
-    except ValueError as e:                           # UserError, DivergedError, DataError, ScheduleError, DistError
-        if main_rank:
-            print(f"train_lm.py: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        if main_rank:
-            print("train_lm.py: interrupted; continue with --resume", file=sys.stderr)
-        return 130
-    finally:
-        dist.close()
-    return 0
+    return dist.run_cli(main, Config, "train_lm.py", args)
 
 
 if __name__ == "__main__":

@@ -56,7 +56,6 @@ from typing import Literal
 
 import numpy as np
 import torch
-import tyro
 from tqdm import tqdm
 
 import dist
@@ -477,20 +476,7 @@ def main(cfg):
 
 def cli(args=None):
     """Parse the flags and train; bad input is one line on stderr (rank 0's, under torchrun) and exit code 2."""
-    main_rank = os.environ.get("RANK", "0") == "0"
-    try:
-        main(tyro.cli(Config, args=args))
-    except (UserError, FileNotFoundError, ValueError) as e:        # ScheduleError, flexivit's, dist's, distill's
-        if main_rank:
-            print(f"train_vit.py: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        if main_rank:
-            print("train_vit.py: interrupted; continue with --resume", file=sys.stderr)
-        return 130
-    finally:
-        dist.close()
-    return 0
+    return dist.run_cli(main, Config, "train_vit.py", args)
 
 
 if __name__ == "__main__":
