@@ -13,14 +13,12 @@ until the test error is back at its pre-growth value. "none" continues the small
 """
 import copy
 import dataclasses
-import gzip
 import json
 import os
 import sys
 import time
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 import tyro
@@ -34,10 +32,7 @@ class UserError(ValueError):
     pass
 
 
-try:                                   # the project's loader (IDX, CIFAR, .npz); a tiny IDX reader if absent
-    from train_vit import UserError as DataError, load_dataset
-except ImportError:
-    DataError, load_dataset = UserError, None
+from data import UserError as DataError, load_dataset  # noqa: E402  (the trainer's loader: IDX, CIFAR, .npz)
 
 
 @dataclass
@@ -77,26 +72,9 @@ class Config:
     """optional JSON file for the results"""
 
 
-def read_idx(path):
-    """A gzipped IDX file (MNIST format) -> uint8 numpy array."""
-    with gzip.open(path, "rb") as f:
-        data = f.read()
-    ndim = data[3]
-    shape = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
-
-
 def load_data(data_dir):
     """(train_x, train_y, test_x, test_y): uint8 images [N, C, H, W], int64 labels."""
-    if load_dataset is not None:
-        return load_dataset(data_dir)
-    files = ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
-             "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
-    missing = [f for f in files if not os.path.exists(os.path.join(data_dir, f))]
-    if missing:
-        raise UserError(f"{data_dir}: missing {', '.join(missing)}; pass --data-dir with Fashion-MNIST")
-    arrays = [torch.from_numpy(read_idx(os.path.join(data_dir, f)).copy()) for f in files]
-    return arrays[0][:, None], arrays[1].long(), arrays[2][:, None], arrays[3].long()
+    return load_dataset(data_dir)
 
 
 def to_float(x):
