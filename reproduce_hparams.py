@@ -179,6 +179,12 @@ def main(cfg: Config) -> bool:
     print(f"== {next(n)}. schedule")
     run([py, "schedule.py", "--laws", str(root / "laws.json"), "--budget", str(p["flops"]),
          "--out", str(root / "schedule.json"), "--baselines"])
+    stages = json.loads((root / "schedule.json").read_text())["stages"]
+    if len(stages) < 2:
+        print(f"== verdict: the laws do not cross within {p['flops']:.3g} FLOPs ({stages[0]['config']} is best "
+              "throughout), so a schedule has nothing to switch and saves nothing: FAIL; raise --flops or change "
+              "the runs (see --help)")
+        return False
     print(f"== {next(n)}. scheduled run, and beside it (same conditions) the baseline switching at linear compute")
     sched = {k: root / f"sched_{k}" for k in ("law", "linear")}
     parallel(cfg.jobs, [lambda k=k: train(cfg, p, sched[k], [*common, "--schedule", str(

@@ -22,12 +22,16 @@ Without timm, (a) is skipped. Numbers only mean something on an otherwise idle m
 (on a loaded one, `--threads 1 --clock cpu` counts this process's CPU time only).
 
 Seen on a 2-core AVX-512 Xeon, V128-6/4, batch 128, --threads 1 --clock cpu, machine under
-load: FlexiViT 1.07-1.11x timm, resize overhead within noise (PI-resize + posemb resize,
-forward and backward, take ~0.07 ms of a ~580 ms step), 45-47 % of the 2048^2 matmul rate
-(timm: 42 %). Why not 60 % (--profile): the matmuls have an inner size of 128 and run at ~72 %
-of the large-matmul rate, and the memory-bound rest (bias and residual adds, GELU, LayerNorm,
-softmax attention over 49 tokens, the qkv split in backward) takes ~40 % of the step;
-torch.compile (torch 2.13, inductor, CPU) did not make the step faster.
+load: FlexiViT 1.05-1.11x timm, resize overhead within noise (PI-resize + posemb resize,
+forward and backward, take ~0.07 ms of a ~550 ms step), 41-47 % of the 2048^2 matmul rate
+(timm: 42 %). Why not 60 %: the "ceiling" line times the step's GEMMs alone at their exact
+shapes: they run at 83-84 % of the large matmul (MKL handles inner size 128 well), so the
+matrix work is not the problem; the rest of the step (erf-GELU forward and backward ~7.6 ms
+a block, attention over 49 tokens ~9 ms a block against ~2.4 ms of its FLOPs, LayerNorm,
+bias-gradient sums, residual adds, the qkv split) is memory-bound and takes 45 % of the step.
+Batch 16/32/128 gives 38/42/43 %; torch.compile (torch 2.13 inductor, default and
+max-autotune) made a block slower (74 vs 70 ms) and the step 40-42 %. Reaching 60 % needs
+fused CPU kernels (bias+GELU and residual+LayerNorm in GEMM epilogues), not eager PyTorch.
 """
 import os
 import statistics
@@ -119,6 +123,32 @@ def matmul_gflops(n, clock, repeats=5):
     return 2 * n**3 / best / 1e9
 
 
+def gemm_ceiling(cfg, width, depth, heads, mlp_dim, tokens, clock):
+    """Seconds per training step of the blocks' matrix products alone, at the step's exact shapes.
+
+    Forward x @ W^T, backward dY @ W and dY^T @ X for the four linears of a block, and the two
+    attention products (forward, and twice each backward). Counted FLOPs over this time is the
+    most any implementation built on these GEMM kernels can reach; the rest of a real step
+    (bias, GELU, LayerNorm, softmax, residual adds, reshapes) only adds to it."""
+    def best(fn, n=5):
+        fn()
+        times = []
+        for _ in range(3):
+            t0 = clock()
+            for _ in range(n):
+                fn()
+            times.append((clock() - t0) / n)
+        return min(times)
+    m, hd, sec = cfg.batch * tokens, width // heads, 0.0
+    for i, o in [(width, 3 * width), (width, width), (width, mlp_dim), (mlp_dim, width)]:
+        x, w, dy = torch.randn(m, i), torch.randn(o, i), torch.randn(m, o)
+        sec += best(lambda: x @ w.t()) + best(lambda: dy @ w) + best(lambda: dy.t() @ x)
+    q, k, s = torch.randn(cfg.batch * heads, tokens, hd), torch.randn(cfg.batch * heads, tokens, hd), \
+        torch.randn(cfg.batch * heads, tokens, tokens)
+    sec += 3 * (best(lambda: torch.bmm(q, k.transpose(1, 2))) + best(lambda: torch.bmm(s, k)))
+    return depth * sec
+
+
 def main(cfg):
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -154,6 +184,12 @@ def main(cfg):
     print(f"(b) flexible patch-embedding overhead: {100 * overhead:+.1f}% of a step   (target <= 3%)")
     print(f"(c) achieved {flops / sec['flexivit (resized)'] / 1e9:.1f} GFLOP/s = "
           f"{100 * flops / sec['flexivit (resized)'] / 1e9 / ref:.0f}% of matmul   (target >= 60%)")
+    gemm = gemm_ceiling(cfg, width, depth, heads, flexi.mlp_dim, tokens,
+                        time.process_time if cfg.clock == "cpu" else time.perf_counter)
+    step = sec["flexivit (resized)"]
+    print(f"    ceiling: the step's GEMMs alone (same shapes) take {gemm * 1e3:.1f} ms = {100 * flops / gemm / 1e9 / ref:.0f}% "
+          f"of matmul; the rest of the step (bias, GELU, LayerNorm, softmax, adds, copies, optimizer) "
+          f"takes {(step - gemm) * 1e3:.1f} ms = {100 * (step - gemm) / step:.0f}% of it")
     if cfg.profile:
         from torch.profiler import ProfilerActivity, profile
         with profile(activities=[ProfilerActivity.CPU]) as prof:
