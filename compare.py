@@ -79,7 +79,10 @@ def read_run(path: str, metric: str) -> Run:
         kind = header.get("schedule_kind") or _schedule_kind(cfg["schedule"])
     elif cfg.get("random"):
         kind = "random"
-    name = header.get("run") or (p.name if p.is_dir() else p.parent.name)
+    if p.is_file() and p.name != "log.jsonl":   # a log saved under a name of its own keeps that name
+        name = p.stem
+    else:
+        name = header.get("run") or (p.name if p.is_dir() else p.parent.name)
     return Run(name=name, kind=kind,
                flops=np.array([r["flops"] for r in evals], float),
                wall=np.array([r.get("wall", math.nan) for r in evals], float),
