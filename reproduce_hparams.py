@@ -21,15 +21,15 @@ static run. Steps, each a run of one of the project's scripts (as reproduce.py, 
            2. static    students: supervised, and --objective distill --teacher (Hinton loss, T = 2, App. B.6)
            3-5.         laws ("objective=distill" names the second law), schedule, scheduled run, comparison
 
-Presets, sized for <= 25 min on 2 CPU cores at ~4-5e10 FLOP/s per single-thread V64-4 run (measured):
-  batch    V64-4 patch 7, batch 32 and 256 at the same LR 1e-3 (a smaller batch takes more, noisier steps per
-           FLOP: ahead early, above the larger batch's floor late), 2e13 FLOPs a run (~17 epochs): ~8 min a pair.
-  distill  teacher V96-4 patch 7, 4e13 FLOPs on both cores (~10 min; its forward costs 0.74x a V64-4 training
-           step per example); students V64-4 patch 7, 1e13 FLOPs a run, batch 128, T = 2: ~5 min a pair.
-These are estimates, not measured end to end (the machine they were written on was shared): if the laws do
-not cross within the budget the schedule has one stage and saves nothing, and the verdict line says so. Then
-raise --flops (batch), or --teacher-flops / lower --flops (distill: the teacher must end well below the
-supervised student's error; the pipeline prints both). Output: runs/hparams-<experiment>/{static_*, teacher,
+Presets (full), measured on the 2-core machine while other jobs shared it:
+  batch    V64-4 patch 7, batch 32 at LR 1e-3 and 256 at 1e-3 x sqrt(8) (--lr-scaling sqrt: at the same LR the
+           large batch trails everywhere), 3e13 FLOPs a run (~25 epochs): ~20 min a pair.
+  distill  teacher V96-4 patch 7, 4e13 FLOPs on both cores (~28 min shared; its forward costs 0.74x a V64-4
+           training step per example); students V64-4 patch 7, 1e13 FLOPs a run, batch 128, T = 2.
+If the laws do not cross within the budget the schedule has one stage and the pipeline stops there with a
+FAIL verdict that says so (no scheduled run, which could only repeat a static one). Then raise --flops
+(batch), or --teacher-flops / lower --flops (distill: the teacher must end well below the supervised
+student's error; the pipeline prints both). What the full presets gave is in the README (Results). Output: runs/hparams-<experiment>/{static_*, teacher,
 sched_law, sched_linear, laws.json, schedule.json, comparison.json, *.png}; a finished run is kept, an
 interrupted one resumes.
 """
@@ -51,7 +51,7 @@ from reproduce import parallel, run, train
 COMMON = dict(model="V64-4", patch=7, lr=1e-3, evals=20, fewshot_query=2000, test_size=5000, warmup=200)
 PRESETS = {
     "batch": {
-        "full": dict(COMMON, batch_sizes=(32, 256), lr_scaling="none", flops=2e13),
+        "full": dict(COMMON, batch_sizes=(32, 256), lr_scaling="sqrt", flops=3e13),
         "demo": dict(COMMON, batch_sizes=(32, 256), lr_scaling="none", flops=3e12, evals=12, fewshot_query=1000,
                      test_size=2000),
         "smoke": dict(COMMON, batch_sizes=(32, 128), lr_scaling="none", flops=4e10, evals=6, fewshot_query=300,
