@@ -29,9 +29,9 @@ Presets (full), measured on the 2-core machine while other jobs shared it:
 If the laws do not cross within the budget the schedule has one stage and the pipeline stops there with a
 FAIL verdict that says so (no scheduled run, which could only repeat a static one). Then raise --flops
 (batch), or --teacher-flops / lower --flops (distill: the teacher must end well below the supervised
-student's error; the pipeline prints both). What the full presets gave is in the README (Results). Output: runs/hparams-<experiment>/{static_*, teacher,
-sched_law, sched_linear, laws.json, schedule.json, comparison.json, *.png}; a finished run is kept, an
-interrupted one resumes.
+student's error; the pipeline prints both). What the full presets gave is in the README (Results).
+Output: runs/hparams-<experiment>/{static_*, teacher, sched_law, sched_linear, laws.json, schedule.json,
+comparison.json, *.png}; a finished run is kept, an interrupted one resumes.
 """
 from __future__ import annotations
 
@@ -181,9 +181,9 @@ def main(cfg: Config) -> bool:
          "--out", str(root / "schedule.json"), "--baselines"])
     stages = json.loads((root / "schedule.json").read_text())["stages"]
     if len(stages) < 2:
-        print(f"== verdict: the laws do not cross within {p['flops']:.3g} FLOPs ({stages[0]['config']} is best "
-              "throughout), so a schedule has nothing to switch and saves nothing: FAIL; raise --flops or change "
-              "the runs (see --help)")
+        best = stages[0].get("name") or stages[0]["config"]
+        print(f"== verdict: the laws do not cross within {p['flops']:.3g} FLOPs ({best} is best throughout), so a "
+              "schedule has nothing to switch and saves nothing: FAIL; raise --flops or change the runs (see --help)")
         return False
     print(f"== {next(n)}. scheduled run, and beside it (same conditions) the baseline switching at linear compute")
     sched = {k: root / f"sched_{k}" for k in ("law", "linear")}

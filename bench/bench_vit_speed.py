@@ -187,8 +187,8 @@ def main(cfg):
     gemm = gemm_ceiling(cfg, width, depth, heads, flexi.mlp_dim, tokens,
                         time.process_time if cfg.clock == "cpu" else time.perf_counter)
     step = sec["flexivit (resized)"]
-    print(f"    ceiling: the step's GEMMs alone (same shapes) take {gemm * 1e3:.1f} ms = {100 * flops / gemm / 1e9 / ref:.0f}% "
-          f"of matmul; the rest of the step (bias, GELU, LayerNorm, softmax, adds, copies, optimizer) "
+    print(f"    ceiling: the step's GEMMs alone (same shapes) take {gemm * 1e3:.1f} ms = "
+          f"{100 * flops / gemm / 1e9 / ref:.0f}% of matmul; the rest of the step (bias, GELU, LayerNorm, softmax, adds, copies, optimizer) "
           f"takes {(step - gemm) * 1e3:.1f} ms = {100 * (step - gemm) / step:.0f}% of it")
     if cfg.profile:
         from torch.profiler import ProfilerActivity, profile

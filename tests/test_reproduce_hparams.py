@@ -1,6 +1,8 @@
-"""reproduce_hparams.verdict: the claim of Sec. 6.2 read off compare.py's comparison.json."""
+"""reproduce_hparams: the verdict on the claim of Sec. 6.2 (read off compare.py's comparison.json), and the
+pipeline's stop when the laws do not cross."""
 import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -30,3 +32,25 @@ def test_verdict_needs_fewer_flops_than_every_static_run(tmp_path, capsys, stati
 def test_verdict_says_when_the_run_never_switched(tmp_path, capsys):
     assert verdict(write(tmp_path, {"static_bs32": 2e13, "static_bs256": math.nan}, math.nan, switches=())) is False
     assert "never switched" in capsys.readouterr().out
+
+
+def test_no_scheduled_run_when_the_laws_do_not_cross(tmp_path, monkeypatch, capsys):
+    """A one-stage schedule can only repeat a static run: the pipeline stops with FAIL before training it."""
+    import reproduce_hparams as rh
+    trained, commands = [], []
+    monkeypatch.setattr(rh, "train", lambda cfg, p, out, extra, threads, flops: trained.append((out.name, extra)))
+    monkeypatch.setattr(rh, "parallel", lambda jobs, tasks: [t() for t in tasks])
+
+    def fake_run(cmd, *args, **kwargs):   # fit_laws.py and schedule.py: schedule.py's one-stage answer
+        commands.append(Path(cmd[1]).name)
+        if Path(cmd[1]).name == "schedule.py":
+            stage = {"config": {"batch_size": 32}, "name": "batch_size=32", "flops_start": 0.0}
+            (tmp_path / "schedule.json").write_text(json.dumps({"version": 1, "stages": [stage]}))
+    monkeypatch.setattr(rh, "run", fake_run)
+
+    ok = rh.main(rh.Config(experiment="batch", preset="smoke", out_dir=str(tmp_path)))
+    assert ok is False
+    assert commands == ["fit_laws.py", "schedule.py"]                      # no compare.py either
+    assert sorted(name for name, _ in trained) == ["static_bs128", "static_bs32"]
+    assert not any("--schedule" in extra for _, extra in trained)
+    assert "do not cross" in capsys.readouterr().out
