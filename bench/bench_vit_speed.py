@@ -25,10 +25,10 @@ Seen on a 2-core AVX-512 Xeon, V128-6/4, batch 128, --threads 1 --clock cpu, mac
 load: FlexiViT 1.05-1.11x timm, resize overhead within noise (PI-resize + posemb resize,
 forward and backward, take ~0.07 ms of a ~550 ms step), 41-47 % of the 2048^2 matmul rate
 (timm: 42 %). Why not 60 %: the "ceiling" line times the step's GEMMs alone at their exact
-shapes: they run at 83-84 % of the large matmul (MKL handles inner size 128 well), so the
-matrix work is not the problem; the rest of the step (erf-GELU forward and backward ~7.6 ms
-a block, attention over 49 tokens ~9 ms a block against ~2.4 ms of its FLOPs, LayerNorm,
-bias-gradient sums, residual adds, the qkv split) is memory-bound and takes 45 % of the step.
+shapes: they run at 83-91 % of the large matmul (MKL handles inner size 128 well), so the
+matrix work is not the problem; the rest of the step (erf-GELU forward and backward ~8.6 ms
+a block, attention over 49 tokens ~12 ms a block against ~2.4 ms of its FLOPs, LayerNorm,
+bias-gradient sums, residual adds, the qkv split) is memory-bound and takes 45-51 % of the step.
 Batch 16/32/128 gives 38/42/43 %; torch.compile (torch 2.13 inductor, default and
 max-autotune) made a block slower (74 vs 70 ms) and the step 40-42 %. Reaching 60 % needs
 fused CPU kernels (bias+GELU and residual+LayerNorm in GEMM epilogues), not eager PyTorch.
