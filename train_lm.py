@@ -398,7 +398,8 @@ def main(cfg: Config):
     next_eval = int(np.searchsorted(eval_points, progress(), side="right"))  # points passed are done
     peak = peak_flops(device) if world.main else 1.0
     bar = tqdm(total=budget, initial=progress(), unit="FLOP" if cfg.flops > 0 else "step",
-               unit_scale=cfg.flops > 0, mininterval=1.0, dynamic_ncols=True, disable=None if cfg.progress and world.main else True)
+               unit_scale=cfg.flops > 0, mininterval=1.0, dynamic_ncols=True,
+               disable=None if cfg.progress and world.main else True)
     session = dict(tokens=0, flops=0.0, wall=0.0, saved=time.time(), saved_step=state["step"] if resuming else None)
     while progress() < budget:
         if schedule and schedule.random:                      # FlexiViT-style baseline: a random stage per step

@@ -112,15 +112,21 @@ def time_interleaved(fns, cfg):
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def matmul_gflops(n, clock, repeats=5):
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    best = float("inf")
+def best_seconds(fn, clock, repeats=3, calls=1):
+    """Fastest of `repeats` timings of `calls` calls to fn (after one untimed call), per call."""
+    fn()
+    times = []
     for _ in range(repeats):
         t0 = clock()
-        a @ b
-        best = min(best, clock() - t0)
-    return 2 * n**3 / best / 1e9
+        for _ in range(calls):
+            fn()
+        times.append((clock() - t0) / calls)
+    return min(times)
+
+
+def matmul_gflops(n, clock, repeats=5):
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    return 2 * n**3 / best_seconds(lambda: a @ b, clock, repeats) / 1e9
 
 
 def gemm_ceiling(cfg, width, depth, heads, mlp_dim, tokens, clock):
@@ -130,15 +136,8 @@ def gemm_ceiling(cfg, width, depth, heads, mlp_dim, tokens, clock):
     attention products (forward, and twice each backward). Counted FLOPs over this time is the
     most any implementation built on these GEMM kernels can reach; the rest of a real step
     (bias, GELU, LayerNorm, softmax, residual adds, reshapes) only adds to it."""
-    def best(fn, n=5):
-        fn()
-        times = []
-        for _ in range(3):
-            t0 = clock()
-            for _ in range(n):
-                fn()
-            times.append((clock() - t0) / n)
-        return min(times)
+    def best(fn):
+        return best_seconds(fn, clock, repeats=3, calls=5)
     m, hd, sec = cfg.batch * tokens, width // heads, 0.0
     for i, o in [(width, 3 * width), (width, width), (width, mlp_dim), (mlp_dim, width)]:
         x, w, dy = torch.randn(m, i), torch.randn(o, i), torch.randn(m, o)
@@ -188,8 +187,8 @@ def main(cfg):
                         time.process_time if cfg.clock == "cpu" else time.perf_counter)
     step = sec["flexivit (resized)"]
     print(f"    ceiling: the step's GEMMs alone (same shapes) take {gemm * 1e3:.1f} ms = "
-          f"{100 * flops / gemm / 1e9 / ref:.0f}% of matmul; the rest of the step (bias, GELU, LayerNorm, softmax, adds, copies, optimizer) "
-          f"takes {(step - gemm) * 1e3:.1f} ms = {100 * (step - gemm) / step:.0f}% of it")
+          f"{100 * flops / gemm / 1e9 / ref:.0f}% of matmul; the rest of the step (bias, GELU, LayerNorm, "
+          f"softmax, adds, copies, optimizer) takes {(step - gemm) * 1e3:.1f} ms = {100 * (step - gemm) / step:.0f}% of it")
     if cfg.profile:
         from torch.profiler import ProfilerActivity, profile
         with profile(activities=[ProfilerActivity.CPU]) as prof:
