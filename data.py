@@ -32,9 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-
-class UserError(ValueError):
-    """Bad input: reported as one line, exit code 2."""
+from runtime import UserError
 
 
 def _read_idx(path):

@@ -13,7 +13,7 @@ sync buffers: a collective), while the others wait at the next collective (world
 evaluation decides, e.g. the error for a switch). Errors found before training (bad flags, a batch that does
 not divide, a checkpoint from another world size) are found by every rank alike, before any collective.
 
-Use from a trainer (no import of other project files; torch only):
+Use from a trainer (imports runtime.py for its error type; torch otherwise):
     world = dist.World.from_env()              # RANK / WORLD_SIZE / LOCAL_RANK as torchrun sets them
     device = world.device(cfg.device)          # cuda:LOCAL_RANK under torchrun on GPUs
     lo, hi = world.shard(batch_size, "--batch-size")   # this rank's rows of the global batch
@@ -29,8 +29,10 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as tdist
 
+from runtime import UserError
 
-class DistError(ValueError):
+
+class DistError(UserError):
     """A launch that cannot work (batch does not divide, world size changed on resume): one line, exit code 2."""
 
 
@@ -128,26 +130,3 @@ def close():
     """Leave the process group if this process joined one (call once, at exit, e.g. in a `finally`)."""
     if tdist.is_available() and tdist.is_initialized():
         tdist.destroy_process_group()
-
-
-def run_cli(main, config_cls, script, args=None):
-    """A trainer's command line: parse the flags (tyro) and run `main`; bad input (any ValueError, which
-    covers the trainers', schedule's and this module's errors) or a missing file is one line on stderr,
-    printed by rank 0 only under torchrun, and exit code 2; Ctrl-C says how to resume. Always closes the
-    process group. Returns the exit code."""
-    import sys
-    import tyro
-    main_rank = os.environ.get("RANK", "0") == "0"
-    try:
-        main(tyro.cli(config_cls, args=args))
-    except (ValueError, FileNotFoundError) as e:
-        if main_rank:
-            print(f"{script}: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        if main_rank:
-            print(f"{script}: interrupted; continue with --resume", file=sys.stderr)
-        return 130
-    finally:
-        close()
-    return 0

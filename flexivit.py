@@ -118,17 +118,36 @@ def valid_patches(image_size):
 
 # ----------------------------------------------------------------------------- model
 
+def attention(q, k, v, impl="auto"):
+    """softmax(q k^T / sqrt(head_dim)) v over [B, heads, N, head_dim].
+
+    impl "sdpa" is torch's fused scaled_dot_product_attention; "matmul" spells it out as two batched
+    matrix products and a softmax. "auto" picks by measurement (bench/bench_attention.py, N = 1..196
+    ViT tokens): sdpa on CUDA and in float32 on a CPU (its flash kernel is as fast or faster there), matmul
+    under CPU bf16 autocast, where the CPU flash kernel's bf16 backward is 2-3x slower than the two
+    products. Both agree within float rounding (tests/test_flexivit.py), forward and backward."""
+    if impl == "auto":
+        impl = "matmul" if q.device.type == "cpu" and torch.is_autocast_enabled("cpu") else "sdpa"
+    if impl == "sdpa":
+        return F.scaled_dot_product_attention(q, k, v)
+    if impl != "matmul":
+        raise ValueError(f"attention impl must be 'auto', 'sdpa' or 'matmul', got {impl!r}")
+    scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)
+    return scores.softmax(-1).to(v.dtype) @ v
+
+
 class Attention(nn.Module):
     def __init__(self, width, heads, head_dim):
         super().__init__()
         self.heads, self.head_dim = heads, head_dim
+        self.impl = "auto"                                   # see attention(); FlexiViT.set_attention
         self.qkv = nn.Linear(width, 3 * heads * head_dim)   # output [q | k | v], each [heads, head_dim]
         self.proj = nn.Linear(heads * head_dim, width)
 
     def forward(self, x):
         B, N, _ = x.shape   # heads are read off qkv's shape, so a grown model needs no other change here
         q, k, v = self.qkv(x).view(B, N, 3, -1, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-        x = F.scaled_dot_product_attention(q, k, v)            # [B, heads, N, head_dim]
+        x = attention(q, k, v, self.impl)                      # [B, heads, N, head_dim]
         return self.proj(x.transpose(1, 2).reshape(B, N, -1))
 
 
@@ -212,6 +231,12 @@ class FlexiViT(nn.Module):
                     width=self.width, depth=self.depth, heads=self.heads, mlp_ratio=self.mlp_ratio,
                     base_patch=self.base_patch, posemb_grid=self.posemb_grid, patch_sizes=list(self.patch_sizes),
                     resize_mode=self.resize_mode, antialias=self.antialias)
+
+    def set_attention(self, impl):
+        """Every block's attention path: "auto" (default), "sdpa" or "matmul" (see attention())."""
+        for block in self.blocks:
+            block.attn.impl = impl
+        return self
 
     # --- shapes and compute
     def valid_patches(self, image_size=None):

@@ -30,8 +30,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from runtime import UserError
 
-class DataError(ValueError):
+
+class DataError(UserError):
     """Unusable data: train_lm.py prints one line and exits with code 2."""
 
 

@@ -3,69 +3,49 @@
 The paper trains Llama models at several context lengths, fits one scaling law per context (fit_laws.py)
 and switches from short to long contexts where the laws cross (schedule.py), saving up to 40% FLOPs.
 
-    python train_lm.py --context 64 --out-dir runs/ctx64                    # one static run
-    python train_lm.py --schedule schedule.json --out-dir runs/sched        # the adaptive run
-    torchrun --standalone --nproc_per_node 2 train_lm.py ...                # either, data parallel (dist.py)
+    python train_lm.py --context 64 --steps 1000 --out-dir runs/ctx64               # one static run
+    python train_lm.py --schedule schedule.json --flops 2e13 --out-dir runs/sched   # the adaptive run
+    torchrun --standalone --nproc_per_node 2 train_lm.py ...                        # either, data parallel
 
-Model: pre-norm decoder blocks, RMSNorm -> causal attention (scaled_dot_product_attention) with RoPE ->
-RMSNorm -> SwiGLU MLP (hidden 4*width); no biases; final RMSNorm. `--model L{width}-{depth}` names the
-size; head size 32 below width 256, 64 from 256 on. RoPE rotates channel pairs (2j, 2j+1) as complex
-numbers (Meta's layout; Hugging Face's rotate-half is a permutation of q, k rows away); its tables are
-sized for the run's largest context, so a context switch touches no parameter. Embeddings are TIED to
-the output layer: with d=768, depth 12, a 32000 vocabulary, SwiGLU hidden 4d and tied embeddings the
-model has exactly the 137,841,408 parameters that App. B.5 reports, so that is what the paper used.
+Model (lm.py): pre-norm decoder blocks with RoPE, SwiGLU, RMSNorm and tied embeddings; `--model
+L{width}-{depth}`. Compute: a token costs 6 * lm.macs_per_token(...) FLOPs (blocks only, as for the ViT).
 
 Optimiser (Table 3): AdamW (0.9, 0.95), weight decay 0.1 on the blocks' matrices only (not on RMSNorm
 gains, which decay would only shrink, nor on the tied embedding, whose rare tokens' rows it would pull
-to zero), linear warm-up, then a constant learning rate; grad-norm clip 1.0; no dropout.
-
-Compute: a token's forward pass through the blocks costs, in multiply-accumulates,
-    macs_per_token = depth * (4*d^2 + 3*d*h + 2*T*d)
-(q, k, v, out projections; the three SwiGLU matrices of hidden size h; the scores QK^T and AV, causal
-counted as full, as for the ViT). Logged `flops` = 6 * macs_per_token * tokens. The embedding and the
-output layer (d*V MACs a token) are excluded, as the ViT's patch embedding and head are (DESIGN.md);
-tests/test_lm.py checks both against torch.utils.flop_counter.
+to zero), linear warm-up, then a constant learning rate; gradient-norm clip 1.0; no dropout.
 
 Tokens per step: batch x context = `--tokens-per-step` at every context (a longer context, a smaller
 batch): gradient noise and learning rate stay comparable, and a step's compute grows only through the
 attention term. A schedule stage's "batch_size" B (Sec. 6.2) overrides it: a step then holds (and FLOPs
-count) B*T tokens, and the LR follows by --lr-scaling: x1, x r or x sqrt(r), r = B*T / --tokens-per-step
-(B over the batch of the static run at context T, whose law the schedule used).
+count) B*T tokens, and the LR follows by --lr-scaling: x1, x r or x sqrt(r), r = B*T / --tokens-per-step.
 
 Data and validation loss (lm_data.py): by default the Python standard library's .py files as bytes
 (vocabulary 256); `--data` takes a text file or folder, or a uint16 token file *.bin with --vocab-size. A
 step's windows start at random positions seeded by (seed, step): a resumed run sees the same batches.
-
-Data parallel (dist.py): under `torchrun --nproc_per_node N` each process takes its 1/N of the rows of the
-global batch (a batch that does not split evenly is refused before training); data order, FLOPs, the LR
-and the curve do not depend on N. Rank 0 alone evaluates, logs, checkpoints and prints; a resume keeps N.
-
-Evaluation: the first --val-tokens tokens of the validation split in windows of the context: every
-context predicts the same tokens (the paper truncates the same samples to each model's context).
 `val_loss` is at the current context (the paper's metric), `val_loss_max_context` at the run's largest,
-at log-spaced points of the budget (--evals from --eval-from): dense early. The bar shows tokens/s and
-MFU: logged FLOPs per second over the GPU's bf16 peak (PEAK_BF16_FLOPS), or over the FLOP/s of a large
-matmul measured at start (on the CPU: float32, this process's threads).
+both on the same first --val-tokens validation tokens, at log-spaced points of the budget (--evals from
+--eval-from). The bar shows tokens/s and MFU against the GPU's bf16 peak, or a measured CPU matmul.
+
+Precision (runtime.py): `--precision auto` trains in bf16 autocast on CUDA and on CPUs with AMX-BF16,
+float32 elsewhere; master weights and AdamW state stay float32. A checkpoint resumes under either.
+
+Data parallel (dist.py): under torchrun each process takes its rows of the global batch; rank 0 alone
+evaluates, logs, checkpoints and prints; a resume keeps the number of processes.
 
 Schedules: stage configs are {"context": T}, optionally with "batch_size": B. `--switch-on flops` takes the
 stage in force at the cumulative FLOPs (every step); `--switch-on error` moves on once a measured val_loss
-at the current context is below the stage's error_end (at evaluations). Stages never go backwards. A
-schedule of kind "random" (FlexiViT's baseline) draws a stage per step and evaluates at the largest context.
+at the current context is below the stage's error_end. Stages never go backwards. A schedule of kind
+"random" (FlexiViT's baseline) draws a stage per step and evaluates at the largest context.
 
-Checkpoints: ckpt.pt at every evaluation (atomic): model, optimizer, RNG, step (= data position),
-cumulative tokens / FLOPs / training seconds, stage. `--resume` continues exactly (a new run if there is
-no checkpoint) and refuses another model, data, context, tokens per step, schedule or process count. A
-NaN/inf loss stops the run and keeps the last good checkpoint; it and bad input exit with code 2 and one
-line.
+Checkpoints: ckpt.pt at every evaluation and every --ckpt-minutes (atomic). `--resume` continues exactly,
+or starts the run afresh when no checkpoint was written yet, and refuses another model, data, context,
+tokens per step, schedule or process count. A NaN/inf loss stops the run and keeps the last good
+checkpoint; it and bad input exit with code 2 and one line.
 """
 import json
-import math
-import os
-import re
 import sys
 import time
-from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -76,117 +56,27 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 import dist
+import lm
+import runtime
+from lm import LM  # noqa: F401  (re-exported: the model's home is lm.py)
 from lm_data import evaluate, get_batch, load_corpus
+from runtime import UserError
 
-PRESETS = ("L64-4", "L128-4", "L128-6", "L192-6", "L256-6", "L384-6", "L512-8", "L768-12")
 PEAK_BF16_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40": 181e12, "4090": 165e12,
                    "L4": 121e12, "A10": 125e12, "V100": 125e12}  # dense tensor-core peaks
-
-
-class UserError(ValueError):
-    """Bad input: the script prints one line and exits with code 2."""
 
 
 class DivergedError(UserError):
     """The loss became NaN or inf: one line, exit code 2; the last good checkpoint is kept."""
 
 
-# ----------------------------------------------------------------------------- model
-
 def model_args(name, vocab_size, max_context):
-    """'L{width}-{depth}' -> the keyword arguments of LM."""
-    m = re.fullmatch(r"L(\d+)-(\d+)", name)
-    head_dim = 32 if m and int(m[1]) < 256 else 64
-    if not m or int(m[1]) % head_dim or int(m[2]) < 1:
-        raise UserError(f"--model {name!r}: expected L<width>-<depth> with width a multiple of 32 "
-                        f"(64 from 256 on), e.g. one of {', '.join(PRESETS)}")
-    width, depth = int(m[1]), int(m[2])
-    return dict(vocab_size=vocab_size, width=width, depth=depth, heads=width // head_dim,
-                mlp_dim=4 * width, max_context=max_context)
+    """lm.model_args, with a bad --model as the one-line user error."""
+    try:
+        return lm.model_args(name, vocab_size, max_context)
+    except ValueError as e:
+        raise UserError(str(e)) from None
 
-
-def macs_per_token(width, depth, mlp_dim, context):
-    """Forward multiply-accumulates per token of the transformer blocks (embedding and head excluded)."""
-    return depth * (4 * width**2 + 3 * width * mlp_dim + 2 * context * width)
-
-
-def rope_freqs(head_dim, max_context, theta=10000.0):
-    """(cos, sin) of position * theta^(-2j/head_dim): [max_context, 1, head_dim/2, 2]."""
-    inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2).float() / head_dim)
-    angles = torch.outer(torch.arange(max_context).float(), inv_freq)
-    return torch.stack([angles.cos(), angles.sin()], dim=-1)[:, None]
-
-
-def apply_rope(x, freqs):
-    """Rotate x [B, T, heads, head_dim] by position: channel pairs (2j, 2j+1) as complex numbers."""
-    xr = x.float().unflatten(-1, (-1, 2))
-    if torch.compiler.is_compiling():   # inductor has no complex kernels: the same product in real numbers
-        (a, b), (cos, sin) = xr.unbind(-1), freqs.unbind(-1)
-        return torch.stack([a * cos - b * sin, b * cos + a * sin], dim=-1).flatten(-2).type_as(x)
-    rotated = torch.view_as_complex(xr) * torch.view_as_complex(freqs)    # eager: one kernel each way
-    return torch.view_as_real(rotated).flatten(-2).type_as(x)
-
-
-class RMSNorm(nn.Module):
-    def __init__(self, dim, eps=1e-6):
-        super().__init__()
-        self.eps, self.weight = eps, nn.Parameter(torch.ones(dim))
-
-    def forward(self, x):
-        return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
-
-
-class Block(nn.Module):
-    def __init__(self, width, heads, mlp_dim):
-        super().__init__()
-        self.heads, self.head_dim = heads, width // heads
-        self.norm1, self.norm2 = RMSNorm(width), RMSNorm(width)
-        self.qk = nn.Linear(width, 2 * width, bias=False)   # [q | k], each [heads, head_dim]: one RoPE call
-        self.v = nn.Linear(width, width, bias=False)
-        self.proj = nn.Linear(width, width, bias=False)
-        self.gate = nn.Linear(width, mlp_dim, bias=False)   # separate matrices run faster on CPU than a
-        self.up = nn.Linear(width, mlp_dim, bias=False)     # fused one (no strided halves, no cat in backward)
-        self.down = nn.Linear(mlp_dim, width, bias=False)
-
-    def forward(self, x, freqs):
-        B, T, C = x.shape
-        h = self.norm1(x)
-        qk = apply_rope(self.qk(h).view(B, T, 2 * self.heads, self.head_dim), freqs)
-        q, k = qk.transpose(1, 2).split(self.heads, dim=1)       # [B, heads, T, head_dim]
-        v = self.v(h).view(B, T, self.heads, self.head_dim).transpose(1, 2)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        x = x + self.proj(y.transpose(1, 2).reshape(B, T, C))
-        h = self.norm2(x)
-        return x + self.down(F.silu(self.gate(h)) * self.up(h))
-
-
-class LM(nn.Module):
-    def __init__(self, vocab_size=256, width=128, depth=4, heads=4, mlp_dim=512, max_context=256):
-        super().__init__()
-        self.width, self.depth, self.mlp_dim, self.max_context = width, depth, mlp_dim, max_context
-        self.embed = nn.Embedding(vocab_size, width)              # tied: also the output layer
-        self.blocks = nn.ModuleList(Block(width, heads, mlp_dim) for _ in range(depth))
-        self.norm = RMSNorm(width)
-        self.register_buffer("freqs", rope_freqs(width // heads, max_context), persistent=False)
-        for name, p in self.named_parameters():                  # GPT-2 init
-            if p.dim() == 2:
-                std = 0.02 / math.sqrt(2 * depth) if name.endswith(("proj.weight", "down.weight")) else 0.02
-                nn.init.normal_(p, std=std)
-
-    def forward(self, idx):
-        T = idx.shape[1]
-        if T > self.max_context:
-            raise ValueError(f"context {T} exceeds the model's RoPE tables ({self.max_context})")
-        x = self.embed(idx)
-        for block in self.blocks:
-            x = block(x, self.freqs[:T])
-        return F.linear(self.norm(x), self.embed.weight)
-
-    def macs_per_token(self, context):
-        return macs_per_token(self.width, self.depth, self.mlp_dim, context)
-
-
-# ----------------------------------------------------------------------------- training
 
 @dataclass
 class Config:
@@ -216,17 +106,17 @@ class Config:
     lr_scaling: Literal["none", "linear", "sqrt"] = "none"
     """How the LR follows a schedule stage's batch_size B at context T: --lr times 1, r or sqrt(r), with
     r = B*T / --tokens-per-step."""
-    steps: int = 1000
-    """Training steps (the budget, unless --flops is set)."""
-    flops: float = 0.0
-    """Training-FLOPs budget; overrides --steps when > 0."""
+    steps: int | None = None
+    """Training budget in steps (give exactly one of --steps, --flops)."""
+    flops: float | None = None
+    """Training budget in cumulative FLOPs (6 x block MACs x tokens)."""
     lr: float = 2e-3
     """Peak learning rate (constant after warm-up)."""
     warmup: int = 100
     """Linear warm-up steps."""
     weight_decay: float = 0.1
     """AdamW weight decay on the blocks' matrices (not on norms or the tied embedding)."""
-    grad_clip: float = 1.0
+    clip: float = 1.0
     """Clip the gradients' global norm."""
     val_tokens: int = 32768
     """Validation tokens per evaluation (use a multiple of every context)."""
@@ -235,14 +125,17 @@ class Config:
     eval_from: float = 0.01
     """First evaluation at this fraction of the budget."""
     seed: int = 0
+    """Seed of the initialisation and of the data order."""
     device: str = "auto"
-    """'auto' (CUDA if available), 'cpu' or 'cuda[:i]'. CUDA runs use bf16 autocast and fused AdamW."""
+    """'auto' (CUDA if available), 'cpu' or 'cuda[:i]'."""
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    """auto: bf16 autocast where bf16 matrix units exist (CUDA, AMX CPUs), else fp32 (runtime.py)."""
     compile: bool = False
     """torch.compile the model (one graph per context length)."""
     threads: int = 0
     """CPU threads (0 = torch's default)."""
     resume: bool = False
-    """Continue the run in --out-dir from its checkpoint (a new run if there is none)."""
+    """Continue the run in --out-dir from its checkpoint (a new run if none was written yet)."""
     progress: bool = True
     """tqdm progress bar on a terminal (--no-progress: none)."""
     ckpt_minutes: float = 10.0
@@ -250,6 +143,31 @@ class Config:
     stop_after_steps: int = 0
     """Debug: checkpoint and stop after this many steps (0 = off), e.g. to test --resume."""
 
+
+@dataclass
+class State:
+    """What a checkpoint carries besides the weights: the run's position and running sums."""
+    step: int = 0           # optimiser steps = data position
+    tokens: int = 0
+    flops: float = 0.0      # cumulative training FLOPs (Sec. 3)
+    wall: float = 0.0       # training seconds, evaluation excluded
+    stage: int = 0
+    loss_sum: float = 0.0
+    loss_n: int = 0
+    world_size: int = 1
+
+
+@dataclass
+class Session:
+    """This process's own counters (not checkpointed): throughput and the last checkpoint."""
+    tokens: int = 0
+    flops: float = 0.0
+    wall: float = 0.0
+    saved: float = field(default_factory=time.time)
+    saved_step: int | None = None
+
+
+# ----------------------------------------------------------------------------- set-up
 
 def load_stages(cfg):
     """-> the stages' config dicts, and the Schedule (None for a static run)."""
@@ -268,23 +186,17 @@ def load_stages(cfg):
     return [dict(s.config) for s in schedule.stages], schedule
 
 
-def peak_flops(device):
-    """FLOP/s that MFU is measured against: the GPU's bf16 peak if known, else a measured large matmul."""
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else ""
-    if any(key in name for key in PEAK_BF16_FLOPS):
-        return next(peak for key, peak in PEAK_BF16_FLOPS.items() if key in name)
-    n, dtype = (8192, torch.bfloat16) if device.type == "cuda" else (1024, torch.float32)
-    a, seconds = torch.randn(n, n, device=device, dtype=dtype), []
-    for _ in range(4):
-        t = time.perf_counter()
-        (a @ a)[0, 0].item()                                  # .item() waits for the GPU
-        seconds.append(time.perf_counter() - t)
-    return 2 * n**3 / min(seconds)
-
-
-def write_log(path, records):
-    Path(f"{path}.tmp").write_text("".join(json.dumps(r) + "\n" for r in records))
-    os.replace(f"{path}.tmp", path)
+def check_flags(cfg):
+    """Numeric flags in range, before any work."""
+    runtime.check_budget(cfg.steps, cfg.flops)
+    model_args(cfg.model, 256, 1)
+    for name, ok in (("tokens_per_step", cfg.tokens_per_step > 0), ("context", cfg.context > 0),
+                     ("lr", cfg.lr > 0), ("warmup", cfg.warmup >= 0), ("clip", cfg.clip > 0),
+                     ("weight_decay", cfg.weight_decay >= 0), ("val_tokens", cfg.val_tokens > 0),
+                     ("val_fraction", 0 < cfg.val_fraction < 1), ("eval_from", 0 < cfg.eval_from <= 1),
+                     ("threads", cfg.threads >= 0), ("ckpt_minutes", cfg.ckpt_minutes > 0)):
+        if not ok:
+            raise UserError(f"--{name.replace('_', '-')} {getattr(cfg, name)} is out of range")
 
 
 def check_sizes(cfg, stages, train, val, world):
@@ -307,161 +219,235 @@ def check_sizes(cfg, stages, train, val, world):
         raise UserError(f"the training split holds {len(train)} tokens, too few for context {T}")
 
 
+def make_optimizer(model, cfg, device):
+    """AdamW (Table 3): decay on the blocks' matrices only; fused kernels on CUDA and CPU."""
+    decay = {n: p.dim() == 2 and not n.startswith("embed") for n, p in model.named_parameters()}
+    groups = [{"params": [p for n, p in model.named_parameters() if decay[n]]},
+              {"params": [p for n, p in model.named_parameters() if not decay[n]], "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay, fused=True)
+
+
+def peak_flops(device):
+    """FLOP/s that MFU is measured against: the GPU's bf16 peak if known, else a measured large matmul."""
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else ""
+    if any(key in name for key in PEAK_BF16_FLOPS):
+        return next(peak for key, peak in PEAK_BF16_FLOPS.items() if key in name)
+    n, dtype = (8192, torch.bfloat16) if device.type == "cuda" else (1024, torch.float32)
+    a, seconds = torch.randn(n, n, device=device, dtype=dtype), []
+    for _ in range(4):
+        t = time.perf_counter()
+        (a @ a)[0, 0].item()                                  # .item() waits for the GPU
+        seconds.append(time.perf_counter() - t)
+    return 2 * n**3 / min(seconds)
+
+
 def learning_rate(cfg, step, tokens):
     """Linear warm-up to --lr, scaled (--lr-scaling) by r = the step's tokens / --tokens-per-step."""
-    r = tokens / cfg.tokens_per_step
-    scale = {"none": 1.0, "linear": r, "sqrt": math.sqrt(r)}[cfg.lr_scaling]
-    return cfg.lr * scale * min(1.0, (step + 1) / max(cfg.warmup, 1))
+    return cfg.lr * runtime.lr_scale(cfg.lr_scaling, tokens / cfg.tokens_per_step) * runtime.warmup_factor(
+        step, cfg.warmup)
 
 
-def main(cfg: Config):
-    world = dist.World.from_env()                                  # 1 process, or torchrun's rank / size
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    try:
-        device = world.device(cfg.device)
-    except RuntimeError:
-        raise UserError(f"--device {cfg.device!r} is not a torch device (cpu, cuda, cuda:1, ...)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {cfg.device}: CUDA is not available here; use --device cpu")
-    autocast = torch.autocast("cuda", torch.bfloat16) if device.type == "cuda" else nullcontext()
-    model_args(cfg.model, 256, 1)                                    # a bad --model fails before any work
-    if cfg.steps <= 0 and cfg.flops <= 0 or cfg.tokens_per_step <= 0:
-        raise UserError("give a positive --steps or --flops budget, and a positive --tokens-per-step")
-    stages, schedule = load_stages(cfg)
-    train, val, vocab, data_name = load_corpus(cfg.data, cfg.glob, cfg.vocab_size, cfg.val_fraction, cfg.cache_dir)
-    check_sizes(cfg, stages, train, val, world)
-    max_context = max(s["context"] for s in stages)
-    margs = model_args(cfg.model, vocab, max_context)
-    torch.manual_seed(cfg.seed)
-    model = LM(**margs).to(device)
-    decay = {n: p.dim() == 2 and not n.startswith("embed") for n, p in model.named_parameters()}
-    opt = torch.optim.AdamW([{"params": [p for n, p in model.named_parameters() if decay[n]]},
-                             {"params": [p for n, p in model.named_parameters() if not decay[n]], "weight_decay": 0.0}],
-                            lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay, fused=device.type == "cuda")
+class Run:
+    """One training run: everything set up, restored or initialised, ready for the loop."""
 
-    out = Path(cfg.out_dir)
-    ckpt_path, log_path = out / "ckpt.pt", out / "log.jsonl"
-    identity = json.loads(json.dumps({  # what --resume must find unchanged (as JSON: tuples become lists)
-        "model": margs, "data": data_name, "stages": stages, "tokens_per_step": cfg.tokens_per_step,
-        "seed": cfg.seed, "switch_on": cfg.switch_on if schedule else None, "kind": schedule and schedule.kind,
-        "boundaries": [(s.flops_start, s.error_end) for s in schedule.stages] if schedule else None,
-        "lr_scaling": cfg.lr_scaling}))
-    state = dict(step=0, tokens=0, flops=0.0, wall=0.0, stage=0, loss_sum=0.0, loss_n=0, world_size=world.size)
-    records, resuming = None, cfg.resume and ckpt_path.exists()
-    if resuming:                                                     # every rank checks, before any collective
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
-        saved = {"lr_scaling": "none", **ckpt["identity"]}            # older checkpoints lack the newer keys
-        for key, value in identity.items():
-            if saved[key] != value:
-                raise UserError(f"--resume: {ckpt_path} was trained with {key}={saved[key]}, "
-                                f"this run asks for {value}: use a new --out-dir")
-        world.check_resume(ckpt["state"].get("world_size", 1), ckpt_path)
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
+    def __init__(self, cfg):
+        self.cfg, self.world = cfg, dist.World.from_env()    # 1 process, or torchrun's rank / size
+        check_flags(cfg)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.device = runtime.resolve_device(cfg.device, self.world)
+        self.precision = runtime.resolve_precision(cfg.precision, self.device)
+        self.amp = runtime.autocast(self.device, self.precision)
+        self.stages, self.schedule = load_stages(cfg)
+        self.train, self.val, vocab, data_name = load_corpus(cfg.data, cfg.glob, cfg.vocab_size, cfg.val_fraction,
+                                                             cfg.cache_dir)
+        check_sizes(cfg, self.stages, self.train, self.val, self.world)
+        self.max_context = max(s["context"] for s in self.stages)
+        self.margs = model_args(cfg.model, vocab, self.max_context)
+        torch.manual_seed(cfg.seed)
+        self.model = LM(**self.margs).to(self.device)
+        self.opt = make_optimizer(self.model, cfg, self.device)
+        self.out = Path(cfg.out_dir)
+        self.ckpt_path, self.log = self.out / "ckpt.pt", runtime.RunLog(self.out / "log.jsonl")
+        sched = self.schedule
+        self.identity = json.loads(json.dumps({  # what --resume must find unchanged (JSON: tuples become lists)
+            "model": self.margs, "data": data_name, "stages": self.stages, "tokens_per_step": cfg.tokens_per_step,
+            "seed": cfg.seed, "switch_on": cfg.switch_on if sched else None, "kind": sched and sched.kind,
+            "boundaries": [(s.flops_start, s.error_end) for s in sched.stages] if sched else None,
+            "lr_scaling": cfg.lr_scaling}))
+        self.state, self.session = State(world_size=self.world.size), Session()
+        self.budget, self.unit = runtime.check_budget(cfg.steps, cfg.flops)
+
+    def progress(self):
+        return self.state.flops if self.unit == "flops" else self.state.step
+
+    def restore(self):
+        """Continue from ckpt.pt (--resume), or start afresh; a folder with a checkpoint needs --resume."""
+        cfg, path = self.cfg, self.ckpt_path
+        if not path.exists():
+            if cfg.resume and self.world.main:
+                print(f"train_lm.py: no checkpoint in {self.out} yet; starting the run afresh", file=sys.stderr)
+            return False
+        if not cfg.resume:
+            raise UserError(f"{self.out} already holds a run: pass --resume to continue it, or pick another --out-dir")
+        ckpt = load_checkpoint(path, self.device)
+        runtime.check_resume({"lr_scaling": "none", **ckpt["identity"]}, self.identity, path)
+        self.world.check_resume(ckpt["state"].get("world_size", 1), path)
+        self.model.load_state_dict(ckpt["model"])
+        self.opt.load_state_dict(ckpt["optimizer"])
         torch.set_rng_state(ckpt["rng"]["cpu"].cpu())
-        if ckpt["rng"]["cuda"] is not None and device.type == "cuda":
-            torch.cuda.set_rng_state(ckpt["rng"]["cuda"].cpu(), device)
-        state = {"world_size": 1, **ckpt["state"]}
-    elif ckpt_path.exists() or log_path.exists():
-        raise UserError(f"{out} already holds a run: pass --resume to continue it, or pick another --out-dir")
-    world.init(device)                                               # every check that may fail is behind us
-    plain = torch.compile(model) if cfg.compile else model           # rank 0 evaluates with it, alone
-    fwd = plain if not world.active else (torch.compile(world.wrap(model, device)) if cfg.compile
-                                          else world.wrap(model, device))      # DDP: gradients averaged
-    if world.main and resuming:
-        records = [r for r in map(json.loads, filter(str.strip, log_path.read_text().splitlines()))
-                   if r.get("type") == "header" or r["step"] <= state["step"]]   # drop what came after the ckpt
-    elif world.main:
-        if cfg.resume:
-            print(f"train_lm.py: no checkpoint in {out}; starting a new run", file=sys.stderr)
-        out.mkdir(parents=True, exist_ok=True)
-        records = [{"version": 1, "type": "header", "run": out.name, "config": asdict(cfg),
-                    "metrics": ["val_loss", "val_loss_max_context"], "model_args": margs,
-                    "params": sum(p.numel() for p in model.parameters()), "world_size": world.size}]
-        write_log(log_path, records)
+        if ckpt["rng"]["cuda"] is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state(ckpt["rng"]["cuda"].cpu(), self.device)
+        self.state = State(**{"world_size": 1, **ckpt["state"]})
+        self.session.saved_step = self.state.step
+        self.was_precision = ckpt.get("precision", "fp32")
+        return True
 
-    def save():                                                      # rank 0 writes; the others have the same
-        session["saved"] = time.time()
-        if not world.main:
+    def save(self):
+        """ckpt.pt, atomically, by rank 0 (the others hold the same state)."""
+        self.session.saved = time.time()
+        if not self.world.main:
             return
         rng = {"cpu": torch.get_rng_state(),
-               "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
-        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "rng": rng, "state": state,
-                    "identity": identity, "model_args": margs, "config": asdict(cfg)}, f"{ckpt_path}.tmp")
-        os.replace(f"{ckpt_path}.tmp", ckpt_path)
-        session["saved_step"] = state["step"]
+               "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None}
+        ckpt = {"version": 1, "kind": "train_lm", "model": self.model.state_dict(),
+                "optimizer": self.opt.state_dict(), "rng": rng, "state": asdict(self.state),
+                "identity": self.identity, "model_args": self.margs, "config": asdict(self.cfg),
+                "precision": self.precision}
+        runtime.atomic_write(self.ckpt_path, lambda tmp: torch.save(ckpt, tmp))
+        self.session.saved_step = self.state.step
 
-    budget = cfg.flops if cfg.flops > 0 else cfg.steps
-    progress = lambda: state["flops"] if cfg.flops > 0 else state["step"]  # noqa: E731
-    eval_points = np.geomspace(budget * cfg.eval_from, budget, cfg.evals) if cfg.evals > 1 else np.r_[budget]
-    next_eval = int(np.searchsorted(eval_points, progress(), side="right"))  # points passed are done
-    peak = peak_flops(device) if world.main else 1.0
-    bar = tqdm(total=budget, initial=progress(), unit="FLOP" if cfg.flops > 0 else "step",
-               unit_scale=cfg.flops > 0, mininterval=1.0, dynamic_ncols=True,
+
+def load_checkpoint(path, device):
+    """A train_lm.py checkpoint, or a one-line error naming the file."""
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=False)
+    except Exception as e:   # truncated, foreign or corrupt: torch raises many kinds
+        raise UserError(f"{path} is not a readable checkpoint ({type(e).__name__}); delete it to start afresh") from None
+    if not isinstance(ckpt, dict) or not {"model", "optimizer", "identity", "state", "rng"} <= set(ckpt):
+        raise UserError(f"{path} is not a train_lm.py checkpoint; use another --out-dir")
+    return ckpt
+
+
+# ----------------------------------------------------------------------------- the loop's parts
+
+def stage_now(run):
+    """The stage to train in at this step: random (FlexiViT-style baseline), or by cumulative FLOPs (Eq. 2's
+    switch points, computed by schedule.py); never an earlier stage."""
+    sched, state = run.schedule, run.state
+    if sched and sched.random:
+        return int(np.random.default_rng([run.cfg.seed, state.step, 1]).integers(len(run.stages)))
+    if sched and run.cfg.switch_on == "flops":
+        return max(state.stage, sched.stage_at(flops=state.flops).index)
+    return state.stage
+
+
+def train_step(run, fwd, context, batch):
+    """One optimiser step on the global batch; returns (loss, tokens). Diverged: one line, checkpoint kept."""
+    cfg, state = run.cfg, run.state
+    x, y = (t.to(run.device) for t in get_batch(run.train, state.step, batch, context, cfg.seed,
+                                                 rows=run.world.shard(batch)))   # this process's rows
+    lr = learning_rate(cfg, state.step, batch * context)
+    for group in run.opt.param_groups:
+        group["lr"] = lr
+    with run.amp:
+        logits = fwd(x)
+    loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
+    loss.backward()                                          # DDP: gradients averaged over the processes
+    norm = nn.utils.clip_grad_norm_(run.model.parameters(), cfg.clip)
+    loss_v, norm_v = run.world.mean(torch.stack([loss.detach(), norm.float()])).tolist()
+    saved = run.session.saved_step
+    kept = (f"the last good checkpoint {run.ckpt_path} (step {saved}) is kept" if saved is not None
+            else "no checkpoint was written")
+    try:
+        runtime.check_finite(state.step, kept, loss=loss_v, gradient_norm=norm_v)
+    except UserError as e:
+        raise DivergedError(f"non-finite {e}") from None
+    run.opt.step()
+    run.opt.zero_grad(set_to_none=True)
+    return loss_v, lr
+
+
+def evaluate_and_log(run, plain, context, lr):
+    """val_loss at the current context and at the run's largest (rank 0), one log record; returns the record."""
+    cfg, state, sched = run.cfg, run.state, run.schedule
+    ctx = run.max_context if sched and sched.random else context     # random: no current context
+    run.model.eval()
+    loss_at = {c: evaluate(plain, run.val, c, cfg.val_tokens, cfg.tokens_per_step, run.device, run.amp)
+               for c in {ctx, run.max_context}}
+    run.model.train()
+    shape = {"context": ctx} if sched and sched.random else dict(run.stages[state.stage])
+    record = {"type": "eval", "step": state.step, "tokens": state.tokens, "flops": state.flops, "config": shape,
+              "train_loss": state.loss_sum / state.loss_n, "lr": lr, "val_loss": loss_at[ctx],
+              "val_loss_max_context": loss_at[run.max_context], "wall": state.wall}
+    record = record if not sched else {**record, "stage": state.stage}
+    runtime.check_finite(state.step, f"the last good checkpoint {run.ckpt_path} is kept",
+                         val_loss=loss_at[ctx], val_loss_max_context=loss_at[run.max_context])
+    run.log.append(record)
+    return record
+
+
+def header(run):
+    return {"version": 1, "type": "header", "run": run.out.name, "config": asdict(run.cfg),
+            "metrics": ["val_loss", "val_loss_max_context"], "model_args": run.margs, "precision": run.precision,
+            "params": sum(p.numel() for p in run.model.parameters()), "world_size": run.world.size}
+
+
+# ----------------------------------------------------------------------------- main
+
+def main(cfg: Config):
+    # Set up: flags, device, precision, data, model and optimiser; every check that may fail comes first.
+    run = Run(cfg)
+    resuming = run.restore()
+    world, state, session = run.world, run.state, run.session
+    world.init(run.device)
+    plain = torch.compile(run.model) if cfg.compile else run.model   # rank 0 evaluates with it, alone
+    fwd = plain if not world.active else (torch.compile(world.wrap(run.model, run.device)) if cfg.compile
+                                          else world.wrap(run.model, run.device))   # DDP: gradients averaged
+    if world.main:
+        run.out.mkdir(parents=True, exist_ok=True)
+        run.log.start(header(run), state.step if resuming else None)
+        if resuming and run.was_precision != run.precision:         # the log records a precision change
+            run.log.append({"type": "note", "step": state.step, "precision": run.precision,
+                            "was": run.was_precision})
+    points = runtime.eval_points(run.budget, cfg.evals, cfg.eval_from)
+    next_eval = int(np.searchsorted(points, run.progress(), side="right"))   # points passed are done
+    peak = peak_flops(run.device) if world.main else 1.0
+    bar = tqdm(total=run.budget, initial=run.progress(), unit="FLOP" if run.unit == "flops" else "step",
+               unit_scale=run.unit == "flops", mininterval=1.0, dynamic_ncols=True,
                disable=None if cfg.progress and world.main else True)
-    session = dict(tokens=0, flops=0.0, wall=0.0, saved=time.time(), saved_step=state["step"] if resuming else None)
-    while progress() < budget:
-        if schedule and schedule.random:                      # FlexiViT-style baseline: a random stage per step
-            state["stage"] = int(np.random.default_rng([cfg.seed, state["step"], 1]).integers(len(stages)))
-        elif schedule and cfg.switch_on == "flops":
-            state["stage"] = max(state["stage"], schedule.stage_at(flops=state["flops"]).index)
-        context = stages[state["stage"]]["context"]
-        batch = stages[state["stage"]].get("batch_size", cfg.tokens_per_step // context)   # global
+    while run.progress() < run.budget:
+        # Which context now (the schedule's stage), then one optimiser step on batch x context tokens.
+        state.stage = stage_now(run)
+        context = run.stages[state.stage]["context"]
+        batch = run.stages[state.stage].get("batch_size", cfg.tokens_per_step // context)   # global
         t0 = time.perf_counter()
-        x, y = (t.to(device) for t in get_batch(train, state["step"], batch, context, cfg.seed,
-                                                rows=world.shard(batch)))       # this process's rows
-        lr = learning_rate(cfg, state["step"], batch * context)
-        for group in opt.param_groups:
-            group["lr"] = lr
-        with autocast:
-            logits = fwd(x)
-        loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
-        loss.backward()
-        norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        loss_value, norm_value = world.mean(torch.stack([loss.detach(), norm.float()])).tolist()
-        if not (math.isfinite(loss_value) and math.isfinite(norm_value)):
-            bar.close()
-            kept = (f"the last good checkpoint {ckpt_path} (step {session['saved_step']}) is kept"
-                    if session["saved_step"] is not None else "no checkpoint was written")
-            raise DivergedError(f"non-finite loss {loss_value} or gradient norm {norm_value} at step "
-                                f"{state['step']}: training diverged; {kept}; lower --lr or raise --warmup")
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        loss, lr = train_step(run, fwd, context, batch)
         dt, tokens = time.perf_counter() - t0, batch * context
-        step_flops = 6 * model.macs_per_token(context) * tokens
-        state.update(step=state["step"] + 1, tokens=state["tokens"] + tokens, flops=state["flops"] + step_flops,
-                     wall=state["wall"] + dt, loss_sum=state["loss_sum"] + loss_value, loss_n=state["loss_n"] + 1)
-        session.update(tokens=session["tokens"] + tokens, flops=session["flops"] + step_flops,
-                       wall=session["wall"] + dt)
-        bar.update(progress() - bar.n)
-        bar.set_postfix(ctx=context, loss=f"{loss_value:.3f}", tok_s=f"{session['tokens'] / session['wall']:.0f}",
-                        mfu=f"{session['flops'] / session['wall'] / peak:.1%}", refresh=False)
+        step_flops = 6 * run.model.macs_per_token(context) * tokens          # Sec. 3: 6 x block MACs a token
+        state.step, state.tokens, state.flops = state.step + 1, state.tokens + tokens, state.flops + step_flops
+        state.wall, state.loss_sum, state.loss_n = state.wall + dt, state.loss_sum + loss, state.loss_n + 1
+        session.tokens, session.flops, session.wall = (session.tokens + tokens, session.flops + step_flops,
+                                                       session.wall + dt)
+        bar.update(run.progress() - bar.n)
+        bar.set_postfix(ctx=context, loss=f"{loss:.3f}", tok_s=f"{session.tokens / session.wall:.0f}",
+                        mfu=f"{session.flops / session.wall / peak:.1%}", refresh=False)
 
-        if next_eval < len(eval_points) and progress() >= eval_points[next_eval]:
-            next_eval = int(np.searchsorted(eval_points, progress(), side="right"))
-            ctx = max_context if schedule and schedule.random else context   # random: no current context
-            if world.main:                                    # the others wait in the broadcast below
-                model.eval()
-                loss_at = {c: evaluate(plain, val, c, cfg.val_tokens, cfg.tokens_per_step, device, autocast)
-                           for c in {ctx, max_context}}
-                model.train()
-                shape = {"context": ctx} if schedule and schedule.random else dict(stages[state["stage"]])
-                record = {"type": "eval", "step": state["step"], "tokens": state["tokens"], "flops": state["flops"],
-                          "config": shape, "train_loss": state["loss_sum"] / state["loss_n"], "lr": lr,
-                          "val_loss": loss_at[ctx], "val_loss_max_context": loss_at[max_context], "wall": state["wall"]}
-                records.append(record if not schedule else {**record, "stage": state["stage"]})
-                write_log(log_path, records)
-                bar.write(f"step {state['step']}  flops {state['flops']:.3g}  ctx {ctx}  train "
-                          f"{record['train_loss']:.4f}  val {loss_at[ctx]:.4f}  val@{max_context} "
-                          f"{loss_at[max_context]:.4f}")
-                if schedule and cfg.switch_on == "error" and not schedule.random:
-                    state["stage"] = max(state["stage"], schedule.stage_at(error=loss_at[ctx]).index)
-            state.update(loss_sum=0.0, loss_n=0, stage=world.broadcast(state["stage"]))   # rank 0's switch
-            save()
-        stop = cfg.stop_after_steps and state["step"] >= cfg.stop_after_steps
-        if stop or time.time() - session["saved"] > 60 * cfg.ckpt_minutes:
-            save()
+        # Evaluate at the log-spaced points (rank 0; the others wait in the broadcast), then checkpoint.
+        if next_eval < len(points) and run.progress() >= points[next_eval]:
+            next_eval = int(np.searchsorted(points, run.progress(), side="right"))
+            if world.main:
+                rec = evaluate_and_log(run, plain, context, lr)
+                bar.write(f"step {state.step}  flops {state.flops:.3g}  ctx {rec['config']['context']}  train "
+                          f"{rec['train_loss']:.4f}  val {rec['val_loss']:.4f}  val@{run.max_context} "
+                          f"{rec['val_loss_max_context']:.4f}")
+                if run.schedule and cfg.switch_on == "error" and not run.schedule.random:   # Eq. 2 by error
+                    state.stage = max(state.stage, run.schedule.stage_at(error=rec["val_loss"]).index)
+            state.loss_sum, state.loss_n, state.stage = 0.0, 0, world.broadcast(state.stage)   # rank 0's switch
+            run.save()
+        stop = cfg.stop_after_steps and state.step >= cfg.stop_after_steps
+        if stop or time.time() - session.saved > 60 * cfg.ckpt_minutes:
+            run.save()
         if stop:
             break
     bar.close()
@@ -469,7 +455,7 @@ def main(cfg: Config):
 
 def cli(args=None):
     """Parse the flags and train; bad input and divergence: one line on stderr (rank 0's) and exit code 2."""
-    return dist.run_cli(main, Config, "train_lm.py", args)
+    return runtime.run_cli(main, Config, "train_lm.py", args)
 
 
 if __name__ == "__main__":

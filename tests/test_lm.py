@@ -179,7 +179,7 @@ def test_bad_input_one_line_errors(tmp_path, corpus):
     tokens = tmp_path / "tokens.bin"
     np.array([1, 2, 300, 4] * 100, dtype=np.uint16).tofile(tokens)
     patch_schedule = write_schedule(tmp_path / "patch.json", [{"config": {"patch": 7}, "flops_start": 0.0}])
-    common = ["--out-dir", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache"), "--model", "L32-2"]
+    common = ["--out-dir", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache"), "--model", "L32-2", "--steps", "8"]
     cases = [(["--data", str(tmp_path / "missing")], "no such file"),
              (["--data", str(empty)], "empty"),
              (["--data", corpus, "--context", "4096", "--val-fraction", "0.01"], "longer than the validation split"),

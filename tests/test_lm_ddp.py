@@ -134,6 +134,6 @@ def test_a_global_batch_that_does_not_divide_is_refused(setup, capsys, monkeypat
     code, err = cli(capsys, dataclasses.replace(cfg, schedule=odd))
     assert code == 2 and len(err) == 1 and "stage 1 batch_size" in err[0] and "10 does not divide across 4" in err[0]
     monkeypatch.setenv("RANK", "1")                           # the same error; only rank 0 prints it
-    code, err = cli(capsys, cfg)
+    code, err = cli(capsys, dataclasses.replace(cfg, schedule=odd))
     assert code == 2 and err == []
     assert not (d / "w").exists()

@@ -1,0 +1,219 @@
+"""Run plumbing that both trainers (train_vit.py, train_lm.py) share, written once.
+
+What a training run needs besides the model and the data, in the order a trainer uses it:
+
+    device = runtime.resolve_device(cfg.device, world)          # cpu / cuda / cuda:LOCAL_RANK
+    precision = runtime.resolve_precision(cfg.precision, device) # "fp32" | "bf16"
+    amp = runtime.autocast(device, precision)                    # context for forward passes
+    points = runtime.eval_points(budget, cfg.evals)              # log-spaced evaluation points
+    runtime.check_resume(saved_identity, identity, ckpt_path)    # same run, or one-line refusal
+    log = runtime.RunLog(out / "log.jsonl")                      # header + one record per evaluation
+    runtime.check_finite(step, loss=..., grad_norm=...)          # divergence: one line, exit 2
+    runtime.atomic_write(path, lambda tmp: torch.save(obj, tmp)) # never a half-written file
+    sys.exit(runtime.run_cli(main, Config, "train_vit.py"))      # flags, one-line errors, exit codes
+
+Errors: `UserError` is the project's one bad-input type (a wrong flag, a missing or unreadable file, a
+run that diverged): `run_cli` prints it as one line and exits with code 2. Every other exception is a bug
+and keeps its traceback. The copy-alone modules (schedule.py, fit_laws.py) have their own error classes,
+since they import nothing of the project; a script that calls them names those classes in `run_cli`.
+
+Precision (`--precision auto|fp32|bf16`): "auto" trains in bfloat16 autocast where bf16 matrix units
+exist, i.e. on CUDA and on CPUs with AMX-BF16 (Intel Sapphire Rapids and later), and in float32
+elsewhere. A CPU with avx512_bf16 but no AMX multiplies bf16 matrices SLOWER than float32 (measured on
+such a Xeon with torch 2.13: 2048^2 matmul at 71-76 GFLOP/s in bf16 against 133 in float32,
+bench/bench_precision.py), so there "auto" is float32 and "bf16" is refused. Master weights and AdamW
+state stay float32 in every precision: autocast only casts the inputs of matrix products.
+"""
+import json
+import math
+import os
+import sys
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+class UserError(ValueError):
+    """Bad input (flags, files, a diverged run): one line on stderr and exit code 2, no traceback."""
+
+
+# ----------------------------------------------------------------------------- files
+
+def atomic_write(path, write):
+    """Write `path` through `write(tmp_path)` and rename: a reader or a kill never sees half a file,
+    and a failed write leaves no temporary file behind."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path} is a directory; give a file name")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(str(tmp))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def strict(obj):
+    """`obj` with every non-finite float replaced by None: JSON without NaN or Infinity."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: strict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict(v) for v in obj]
+    return obj
+
+
+def dumps(obj):
+    """Strict JSON text of `obj` (NaN and infinities become null)."""
+    return json.dumps(strict(obj), allow_nan=False)
+
+
+def write_json(path, obj):
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(strict(obj), indent=1, allow_nan=False) + "\n"))
+
+
+class RunLog:
+    """log.jsonl: a header line, then one record per evaluation. `start` writes a new log, or, on resume,
+    keeps the records up to the checkpoint's step (those written after it, before a kill, are made again)
+    and drops a line cut short. Each record is appended and flushed as it comes."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+
+    def start(self, header, resume_step=None):
+        lines = [dumps(header)]
+        if resume_step is not None and self.path.exists():
+            kept = [r for r in self.records() if r.get("type") != "eval" or r.get("step", 0) <= resume_step]
+            lines = [dumps(r) for r in kept] or lines
+        atomic_write(self.path, lambda tmp: Path(tmp).write_text("\n".join(lines) + "\n"))
+
+    def records(self):
+        out = []
+        for line in self.path.read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:                # a line cut short by a kill
+                pass
+        return out
+
+    def append(self, record):
+        with open(self.path, "a") as f:
+            f.write(dumps(record) + "\n")
+
+
+# ----------------------------------------------------------------------------- device and precision
+
+def resolve_device(name, world=None):
+    """The torch device for --device (auto: cuda if available); under torchrun the local GPU."""
+    try:
+        dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
+    except RuntimeError:
+        raise UserError(f"--device {name!r} is not a torch device (cpu, cuda, cuda:1, ...)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: this torch has no CUDA device; use --device cpu")
+    if dev.type not in ("cpu", "cuda"):
+        raise UserError(f"--device {name}: only cpu and cuda are supported")
+    if dev.type == "cuda" and world is not None and world.size > 1:
+        dev = torch.device("cuda", world.local_rank)
+    return dev
+
+
+def bf16_matrix_units(device):
+    """(True, what) where bfloat16 matrix products run on dedicated units: a CUDA GPU with bf16 support, or
+    a CPU with AMX-BF16; else (False, the missing capability)."""
+    if device.type == "cuda":
+        ok = torch.cuda.is_bf16_supported()
+        return ok, "CUDA bf16" if ok else "bf16 support on this GPU"
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
+    caps = getattr(torch.cpu, "get_capabilities", lambda: {})()
+    amx = amx and caps.get("amx_bf16", True)
+    return bool(amx), "AMX-BF16" if amx else "AMX-BF16 matrix units (this CPU has " + (
+        "avx512_bf16 only, whose bf16 matmul is slower than float32)" if caps.get("avx512_bf16") else "neither)")
+
+
+def resolve_precision(name, device):
+    """--precision auto|fp32|bf16 -> "fp32" or "bf16". auto: bf16 where bf16 matrix units exist."""
+    if name not in ("auto", "fp32", "bf16"):
+        raise UserError(f"--precision {name!r}: use auto, fp32 or bf16")
+    ok, what = bf16_matrix_units(device)
+    if name == "bf16" and not ok:
+        raise UserError(f"--precision bf16: this {device.type.upper()} lacks {what}; use --precision fp32")
+    return "bf16" if name == "bf16" or (name == "auto" and ok) else "fp32"
+
+
+def autocast(device, precision):
+    """The forward passes' context: bf16 autocast (weights stay float32), or nothing for fp32."""
+    return torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
+
+
+# ----------------------------------------------------------------------------- the run's course
+
+def eval_points(budget, evals, first=0.01, integer=False):
+    """Evaluation points, log-spaced from `first` x budget to the budget (a law needs points on every
+    decade), always including the budget itself; rounded up to whole steps when `integer`."""
+    points = np.geomspace(first * budget, budget, max(evals, 1)) if evals > 1 else np.array([budget])
+    points = np.unique(np.append(points.round(6), budget))
+    return np.unique(np.ceil(points)) if integer else points
+
+
+def check_budget(steps, flops):
+    """Exactly one of --steps / --flops, positive and finite: -> (budget, "steps" | "flops")."""
+    if (steps is None) == (flops is None):
+        raise UserError("give the budget as exactly one of --steps N or --flops F")
+    if steps is not None and steps < 1:
+        raise UserError(f"--steps {steps}: give a positive number of steps")
+    if flops is not None and not (math.isfinite(flops) and flops > 0):
+        raise UserError(f"--flops {flops}: give a positive, finite FLOPs budget")
+    return (float(steps), "steps") if steps is not None else (float(flops), "flops")
+
+
+def check_resume(saved, wanted, path):
+    """Refuse to resume a run whose identity (shape, data, seed, schedule, ...) differs from this launch's."""
+    for key, value in wanted.items():
+        if key in saved and saved[key] != value:
+            raise UserError(f"--resume: {path} was trained with {key}={saved[key]!r}, this run asks for "
+                            f"{value!r}: use the same value or another --out-dir")
+
+
+def check_finite(step, kept, **values):
+    """The divergence check: every value finite, else one line with the values and what was kept."""
+    if not all(math.isfinite(v) for v in values.values()):
+        what = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in values.items())
+        raise UserError(f"{what} at step {step}: training diverged; {kept}; lower --lr or raise --warmup")
+
+
+def lr_scale(kind, ratio):
+    """How the learning rate follows a batch (or tokens-per-step) ratio r: 1, r or sqrt(r) (Sec. 6.2)."""
+    return {"none": 1.0, "linear": ratio, "sqrt": math.sqrt(ratio)}[kind]
+
+
+def warmup_factor(step, warmup):
+    """Linear warm-up: (step + 1) / warmup, then 1 (a constant learning rate after it, App. A)."""
+    return min(1.0, (step + 1) / max(warmup, 1))
+
+
+# ----------------------------------------------------------------------------- command line
+
+def run_cli(main, config_cls, script, args=None, errors=()):
+    """Parse the flags (tyro) and run main(cfg). UserError (and the `errors` classes of copy-alone modules)
+    is one line on stderr, printed by rank 0 only under torchrun, and exit code 2; any other exception is a
+    bug and keeps its traceback. Ctrl-C says how to resume. Always leaves the process group. Returns the code."""
+    import tyro
+    main_rank = os.environ.get("RANK", "0") == "0"
+    try:
+        main(tyro.cli(config_cls, args=args))
+    except (UserError, *errors) as e:
+        if main_rank:
+            print(f"{script}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        if main_rank:
+            print(f"{script}: interrupted; continue with --resume", file=sys.stderr)
+        return 130
+    finally:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+    return 0
