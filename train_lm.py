@@ -138,10 +138,12 @@ class Config:
     """Continue the run in --out-dir from its checkpoint (a new run if none was written yet)."""
     progress: bool = True
     """tqdm progress bar on a terminal (--no-progress: none)."""
+    ckpt_every: int = 0
+    """Also checkpoint every N steps (0: only at evaluations and every --ckpt-minutes)."""
     ckpt_minutes: float = 10.0
     """Also checkpoint when this many minutes passed since the last checkpoint (evaluations always do)."""
-    stop_after_steps: int = 0
-    """Debug: checkpoint and stop after this many steps (0 = off), e.g. to test --resume."""
+    stop_after_steps: int | None = None
+    """(debug) checkpoint and quit after this step (no final evaluation), e.g. to test --resume."""
 
 
 @dataclass
@@ -194,7 +196,8 @@ def check_flags(cfg):
                      ("lr", cfg.lr > 0), ("warmup", cfg.warmup >= 0), ("clip", cfg.clip > 0),
                      ("weight_decay", cfg.weight_decay >= 0), ("val_tokens", cfg.val_tokens > 0),
                      ("val_fraction", 0 < cfg.val_fraction < 1), ("eval_from", 0 < cfg.eval_from <= 1),
-                     ("threads", cfg.threads >= 0), ("ckpt_minutes", cfg.ckpt_minutes > 0)):
+                     ("threads", cfg.threads >= 0), ("ckpt_minutes", cfg.ckpt_minutes > 0),
+                     ("ckpt_every", cfg.ckpt_every >= 0)):
         if not ok:
             raise UserError(f"--{name.replace('_', '-')} {getattr(cfg, name)} is out of range")
 
@@ -445,8 +448,9 @@ def main(cfg: Config):
                     state.stage = max(state.stage, run.schedule.stage_at(error=rec["val_loss"]).index)
             state.loss_sum, state.loss_n, state.stage = 0.0, 0, world.broadcast(state.stage)   # rank 0's switch
             run.save()
-        stop = cfg.stop_after_steps and state.step >= cfg.stop_after_steps
-        if stop or time.time() - session.saved > 60 * cfg.ckpt_minutes:
+        stop = cfg.stop_after_steps is not None and state.step >= cfg.stop_after_steps
+        if stop or (cfg.ckpt_every and state.step % cfg.ckpt_every == 0) or \
+                time.time() - session.saved > 60 * cfg.ckpt_minutes:
             run.save()
         if stop:
             break

@@ -46,10 +46,8 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
 import sys
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -63,7 +61,9 @@ import distill
 import eval_fewshot
 import expand
 import flexivit
-from data import UserError, augment, batch_indices, eval_sets, generator, key_seed, load_dataset, normalize
+import runtime
+from data import augment, batch_indices, eval_sets, generator, key_seed, load_dataset, normalize
+from runtime import UserError
 
 DEFAULT_DATA = "/usr/share/datasets/fashion-mnist"
 SHAPE_KEYS = ("patch", "width", "depth", "batch_size", "objective")
@@ -134,15 +134,20 @@ class Config:
     seed: int = 0
     """seed of the initialisation, data order, augmentation and random patch sizes"""
     device: str = "auto"
-    """cpu, cuda, cuda:1, ... (auto: cuda if available; cuda trains in bfloat16 autocast)"""
+    """cpu, cuda, cuda:1, ... (auto: cuda if available)"""
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    """auto: bf16 autocast where bf16 matrix units exist (CUDA, AMX CPUs), else fp32 (runtime.py)"""
     compile: bool = False
     """torch.compile the model (recompiles once per patch size and after growth)"""
     threads: int | None = None
     """torch CPU threads; None: torch's choice"""
     ckpt_every: int = 0
-    """also checkpoint every N steps (0: only at evaluations and the end)"""
+    """also checkpoint every N steps (0: only at evaluations, every --ckpt-minutes and at the end)"""
+    ckpt_minutes: float = 10.0
+    """also checkpoint when this many minutes passed since the last checkpoint"""
     resume: bool = False
-    """continue from --out-dir/ckpt.pt; the shape flags must match, the budget and optimiser flags may change"""
+    """continue from --out-dir/ckpt.pt (a new run if none was written yet); the shape flags must match, the
+    budget and optimiser flags may change"""
     progress: bool = True
     """tqdm progress bar on a terminal (--no-progress: none)"""
     stop_after_steps: int | None = None
@@ -238,7 +243,7 @@ def make_optimizer(model, cfg, device, old=None):
     params = list(model.parameters())
     groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
               {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-    opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999), fused=device.type == "cuda")
+    opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999), fused=True)   # fused: CUDA and CPU kernels
     if old is not None:
         for p in params:
             if p in old.state:
@@ -257,8 +262,8 @@ def grow(model, opt, shape, cfg, device, step):
 
 
 def learning_rate(cfg, step, batch_size, rewarm_from):
-    scale = {"none": 1.0, "linear": batch_size / cfg.batch_size, "sqrt": math.sqrt(batch_size / cfg.batch_size)}
-    lr = cfg.lr * scale[cfg.lr_scaling] * min(1.0, (step + 1) / max(cfg.warmup, 1))
+    """Linear warm-up to --lr, scaled by the stage's batch size (--lr-scaling), re-warmed after growth."""
+    lr = cfg.lr * runtime.lr_scale(cfg.lr_scaling, batch_size / cfg.batch_size) * runtime.warmup_factor(step, cfg.warmup)
     if cfg.rewarm and rewarm_from is not None:
         lr *= min(1.0, (step - rewarm_from + 1) / cfg.rewarm)
     return lr
@@ -278,205 +283,274 @@ def evaluate(model, patch, ev, cfg, amp):
     return {**{k: float(v) for k, v in out.items()}, "test_error": wrong / len(x)}
 
 
-def start_log(path, header, resume_step):
-    """log.jsonl: a header line, then one record per evaluation; a resume keeps the records up to its checkpoint
-    (those after it, written before a kill, are made again) and drops a line cut short."""
-    lines = [json.dumps(header)]
-    if resume_step is not None and path.exists():
-        old = []
-        for line in path.read_text().splitlines():
-            try:
-                old.append(json.loads(line))
-            except json.JSONDecodeError:
-                pass
-        lines = [json.dumps(r) for r in old if r.get("type") != "eval" or r["step"] <= resume_step] or lines
-    atomic_write(path, lambda p: Path(p).write_text("\n".join(lines) + "\n"))
+@dataclass
+class State:
+    """What a checkpoint carries besides weights and optimiser: the run's position and running sums."""
+    step: int = 0                  # optimiser steps
+    samples: int = 0               # examples drawn = the data position
+    flops: float = 0.0             # cumulative training FLOPs (Sec. 3: 6 x block MACs per example)
+    wall: float = 0.0              # training seconds, evaluation excluded
+    stage: int = 0                 # schedule stage in force
+    rewarm_from: int | None = None  # step of the last growth (--rewarm)
+    error: float | None = None     # last measured fewshot10_error (--switch-on error)
+    loss_sum: float = 0.0
+    loss_count: int = 0
+    world_size: int = 1
 
 
-def atomic_write(path, write):
-    tmp = f"{path}.tmp"
-    write(tmp)
-    os.replace(tmp, path)
+def check_flags(cfg):
+    """Numeric flags in range, before any work (the shape flags are checked by plan_shapes)."""
+    runtime.check_budget(cfg.steps, cfg.flops)
+    for name, ok in (("batch_size", cfg.batch_size > 0), ("lr", cfg.lr > 0), ("warmup", cfg.warmup >= 0),
+                     ("weight_decay", cfg.weight_decay >= 0), ("label_smoothing", 0 <= cfg.label_smoothing < 1),
+                     ("clip", cfg.clip > 0), ("evals", cfg.evals >= 0), ("fewshot_seeds", cfg.fewshot_seeds > 0),
+                     ("fewshot_support", cfg.fewshot_support > 0), ("fewshot_query", cfg.fewshot_query > 0),
+                     ("test_size", cfg.test_size > 0), ("rewarm", cfg.rewarm >= 0), ("temperature", cfg.temperature > 0),
+                     ("threads", cfg.threads is None or cfg.threads > 0), ("ckpt_every", cfg.ckpt_every >= 0),
+                     ("ckpt_minutes", cfg.ckpt_minutes > 0), ("patch", cfg.patch is None or cfg.patch > 0)):
+        if not ok:
+            raise UserError(f"--{name.replace('_', '-')} {getattr(cfg, name)} is out of range")
 
+
+def load_checkpoint(path):
+    """A train_vit.py checkpoint, or a one-line error naming the file."""
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:   # truncated, foreign or corrupt: torch raises many kinds
+        raise UserError(f"{path} is not a readable checkpoint ({type(e).__name__}); delete it to start afresh") from None
+    if not isinstance(ck, dict) or not {"model_args", "model", "optimizer", "state", "config"} <= set(ck):
+        raise UserError(f"{path} is not a train_vit.py checkpoint; use another --out-dir")
+    return ck
+
+
+class Run:
+    """One training run, set up: device, precision, data, the planned shapes, the output folder."""
+
+    def __init__(self, cfg):
+        self.cfg, self.world = cfg, dist.World.from_env()
+        check_flags(cfg)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.budget, self.unit = runtime.check_budget(cfg.steps, cfg.flops)
+        self.device = runtime.resolve_device(cfg.device, self.world)
+        self.precision = runtime.resolve_precision(cfg.precision, self.device)
+        self.amp = runtime.autocast(self.device, self.precision)
+        self.train_x, self.train_y, test_x, test_y = load_dataset(cfg.data_dir, cfg.dataset)
+        self.chans, self.size = self.train_x.shape[1], self.train_x.shape[2]
+        self.num_classes = int(max(self.train_y.max(), test_y.max())) + 1
+        torch.manual_seed(cfg.seed)
+        self.template = flexivit.build(cfg.model, image_size=self.size, in_chans=self.chans,
+                                       num_classes=self.num_classes)
+        self.stages, self.patches, self.sched = plan_shapes(cfg, self.size, self.template.width, self.template.depth,
+                                                            self.template.head_dim, self.world)
+        self.distilling = any(s["objective"] == "distill" for s in self.stages)
+        self.teacher = distill.load_teacher(cfg.teacher, self.size, self.chans, self.num_classes,
+                                            self.device) if self.distilling else None
+        self.out = Path(cfg.out_dir or f"runs/{self.default_name()}")
+        self.ckpt_path, self.log = self.out / "ckpt.pt", runtime.RunLog(self.out / "log.jsonl")
+        self.shash = schedule_hash(self.sched)
+        self.ev = eval_sets(self.train_x, self.train_y, test_x, test_y, cfg.fewshot_support, cfg.fewshot_query,
+                            cfg.test_size, self.device)
+        self.data_sizes = {"train": len(self.train_x), "test": len(test_x), "image_size": self.size}
+        self.state, self.saved_step, self.saved_at = State(world_size=self.world.size), None, time.time()
+
+    def default_name(self):
+        cfg, s0 = self.cfg, self.stages[0]
+        shape = (f"sched-{Path(cfg.schedule).stem}" if cfg.schedule else "random" if self.patches
+                 else f"p{s0['patch']}") + ("-distill" if cfg.objective == "distill" else "") + (
+                     f"-bs{cfg.batch_size}" if cfg.batch_size != 128 else "")
+        return f"{Path(cfg.data_dir).stem}-{cfg.model}-{shape}" + (f"-s{cfg.seed}" if cfg.seed else "")
+
+    def progress(self):
+        return self.state.step if self.unit == "steps" else self.state.flops
+
+    def restore(self):
+        """The model: from ckpt.pt (--resume), or new at the first stage's width and depth. A folder holding a
+        checkpoint needs --resume; --resume without one starts afresh (a run killed before its first checkpoint
+        is started again by the same command)."""
+        cfg, path, t = self.cfg, self.ckpt_path, self.template
+        if path.exists() and not cfg.resume:
+            raise UserError(f"{self.out} holds a run already: pass --resume to continue it, or another --out-dir")
+        if not path.exists():
+            if cfg.resume and self.world.main:
+                print(f"train_vit.py: no checkpoint in {self.out} yet; starting the run afresh", file=sys.stderr)
+            w0, d0 = self.stages[0]["width"], self.stages[0]["depth"]
+            self.model = t if (w0, d0) == (t.width, t.depth) else flexivit.FlexiViT(
+                **{**t.model_args(), "width": w0, "depth": d0, "heads": w0 // t.head_dim})
+            self.opt, self.ck = make_optimizer(self.model, cfg, self.device), None
+            return False
+        ck = self.ck = load_checkpoint(path)
+        saved = {k: ck["config"].get(k, getattr(Config, k)) for k in RESUME_KEYS}  # older ckpts: the default
+        runtime.check_resume(saved, {k: getattr(cfg, k) for k in RESUME_KEYS}, path)
+        if ck["schedule_hash"] != self.shash:
+            raise UserError(f"--resume: {path} was trained with another schedule; use the same one or another --out-dir")
+        if ck.get("teacher") != (self.teacher and self.teacher.fingerprint):
+            raise UserError(f"--resume: {path} was distilled from another --teacher; use the same one or another --out-dir")
+        self.world.check_resume(ck["state"].get("world_size", 1), path)
+        self.model = flexivit.FlexiViT(**ck["model_args"])
+        self.model.load_state_dict(ck["model"])
+        self.state = State(**{**dataclasses.asdict(State()), **ck["state"]})
+        self.saved_step = self.state.step
+        torch.set_rng_state(ck["rng"]["torch"])
+        return True
+
+    def start(self):
+        """Model to the device, optimiser (state restored: the flags' weight decay wins), log header."""
+        del self.template
+        self.world.init(self.device)                    # every check that may fail is behind us
+        self.model.to(self.device).train()
+        self.opt = make_optimizer(self.model, self.cfg, self.device)
+        if self.ck is not None:
+            self.opt.load_state_dict(self.ck["optimizer"])
+            for g, decay in zip(self.opt.param_groups, (self.cfg.weight_decay, 0.0)):
+                g["weight_decay"] = decay
+        if self.world.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            self.log.start(self.header(), self.state.step if self.ck is not None else None)
+            was = self.ck and self.ck.get("precision", "fp32")
+            if was and was != self.precision:            # the log records a precision change
+                self.log.append({"type": "note", "step": self.state.step, "precision": self.precision, "was": was})
+        self.ck = None
+        self.train_x, self.train_y = self.train_x.to(self.device), self.train_y.to(self.device)
+
+    def header(self):
+        t, m = self.teacher, self.model
+        return {"version": 1, "type": "header", "run": self.out.name, "config": dataclasses.asdict(self.cfg),
+                "metrics": ["fewshot10_error", "test_error"], "schedule_kind": self.sched.kind if self.sched else None,
+                "model_args": m.model_args(), "world_size": self.world.size, "precision": self.precision,
+                "teacher": t and {**t.fingerprint, "path": t.path, "macs": t.macs}, "data": self.data_sizes}
+
+    def save(self, shape):
+        """ckpt.pt, atomically, by rank 0 (every rank knows the step)."""
+        self.saved_step, self.saved_at = self.state.step, time.time()
+        if not self.world.main:
+            return
+        ck = {"version": 1, "kind": "train_vit", "model_args": self.model.model_args(), "model": self.model.state_dict(),
+              "optimizer": self.opt.state_dict(), "state": dataclasses.asdict(self.state), "patch": shape["patch"],
+              "config": dataclasses.asdict(self.cfg), "schedule_hash": self.shash, "precision": self.precision,
+              "teacher": self.teacher and self.teacher.fingerprint, "rng": {"torch": torch.get_rng_state()},
+              "data": {"samples": self.state.samples, "seed": self.cfg.seed}}
+        runtime.atomic_write(self.ckpt_path, lambda tmp: torch.save(ck, tmp))
+
+
+# ----------------------------------------------------------------------------- the loop's parts
+
+def wrap(run):
+    """The model the training step calls: DDP under torchrun, compiled with --compile; again after growth."""
+    fwd = run.world.wrap(run.model, run.device)
+    return torch.compile(fwd, dynamic=False) if run.cfg.compile else fwd
+
+
+def enter_stage(run, k):
+    """Switch to stage k (Eq. 2's switch point, from schedule.py): a new patch is free (FlexiViT resizes its
+    embeddings); a wider or deeper model is grown (expand.py, App. C) with its AdamW moments carried over."""
+    shape, run.state.stage = run.stages[k], k
+    if (shape["width"], shape["depth"]) != (run.model.width, run.model.depth):
+        run.opt = grow(run.model, run.opt, shape, run.cfg, run.device, run.state.step)
+        run.state.rewarm_from = run.state.step
+        return shape, True
+    return shape, False
+
+
+def train_step(run, fwd, shape, patch):
+    """One optimiser step on the global batch (this process's rows); returns the loss. Diverged: one line."""
+    cfg, state = run.cfg, run.state
+    bs = shape["batch_size"]
+    lo, hi = run.world.shard(bs)                            # this process's rows of the global batch
+    idx = batch_indices(len(run.train_x), state.samples, bs, cfg.seed)[lo:hi].to(run.device)
+    x = normalize(augment(run.train_x[idx], generator("augment", cfg.seed, state.step), cfg.flip, rows=(lo, bs)))
+    with run.amp:
+        loss = distill.train_loss(shape["objective"], fwd(x, patch), x, run.train_y[idx], run.teacher,
+                                  cfg.temperature, cfg.label_smoothing)
+    run.opt.zero_grad(set_to_none=True)
+    loss.backward()                                         # DDP: gradients averaged over the processes
+    gnorm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), cfg.clip)
+    loss_v, gnorm_v = run.world.mean(torch.stack([loss.detach().float(), gnorm.float()])).tolist()
+    kept = f"last good checkpoint {run.ckpt_path} (step {run.saved_step})" if run.saved_step is not None \
+        else "no checkpoint yet"
+    runtime.check_finite(state.step + 1, kept, loss=loss_v, gradient_norm=gnorm_v)
+    lr = learning_rate(cfg, state.step, bs, state.rewarm_from)
+    for g in run.opt.param_groups:
+        g["lr"] = lr
+    run.opt.step()
+    return loss_v, lr
+
+
+def evaluate_and_log(run, shape, lr):
+    """Rank 0: the paper's E (10-shot error) and the test error at the stage's patch; one log record."""
+    state = run.state
+    metrics = evaluate(run.model, shape["patch"], run.ev, run.cfg, run.amp)
+    runtime.check_finite(state.step, f"last good checkpoint {run.ckpt_path} (step {run.saved_step}) kept",
+                         **metrics)                       # a NaN evaluation is divergence too: no checkpoint
+    rec = {"type": "eval", "step": state.step, "samples": state.samples, "flops": state.flops,
+           "config": log_config(shape, run.patches, run.distilling), "train_loss": state.loss_sum / state.loss_count,
+           **metrics, "wall": state.wall, "lr": lr, "stage": state.stage}
+    run.log.append(rec)
+    tqdm.write(f"step {rec['step']} flops {rec['flops']:.3g} patch {shape['patch']} loss {rec['train_loss']:.4f} "
+               f"fewshot10 {rec['fewshot10_error']:.4f} test {rec['test_error']:.4f} wall {rec['wall']:.1f}s")
+    return metrics["fewshot10_error"]
+
+
+# ----------------------------------------------------------------------------- main
 
 def main(cfg):
-    world = dist.World.from_env()
-    say = print if world.main else (lambda *a, **k: None)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    if (cfg.steps is None) == (cfg.flops is None):
-        raise UserError("give the budget as exactly one of --steps N or --flops F")
-    try:
-        device = world.device(cfg.device)
-    except RuntimeError:
-        raise UserError(f"--device {cfg.device!r} is not a torch device (cpu, cuda, cuda:1, ...)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda: this torch has no CUDA device; use --device cpu")
-    amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
-    train_x, train_y, test_x, test_y = load_dataset(cfg.data_dir, cfg.dataset)
-    chans, size = train_x.shape[1], train_x.shape[2]
-    num_classes = int(max(train_y.max(), test_y.max())) + 1
-    torch.manual_seed(cfg.seed)
-    template = flexivit.build(cfg.model, image_size=size, in_chans=chans, num_classes=num_classes)
-    stages, patches, sched = plan_shapes(cfg, size, template.width, template.depth, template.head_dim, world)
-    distilling = any(s["objective"] == "distill" for s in stages)
-    teacher = distill.load_teacher(cfg.teacher, size, chans, num_classes, device) if distilling else None
-    if cfg.teacher and not distilling:
-        say(f"note: --teacher {cfg.teacher} is not used (no stage has the objective 'distill')")
-    shape_name = (f"sched-{Path(cfg.schedule).stem}" if cfg.schedule else "random" if patches
-                  else f"p{stages[0]['patch']}") + ("-distill" if cfg.objective == "distill" else "") + (
-                      f"-bs{cfg.batch_size}" if cfg.batch_size != 128 else "")
-    name = f"{Path(cfg.data_dir).stem}-{cfg.model}-{shape_name}" + (f"-s{cfg.seed}" if cfg.seed else "")
-    out = Path(cfg.out_dir or f"runs/{name}")
-    ckpt_path, log_path = out / "ckpt.pt", out / "log.jsonl"
-    shash = schedule_hash(sched)
-    ev = eval_sets(train_x, train_y, test_x, test_y, cfg.fewshot_support, cfg.fewshot_query, cfg.test_size, device)
-    if cfg.resume:
-        if not ckpt_path.exists():
-            raise UserError(f"--resume: no checkpoint {ckpt_path}; start the run without --resume")
-        ck = torch.load(ckpt_path, map_location="cpu")
-        for k in RESUME_KEYS:                           # a key older checkpoints lack had its default
-            if (was := ck["config"].get(k, getattr(Config, k))) != dataclasses.asdict(cfg)[k]:
-                raise UserError(f"--resume: --{k.replace('_', '-')} is {dataclasses.asdict(cfg)[k]!r} but {ckpt_path} "
-                                f"was trained with {was!r}; use the same value or another --out-dir")
-        if ck["schedule_hash"] != shash:
-            raise UserError(f"--resume: {ckpt_path} was trained with another schedule; "
-                            "use the same one or another --out-dir")
-        if ck.get("teacher") != (teacher and teacher.fingerprint):
-            raise UserError(f"--resume: {ckpt_path} was distilled from another --teacher; "
-                            "use the same one or another --out-dir")
-        world.check_resume(ck["state"].get("world_size", 1), ckpt_path)
-        model = flexivit.FlexiViT(**ck["model_args"])
-        model.load_state_dict(ck["model"])
-        state = ck["state"]
-        torch.set_rng_state(ck["rng"]["torch"])
-    else:
-        if ckpt_path.exists():
-            raise UserError(f"{out} holds a run already: pass --resume to continue it, or another --out-dir")
-        w0, d0 = stages[0]["width"], stages[0]["depth"]
-        model = template if (w0, d0) == (template.width, template.depth) else flexivit.FlexiViT(
-            **{**template.model_args(), "width": w0, "depth": d0, "heads": w0 // template.head_dim})
-        state = dict(step=0, samples=0, flops=0.0, wall=0.0, stage=0, rewarm_from=None, error=None,
-                     loss_sum=0.0, loss_count=0, world_size=world.size)
-    del template
-    world.init(device)                                  # every check that may fail is behind us
-    model.to(device).train()
-    opt = make_optimizer(model, cfg, device)
-    if cfg.resume:
-        opt.load_state_dict(ck["optimizer"])
-        for g, decay in zip(opt.param_groups, (cfg.weight_decay, 0.0)):   # the flags win over the checkpoint's
-            g["weight_decay"] = decay
-    saved_step = state["step"] if cfg.resume else None
-    wrap = lambda: (torch.compile(world.wrap(model, device), dynamic=False) if cfg.compile  # noqa: E731
-                    else world.wrap(model, device))     # DDP under torchrun; again after the model grows
-    fwd = wrap()
-
-    if world.main:
-        out.mkdir(parents=True, exist_ok=True)
-        header = {"version": 1, "type": "header", "run": out.name, "config": dataclasses.asdict(cfg),
-                  "metrics": ["fewshot10_error", "test_error"], "schedule_kind": sched.kind if sched else None,
-                  "model_args": model.model_args(), "world_size": world.size,
-                  "teacher": teacher and {**teacher.fingerprint, "path": teacher.path, "macs": teacher.macs},
-                  "data": {"train": len(train_x), "test": len(test_x), "image_size": size}}
-        start_log(log_path, header, state["step"] if cfg.resume else None)
-    say(f"{out}: {model.width}x{model.depth} FlexiViT, {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M "
-        f"parameters, {len(train_x)} training images {chans}x{size}x{size}, {num_classes} classes, {device}"
-        + (f" x {world.size} processes" if world.size > 1 else ""))
-    train_x, train_y = train_x.to(device), train_y.to(device)
-
-    budget = float(cfg.steps if cfg.steps is not None else cfg.flops)
-    points = np.unique(np.geomspace(0.01 * budget, budget, max(cfg.evals, 0)).round(6).tolist() + [budget])
-    points = np.ceil(points) if cfg.steps is not None else points
-    progress = lambda: state["step"] if cfg.steps is not None else state["flops"]   # noqa: E731
-    next_point = lambda: next((p for p in points if p > progress()), math.inf)      # noqa: E731
-    due = next_point()
-
-    def checkpoint():                                   # rank 0 writes; every rank knows the step
-        if world.main:
-            ck = {"version": 1, "model_args": model.model_args(), "model": model.state_dict(),
-                  "optimizer": opt.state_dict(), "state": dict(state), "patch": shape["patch"],
-                  "config": dataclasses.asdict(cfg), "schedule_hash": shash, "teacher": teacher and teacher.fingerprint,
-                  "rng": {"torch": torch.get_rng_state()}, "data": {"samples": state["samples"], "seed": cfg.seed}}
-            atomic_write(ckpt_path, lambda p: torch.save(ck, p))
-        return state["step"]
-
-    shape = stages[state["stage"]]
-    bar = tqdm(total=cfg.steps or cfg.flops, initial=progress(), disable=None if cfg.progress and world.main else True,
-               dynamic_ncols=True, unit="step" if cfg.steps is not None else "FLOP", unit_scale=cfg.steps is None)
-    if progress() >= budget:
-        say(f"{out}: budget reached already ({progress():.4g}); nothing to do")
-    while progress() < budget:
+    # Set up: flags, device, precision, data, the shape of every stage, the output folder.
+    run = Run(cfg)
+    run.restore()                                        # from ckpt.pt, or a new model
+    run.start()
+    say = print if run.world.main else (lambda *a, **k: None)
+    state, model = run.state, run.model
+    say(f"{run.out}: {model.width}x{model.depth} FlexiViT, {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M "
+        f"parameters, {run.data_sizes['train']} training images {run.chans}x{run.size}x{run.size}, "
+        f"{run.num_classes} classes, {run.device}, {run.precision}"
+        + (f" x {run.world.size} processes" if run.world.size > 1 else ""))
+    points = runtime.eval_points(run.budget, cfg.evals, integer=run.unit == "steps")
+    due = next((p for p in points if p > run.progress()), math.inf)
+    fwd, shape = wrap(run), run.stages[state.stage]
+    bar = tqdm(total=run.budget, initial=run.progress(), disable=None if cfg.progress and run.world.main else True,
+               dynamic_ncols=True, unit="step" if run.unit == "steps" else "FLOP", unit_scale=run.unit == "flops")
+    if run.progress() >= run.budget:
+        say(f"{run.out}: budget reached already ({run.progress():.4g}); nothing to do")
+    while run.progress() < run.budget:
         tick = time.perf_counter()
-        step = state["step"]
-        k = stage_in_force(sched, state["stage"], state["flops"], state["error"], cfg.switch_on)
-        if k != state["stage"]:
-            shape, state["stage"] = stages[k], k
-            if (shape["width"], shape["depth"]) != (model.width, model.depth):
-                opt = grow(model, opt, shape, cfg, device, step)
-                fwd = wrap()
-                state["rewarm_from"] = step
-        patch = shape["patch"] if not patches else patches[torch.randint(
-            len(patches), (1,), generator=generator("patch", cfg.seed, step)).item()]
-        bs = shape["batch_size"]
-        lo, hi = world.shard(bs)                        # this process's rows of the global batch
-        idx = batch_indices(len(train_x), state["samples"], bs, cfg.seed)[lo:hi].to(device)
-        x = normalize(augment(train_x[idx], generator("augment", cfg.seed, step), cfg.flip, rows=(lo, bs)))
-        with amp:
-            loss = distill.train_loss(shape["objective"], fwd(x, patch), x, train_y[idx], teacher, cfg.temperature,
-                                      cfg.label_smoothing)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()                                 # DDP: gradients averaged over the processes
-        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
-        loss_v, gnorm_v = world.mean(torch.stack([loss.detach().float(), gnorm.float()])).tolist()
-        if not (math.isfinite(loss_v) and math.isfinite(gnorm_v)):
+        # Which shape now: the schedule's stage by FLOPs or by measured error (Eq. 2); growth if it is bigger.
+        k = stage_in_force(run.sched, state.stage, state.flops, state.error, cfg.switch_on)
+        if k != state.stage:
+            shape, grown = enter_stage(run, k)
+            fwd = wrap(run) if grown else fwd
+        patch = shape["patch"] if not run.patches else run.patches[torch.randint(
+            len(run.patches), (1,), generator=generator("patch", cfg.seed, state.step)).item()]   # FlexiViT draw
+        # One step, then the compute it cost: 6 x block MACs x examples (Sec. 3), + the teacher's forward.
+        loss, lr = train_step(run, fwd, shape, patch)
+        before, bs = run.progress(), shape["batch_size"]
+        state.flops += distill.step_flops(model.macs(patch), bs, shape["objective"], run.teacher)
+        state.step, state.samples = state.step + 1, state.samples + bs
+        state.loss_sum, state.loss_count = state.loss_sum + loss, state.loss_count + 1
+        state.wall += time.perf_counter() - tick
+        bar.update(run.progress() - before)
+        if state.step % 25 == 0:
+            bar.set_postfix(loss=f"{loss:.3f}", err=f"{state.error or 1:.3f}", flops=f"{state.flops:.2e}")
+        # Evaluate at the log-spaced points (rank 0; the others wait in the broadcast) and checkpoint.
+        if run.progress() >= due:
+            if run.world.main:
+                state.error = evaluate_and_log(run, shape, lr)
+            state.loss_sum, state.loss_count = 0.0, 0
+            run.save(shape)
+            state.error = run.world.broadcast(state.error)
+            due = next((p for p in points if p > run.progress()), math.inf)
+        elif (cfg.ckpt_every and state.step % cfg.ckpt_every == 0) or time.time() - run.saved_at > 60 * cfg.ckpt_minutes:
+            run.save(shape)
+        if cfg.stop_after_steps is not None and state.step >= cfg.stop_after_steps:
             bar.close()
-            kept = (f"last good checkpoint {ckpt_path} (step {saved_step})" if saved_step is not None
-                    else "no checkpoint yet")
-            raise UserError(f"loss {loss_v} / gradient norm {gnorm_v} at step {step + 1}: training diverged; "
-                            f"{kept}; lower --lr or raise --warmup")
-        lr = learning_rate(cfg, step, bs, state["rewarm_from"])
-        for g in opt.param_groups:
-            g["lr"] = lr
-        opt.step()
-        before = progress()
-        state.update(step=step + 1, samples=state["samples"] + bs,
-                     flops=state["flops"] + distill.step_flops(model.macs(patch), bs, shape["objective"], teacher),
-                     loss_sum=state["loss_sum"] + loss_v, loss_count=state["loss_count"] + 1)
-        state["wall"] += time.perf_counter() - tick
-        bar.update(progress() - before)
-        if state["step"] % 25 == 0:
-            bar.set_postfix(loss=f"{loss_v:.3f}", err=f"{state['error'] or 1:.3f}", flops=f"{state['flops']:.2e}")
-
-        if progress() >= due:                           # rank 0 evaluates; the others wait in broadcast
-            if world.main:
-                metrics = evaluate(model, shape["patch"], ev, cfg, amp)
-                state["error"] = metrics["fewshot10_error"]
-                rec = {"type": "eval", "step": state["step"], "samples": state["samples"], "flops": state["flops"],
-                       "config": log_config(shape, patches, distilling),
-                       "train_loss": state["loss_sum"] / state["loss_count"],
-                       **metrics, "wall": state["wall"], "lr": lr, "stage": state["stage"]}
-                with open(log_path, "a") as f:
-                    f.write(json.dumps(rec) + "\n")
-                tqdm.write(f"step {rec['step']} flops {rec['flops']:.3g} patch {shape['patch']} "
-                           f"loss {rec['train_loss']:.4f} fewshot10 {rec['fewshot10_error']:.4f} "
-                           f"test {rec['test_error']:.4f} wall {rec['wall']:.1f}s")
-            state.update(loss_sum=0.0, loss_count=0)
-            saved_step = checkpoint()
-            state["error"] = world.broadcast(state["error"])
-            due = next_point()
-        elif cfg.ckpt_every and state["step"] % cfg.ckpt_every == 0:
-            saved_step = checkpoint()
-        if cfg.stop_after_steps is not None and state["step"] >= cfg.stop_after_steps:
-            bar.close()
-            say(f"stopped after step {state['step']} (--stop-after-steps)")
+            say(f"stopped after step {state.step} (--stop-after-steps)")
             return
     bar.close()
-    say(f"{out}: {state['step']} steps, {state['flops']:.3g} FLOPs, {state['wall']:.1f}s training; log {log_path}")
+    say(f"{run.out}: {state.step} steps, {state.flops:.3g} FLOPs, {state.wall:.1f}s training; log {run.log.path}")
 
 
 def cli(args=None):
     """Parse the flags and train; bad input is one line on stderr (rank 0's, under torchrun) and exit code 2."""
-    return dist.run_cli(main, Config, "train_vit.py", args)
+    return runtime.run_cli(main, Config, "train_vit.py", args)
 
 
 if __name__ == "__main__":

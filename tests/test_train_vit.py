@@ -187,8 +187,11 @@ def test_bad_input_is_one_line_exit_2(npz, tmp_path, capsys):
     cut.write_bytes(npz.read_bytes()[:3000])
     rc, err = run_cli(capsys, "--steps", 2, "--data-dir", cut)
     assert rc == 2 and len(err) == 1 and str(cut) in err[0], err
-    rc, err = run_cli(capsys, "--steps", 2, "--data-dir", npz, "--out-dir", tmp_path / "none", "--resume")
-    assert rc == 2 and len(err) == 1 and "no checkpoint" in err[0], err
+    # --resume with no checkpoint yet starts the run afresh (the rule of both trainers), saying so
+    rc, err = run_cli(capsys, "--steps", 2, "--data-dir", npz, "--model", "V32-2", "--patch", 4, "--batch-size", 8,
+                      "--fewshot-support", 200, "--fewshot-query", 60, "--evals", 1, "--out-dir", tmp_path / "none",
+                      "--resume", "--no-progress")
+    assert rc == 0 and len(err) == 1 and "no checkpoint" in err[0] and (tmp_path / "none" / "ckpt.pt").exists(), err
     rc, err = run_cli(capsys, "--data-dir", npz, "--out-dir", tmp_path / "none")
     assert rc == 2 and len(err) == 1 and "--steps" in err[0], err
 
