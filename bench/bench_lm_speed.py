@@ -1,4 +1,4 @@
-"""Training throughput of train_lm.py's model against Hugging Face's LlamaForCausalLM (Sec. 5's model).
+"""Training throughput of lm.py's model (train_lm.py's) against Hugging Face's LlamaForCausalLM (Sec. 5's model).
 
 Both models get the identical configuration: same width, depth, heads, SwiGLU hidden size (4*width),
 vocabulary 256, tied embeddings, no biases, RMSNorm eps 1e-6, RoPE theta 1e4, SDPA attention, float32 on
@@ -21,7 +21,7 @@ import torch.nn.functional as F
 import tyro
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from train_lm import LM, model_args  # noqa: E402
+from lm import LM, model_args  # noqa: E402
 
 
 @dataclass

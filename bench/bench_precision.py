@@ -1,0 +1,148 @@
+"""Training-step speed by precision, side by side in one process (run by hand; prints a table).
+
+For each ViT shape (batch 128, 28-pixel images) and the LM (L128-4 at context 256, 4096 tokens a step),
+three training steps (forward, loss, backward, AdamW) are timed in interleaved repeats, median:
+
+  before  the float32 path the trainers had before --precision: fused SDPA attention, unfused AdamW
+  fp32    today's float32 path: attention() picks its kernel, fused AdamW
+  bf16    bf16 autocast (master weights and AdamW state float32), attention() picks the matmul path
+
+and reported as ms per step, GFLOP/s (6 x blocks-only MACs per example, the paper's count), the ratio to
+"before", and the share of this process's own 2048^2 matmul rate in that precision. The "ceiling" column
+times the step's GEMMs alone at their exact shapes in bf16: no implementation on these kernels beats it.
+The first line says whether this CPU has bf16 matrix units (AMX-BF16); without them bf16 matmuls run on
+avx512_bf16 dot products, slower than float32, and the bf16 column shows that.
+
+    python bench/bench_precision.py --threads 1
+    python bench/bench_precision.py --threads 1 --shapes V128-6/4 --lm ''     # one shape
+"""
+import os
+import statistics
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+sys.path.insert(0, HERE)
+import flexivit  # noqa: E402
+import lm  # noqa: E402
+import runtime  # noqa: E402
+from bench_vit_speed import best_seconds, gemm_ceiling  # noqa: E402
+
+
+@dataclass
+class Config:
+    shapes: tuple[str, ...] = ("V128-6/4", "V256-6/7", "V64-4/7", "V64-4/14")
+    """ViT model/patch pairs to time (batch --batch, 28-pixel single-channel images)"""
+    lm: str = "L128-4/256"
+    """LM model/context to time ('' = none); 4096 tokens a step"""
+    batch: int = 128
+    """ViT examples per step"""
+    steps: int = 3
+    """timed steps per repeat"""
+    repeats: int = 5
+    """interleaved repeats; the median is reported"""
+    threads: int = 1
+    """torch threads (0 = torch's default)"""
+
+
+def vit_step(name, patch, batch, variant):
+    torch.manual_seed(0)
+    model = flexivit.build(name).set_attention("sdpa" if variant == "before" else "auto")
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=variant != "before")
+    amp = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if variant == "bf16" else nullcontext
+    x, y = torch.randn(batch, 1, 28, 28), torch.randint(0, 10, (batch,))
+
+    def step():
+        with amp():
+            loss = F.cross_entropy(model(x, patch), y)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    return step, 6 * model.macs(patch) * batch, model
+
+
+def lm_step(name, context, variant, tokens=4096):
+    torch.manual_seed(0)
+    model = lm.LM(**lm.model_args(name, 256, context)).set_attention("sdpa" if variant == "before" else "auto")
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=variant != "before")
+    amp = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if variant == "bf16" else nullcontext
+    x = torch.randint(0, 256, (tokens // context, context))
+
+    def step():
+        with amp():
+            logits = model(x)
+        F.cross_entropy(logits.float().flatten(0, 1), x.flatten()).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    return step, 6 * model.macs_per_token(context) * tokens, model
+
+
+def interleaved(fns, cfg):
+    """{name: median seconds per step}: A B C A B C ..., so drift hits all alike."""
+    for fn in fns.values():
+        fn()
+    times = {k: [] for k in fns}
+    for _ in range(cfg.repeats):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            for _ in range(cfg.steps):
+                fn()
+            times[k].append((time.perf_counter() - t0) / cfg.steps)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def matmul_rate(dtype, n=2048):
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    return 2 * n**3 / best_seconds(lambda: a @ b, time.perf_counter, repeats=5) / 1e9
+
+
+def bf16_ceiling(model, patch, batch):
+    """Seconds of the step's GEMMs alone in bf16 (bench_vit_speed.gemm_ceiling at bf16 inputs)."""
+    class C:   # gemm_ceiling reads cfg.batch
+        pass
+    c = C()
+    c.batch = batch
+    default = torch.get_default_dtype()
+    try:
+        torch.set_default_dtype(torch.bfloat16)
+        return gemm_ceiling(c, model.width, model.depth, model.heads, model.mlp_dim, model.tokens(patch),
+                            time.perf_counter)
+    finally:
+        torch.set_default_dtype(default)
+
+
+def main(cfg):
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    units, what = runtime.bf16_matrix_units(torch.device("cpu"))
+    rate = {"fp32": matmul_rate(torch.float32), "bf16": matmul_rate(torch.bfloat16)}
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s); bf16 matrix units: "
+          f"{'yes (' + what + ')' if units else 'no (lacks ' + what + ')'}; 2048^2 matmul: "
+          f"fp32 {rate['fp32']:.0f} GFLOP/s, bf16 {rate['bf16']:.0f} GFLOP/s; median of {cfg.repeats} x {cfg.steps} steps")
+    print(f"{'shape':<14} {'variant':<7} {'ms/step':>8} {'GFLOP/s':>8} {'vs before':>9} {'% of matmul':>11}")
+    cases = [(s, "vit") for s in cfg.shapes] + ([(cfg.lm, "lm")] if cfg.lm else [])
+    for shape, kind in cases:
+        name, n = shape.split("/")
+        made = {v: (vit_step(name, int(n), cfg.batch, v) if kind == "vit" else lm_step(name, int(n), v))
+                for v in ("before", "fp32", "bf16")}
+        sec = interleaved({v: m[0] for v, m in made.items()}, cfg)
+        flops = made["fp32"][1]
+        for v, s in sec.items():
+            prec = "bf16" if v == "bf16" else "fp32"
+            print(f"{shape:<14} {v:<7} {s * 1e3:8.1f} {flops / s / 1e9:8.1f} {sec['before'] / s:8.2f}x "
+                  f"{100 * flops / s / 1e9 / rate[prec]:10.0f}%")
+        if kind == "vit":
+            ceil = bf16_ceiling(made["bf16"][2], int(n), cfg.batch)
+            print(f"{shape:<14} {'ceiling':<7} {ceil * 1e3:8.1f} {flops / ceil / 1e9:8.1f} {sec['before'] / ceil:8.2f}x "
+                  f"{100 * flops / ceil / 1e9 / rate['bf16']:10.0f}%   (bf16 GEMMs alone)")
+
+
+if __name__ == "__main__":
+    import tyro
+    main(tyro.cli(Config))
