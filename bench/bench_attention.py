@@ -9,9 +9,7 @@ choice in attention() can be checked on any machine:
     python bench/bench_attention.py --threads 1
 """
 import os
-import statistics
 import sys
-import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 
@@ -21,6 +19,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import flexivit  # noqa: E402
 import lm  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_vit_speed import time_interleaved  # noqa: E402
+
 
 @dataclass
 class Config:
@@ -28,8 +29,12 @@ class Config:
     """torch threads (0 = torch's default)"""
     repeats: int = 7
     """interleaved repeats; the median is reported"""
-    calls: int = 3
+    steps: int = 3
     """timed calls per repeat"""
+    warmup: int = 1
+    """untimed calls of each path first"""
+    clock: str = "wall"
+    """'wall' (perf_counter) or 'cpu' (this process's CPU time)"""
     vit_tokens: tuple[int, ...] = (1, 4, 16, 49, 196)
     """ViT token counts (patch 28, 14, 7, 4, 2 of a 28-pixel image)"""
     lm_contexts: tuple[int, ...] = (64, 128, 256, 512, 1024)
@@ -48,19 +53,6 @@ def case(module, batch, heads, n, head_dim, impl, amp):
     return call
 
 
-def median_ms(fns, cfg):
-    for fn in fns.values():
-        fn()
-    times = {name: [] for name in fns}
-    for _ in range(cfg.repeats):
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            for _ in range(cfg.calls):
-                fn()
-            times[name].append((time.perf_counter() - t0) / cfg.calls * 1e3)
-    return {name: statistics.median(t) for name, t in times.items()}
-
-
 def main(cfg):
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -73,7 +65,8 @@ def main(cfg):
           f"{'auto takes':>10} {'auto/best':>9}")
     for kind, module, batch, heads, n, d in shapes:
         for prec, amp in amps.items():
-            ms = median_ms({impl: case(module, batch, heads, n, d, impl, amp) for impl in ("sdpa", "matmul")}, cfg)
+            sec = time_interleaved({impl: case(module, batch, heads, n, d, impl, amp) for impl in ("sdpa", "matmul")}, cfg)
+            ms = {k: v * 1e3 for k, v in sec.items()}
             with amp():
                 auto = "matmul" if torch.is_autocast_enabled("cpu") else "sdpa"   # attention()'s rule on a CPU
             print(f"{kind:<5} {batch:5d} {heads:5d} {n:6d} {prec:>5} {ms['sdpa']:9.2f} {ms['matmul']:9.2f} "

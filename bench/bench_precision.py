@@ -17,7 +17,6 @@ avx512_bf16 dot products, slower than float32, and the bf16 column shows that.
     python bench/bench_precision.py --threads 1 --shapes V128-6/4 --lm ''     # one shape
 """
 import os
-import statistics
 import sys
 import time
 from contextlib import nullcontext
@@ -32,7 +31,7 @@ sys.path.insert(0, HERE)
 import flexivit  # noqa: E402
 import lm  # noqa: E402
 import runtime  # noqa: E402
-from bench_vit_speed import best_seconds, gemm_ceiling  # noqa: E402
+from bench_vit_speed import best_seconds, gemm_ceiling, time_interleaved  # noqa: E402
 
 
 @dataclass
@@ -49,6 +48,10 @@ class Config:
     """interleaved repeats; the median is reported"""
     threads: int = 1
     """torch threads (0 = torch's default)"""
+    warmup: int = 1
+    """untimed steps of each variant first"""
+    clock: str = "wall"
+    """'wall' (perf_counter) or 'cpu' (this process's CPU time: steadier on a loaded machine)"""
 
 
 def vit_step(name, patch, batch, variant):
@@ -81,20 +84,6 @@ def lm_step(name, context, variant, tokens=4096):
         opt.step()
         opt.zero_grad(set_to_none=True)
     return step, 6 * model.macs_per_token(context) * tokens, model
-
-
-def interleaved(fns, cfg):
-    """{name: median seconds per step}: A B C A B C ..., so drift hits all alike."""
-    for fn in fns.values():
-        fn()
-    times = {k: [] for k in fns}
-    for _ in range(cfg.repeats):
-        for k, fn in fns.items():
-            t0 = time.perf_counter()
-            for _ in range(cfg.steps):
-                fn()
-            times[k].append((time.perf_counter() - t0) / cfg.steps)
-    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def matmul_rate(dtype, n=2048):
@@ -131,7 +120,7 @@ def main(cfg):
         name, n = shape.split("/")
         made = {v: (vit_step(name, int(n), cfg.batch, v) if kind == "vit" else lm_step(name, int(n), v))
                 for v in ("before", "fp32", "bf16")}
-        sec = interleaved({v: m[0] for v, m in made.items()}, cfg)
+        sec = time_interleaved({v: m[0] for v, m in made.items()}, cfg)   # A B C A B C ..., median
         flops = made["fp32"][1]
         for v, s in sec.items():
             prec = "bf16" if v == "bf16" else "fp32"
