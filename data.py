@@ -119,7 +119,19 @@ def load_dataset(data_dir, dataset="auto"):
     if x.ndim != 4 or x.shape[2] != x.shape[3] or x.shape[1:] != tx.shape[1:] or len(x) != len(y) or len(tx) != len(ty):
         raise UserError(f"{p}: need square images [N, C, H, W] with one label each; "
                         f"got {tuple(x.shape)}, {tuple(tx.shape)}")
-    return x, y.long(), tx, ty.long()
+    if len(x) == 0 or len(tx) == 0:
+        raise UserError(f"{p}: the training and the test split each need at least one image")
+    return x, _labels(y, p, "training"), tx, _labels(ty, p, "test")
+
+
+def _labels(y, path, split):
+    """Class labels as int64 in [0, 65536): integers, not negative; anything else is named in one line."""
+    if y.ndim != 1 or y.dtype.is_floating_point or y.dtype.is_complex or y.dtype == torch.bool:
+        raise UserError(f"{path}: the {split} labels must be a 1-d integer array, got {y.dtype} {tuple(y.shape)}")
+    if len(y) and (int(y.min()) < 0 or int(y.max()) >= 65536):
+        raise UserError(f"{path}: the {split} labels must be class indices in [0, 65536), "
+                        f"got {int(y.min())}..{int(y.max())}")
+    return y.long()
 
 
 def normalize(x):

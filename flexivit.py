@@ -189,6 +189,9 @@ class FlexiViT(nn.Module):
                  mlp_ratio=4, base_patch=7, posemb_grid=7, patch_sizes=None,
                  resize_mode="bilinear", antialias=False):
         super().__init__()
+        if min(width, depth, heads, in_chans, num_classes, image_size) < 1:
+            raise ValueError(f"width {width}, depth {depth}, heads {heads}, channels {in_chans}, classes "
+                             f"{num_classes} and image size {image_size} must all be positive")
         if width % heads:
             raise ValueError(f"width {width} is not divisible by heads {heads}")
         _check_mode(resize_mode)
@@ -292,5 +295,7 @@ def build(name, image_size=28, in_chans=1, num_classes=10, **kw):
             raise ValueError(f"unknown model {name!r}: use V{{width}}-{{depth}}, e.g. one of {', '.join(SIZES)}")
         width, depth = int(m[1]), int(m[2])
         heads = max(1, width // 64 if width >= 128 else width // 32)
+        if width < 1 or depth < 1:
+            raise ValueError(f"model {name!r}: width and depth must be positive")
     return FlexiViT(image_size=image_size, in_chans=in_chans, num_classes=num_classes,
                     width=width, depth=depth, heads=heads, **kw)

@@ -8,8 +8,8 @@ What a training run needs besides the model and the data, in the order a trainer
     points = runtime.eval_points(budget, cfg.evals)              # log-spaced evaluation points
     runtime.check_resume(saved_identity, identity, ckpt_path)    # same run, or one-line refusal
     log = runtime.RunLog(out / "log.jsonl")                      # header + one record per evaluation
-    runtime.check_finite(step, loss=..., grad_norm=...)          # divergence: one line, exit 2
-    runtime.atomic_write(path, lambda tmp: torch.save(obj, tmp)) # never a half-written file
+    ckpts = runtime.Checkpoints(out / "ckpt.pt")                  # atomic; the one before kept too
+    runtime.check_finite(step, ckpts, loss=..., grad_norm=...)   # divergence: roll back, one line, exit 2
     sys.exit(runtime.run_cli(main, Config, "train_vit.py"))      # flags, one-line errors, exit codes
 
 Errors: `UserError` is the project's one bad-input type (a wrong flag, a missing or unreadable file, a
@@ -27,6 +27,7 @@ state stay float32 in every precision: autocast only casts the inputs of matrix 
 import json
 import math
 import os
+import shutil
 import sys
 from contextlib import nullcontext
 from pathlib import Path
@@ -178,11 +179,54 @@ def check_resume(saved, wanted, path):
                             f"{value!r}: use the same value or another --out-dir")
 
 
-def check_finite(step, kept, **values):
-    """The divergence check: every value finite, else one line with the values and what was kept."""
+class Checkpoints:
+    """ckpt.pt, written atomically, with the one before it kept beside it (ckpt.prev.pt). A divergence rolls
+    back past the newest checkpoint this process wrote, whose weights may already be poisoned (finite but far
+    off, as after a huge learning rate): the one before it is kept, or none when there is none, and the same
+    command then starts afresh. The checkpoint a run resumed from is never rolled back past."""
+
+    def __init__(self, path, main=True):
+        self.path, self.main, self.written, self.step = Path(path), main, 0, None
+        self.prev = self.path.with_name(f"{self.path.stem}.prev{self.path.suffix}")
+
+    def save(self, obj, step):
+        if self.main:
+            if self.path.exists():
+                atomic_write(self.prev, lambda tmp: shutil.copyfile(self.path, tmp))
+            atomic_write(self.path, lambda tmp: torch.save(obj, tmp))
+        self.written, self.step = self.written + 1, step
+
+    def roll_back(self):
+        """After a divergence: what is kept, as words for the error message."""
+        if not self.written:
+            return (f"the last good checkpoint {self.path} (step {self.step}) is kept" if self.step is not None
+                    else "no checkpoint was written")
+        if not self.prev.exists():
+            if self.main:
+                self.path.unlink(missing_ok=True)
+            return "its only checkpoint was removed (it may hold the diverging weights); the same command starts afresh"
+        step = torch.load(self.prev, map_location="cpu", weights_only=False)["state"]["step"]
+        if self.main:
+            os.replace(self.prev, self.path)
+        return f"the last good checkpoint {self.path} (step {step}) is kept"
+
+
+class DivergedError(UserError):
+    """The loss, gradient, weights or an evaluation became NaN or inf: one line, exit code 2."""
+
+
+def check_finite(step, ckpts, **values):
+    """The divergence check: every value finite, else roll the checkpoints back and stop in one line."""
     if not all(math.isfinite(v) for v in values.values()):
         what = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in values.items())
-        raise UserError(f"{what} at step {step}: training diverged; {kept}; lower --lr or raise --warmup")
+        raise DivergedError(f"non-finite {what} at step {step}: training diverged; {ckpts.roll_back()}; "
+                            "lower --lr or raise --warmup")
+
+
+def check_finite_weights(model, step, ckpts):
+    """Before a checkpoint: weights finite, or the same stop as check_finite."""
+    if not all(torch.isfinite(p).all() for p in model.parameters()):
+        check_finite(step, ckpts, weights=math.nan)
 
 
 def lr_scale(kind, ratio):
@@ -197,14 +241,49 @@ def warmup_factor(step, warmup):
 
 # ----------------------------------------------------------------------------- command line
 
-def run_cli(main, config_cls, script, args=None, errors=()):
+def parse(config_cls, script, args=None, renamed=None):
+    """tyro's parse of the flags, with its boxed error message (6-15 lines) cut to one line and exit code 2.
+    `renamed` {old flag: new flag} names a flag that changed its name."""
+    import contextlib
+    import io
+
+    import tyro
+    argv = sys.argv[1:] if args is None else list(args)
+    for old, new in (renamed or {}).items():
+        if old in argv:
+            raise UserError(f"{old} is now called {new}; see {script} --help")
+    box = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(box):
+            return tyro.cli(config_cls, args=args, prog=script)
+    except SystemExit as e:
+        if not e.code:                                   # --help and the like: as tyro printed it
+            sys.stderr.write(box.getvalue())
+            raise
+        raw = [ln.strip("│╭╰╮╯| ").strip() for ln in box.getvalue().splitlines()]
+        title = raw[0].strip("─- ") if raw else "bad flags"    # a box, or its ASCII form off a terminal
+        body = []                                        # the box's first paragraph, its wrapped lines joined
+        for ln in raw[1:]:
+            if not ln or set(ln) <= set("─-") or ln.startswith(("Perhaps", "For full", "Argument", "Got")):
+                if body:
+                    break
+                continue
+            body.append(ln)
+        body = " ".join(body)
+        lines = [ln for ln in raw if ln and not set(ln) <= set("─-")]
+        hint = next((lines[i + 1].split()[0] for i, ln in enumerate(lines[:-1]) if ln.startswith("Perhaps")), None)
+        msg = f"{title}: {body}" if body and title.lower() not in body.lower() else (body or title)
+        raise UserError(f"{msg}{f' (did you mean {hint}?)' if hint else ''}; see {script} --help") from None
+
+
+def run_cli(main, config_cls, script, args=None, errors=(), renamed=None):
     """Parse the flags (tyro) and run main(cfg). UserError (and the `errors` classes of copy-alone modules)
     is one line on stderr, printed by rank 0 only under torchrun, and exit code 2; any other exception is a
     bug and keeps its traceback. Ctrl-C says how to resume. Always leaves the process group. Returns the code."""
-    import tyro
-    main_rank = os.environ.get("RANK", "0") == "0"
+    rank = os.environ.get("RANK", "0")
+    main_rank = rank == "0" or not rank.isdigit()        # a RANK that is no number: say so, from every process
     try:
-        main(tyro.cli(config_cls, args=args))
+        main(parse(config_cls, script, args, renamed))
     except (UserError, *errors) as e:
         if main_rank:
             print(f"{script}: error: {e}", file=sys.stderr)

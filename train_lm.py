@@ -66,8 +66,7 @@ PEAK_BF16_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40": 181e12
                    "L4": 121e12, "A10": 125e12, "V100": 125e12}  # dense tensor-core peaks
 
 
-class DivergedError(UserError):
-    """The loss became NaN or inf: one line, exit code 2; the last good checkpoint is kept."""
+DivergedError = runtime.DivergedError   # NaN/inf loss, gradient, weights or evaluation: one line, exit code 2
 
 
 def model_args(name, vocab_size, max_context):
@@ -166,7 +165,6 @@ class Session:
     flops: float = 0.0
     wall: float = 0.0
     saved: float = field(default_factory=time.time)
-    saved_step: int | None = None
 
 
 # ----------------------------------------------------------------------------- set-up
@@ -272,6 +270,7 @@ class Run:
         self.opt = make_optimizer(self.model, cfg, self.device)
         self.out = Path(cfg.out_dir)
         self.ckpt_path, self.log = self.out / "ckpt.pt", runtime.RunLog(self.out / "log.jsonl")
+        self.ckpts = runtime.Checkpoints(self.ckpt_path, self.world.main)
         sched = self.schedule
         self.identity = json.loads(json.dumps({  # what --resume must find unchanged (JSON: tuples become lists)
             "model": self.margs, "data": data_name, "stages": self.stages, "tokens_per_step": cfg.tokens_per_step,
@@ -302,23 +301,21 @@ class Run:
         if ckpt["rng"]["cuda"] is not None and self.device.type == "cuda":
             torch.cuda.set_rng_state(ckpt["rng"]["cuda"].cpu(), self.device)
         self.state = State(**{"world_size": 1, **ckpt["state"]})
-        self.session.saved_step = self.state.step
+        self.ckpts.step = self.state.step
         self.was_precision = ckpt.get("precision", "fp32")
         return True
 
     def save(self):
         """ckpt.pt, atomically, by rank 0 (the others hold the same state)."""
+        runtime.check_finite_weights(self.model, self.state.step, self.ckpts)   # never a poisoned checkpoint
         self.session.saved = time.time()
-        if not self.world.main:
-            return
         rng = {"cpu": torch.get_rng_state(),
                "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None}
         ckpt = {"version": 1, "kind": "train_lm", "model": self.model.state_dict(),
                 "optimizer": self.opt.state_dict(), "rng": rng, "state": asdict(self.state),
                 "identity": self.identity, "model_args": self.margs, "config": asdict(self.cfg),
-                "precision": self.precision}
-        runtime.atomic_write(self.ckpt_path, lambda tmp: torch.save(ckpt, tmp))
-        self.session.saved_step = self.state.step
+                "precision": self.precision} if self.world.main else None
+        self.ckpts.save(ckpt, self.state.step)
 
 
 def load_checkpoint(path, device):
@@ -359,13 +356,7 @@ def train_step(run, fwd, context, batch):
     loss.backward()                                          # DDP: gradients averaged over the processes
     norm = nn.utils.clip_grad_norm_(run.model.parameters(), cfg.clip)
     loss_v, norm_v = run.world.mean(torch.stack([loss.detach(), norm.float()])).tolist()
-    saved = run.session.saved_step
-    kept = (f"the last good checkpoint {run.ckpt_path} (step {saved}) is kept" if saved is not None
-            else "no checkpoint was written")
-    try:
-        runtime.check_finite(state.step, kept, loss=loss_v, gradient_norm=norm_v)
-    except UserError as e:
-        raise DivergedError(f"non-finite {e}") from None
+    runtime.check_finite(state.step, run.ckpts, loss=loss_v, gradient_norm=norm_v)
     run.opt.step()
     run.opt.zero_grad(set_to_none=True)
     return loss_v, lr
@@ -384,8 +375,7 @@ def evaluate_and_log(run, plain, context, lr):
               "train_loss": state.loss_sum / state.loss_n, "lr": lr, "val_loss": loss_at[ctx],
               "val_loss_max_context": loss_at[run.max_context], "wall": state.wall}
     record = record if not sched else {**record, "stage": state.stage}
-    runtime.check_finite(state.step, f"the last good checkpoint {run.ckpt_path} is kept",
-                         val_loss=loss_at[ctx], val_loss_max_context=loss_at[run.max_context])
+    runtime.check_finite(state.step, run.ckpts, val_loss=loss_at[ctx], val_loss_max_context=loss_at[run.max_context])
     run.log.append(record)
     return record
 
@@ -459,7 +449,7 @@ def main(cfg: Config):
 
 def cli(args=None):
     """Parse the flags and train; bad input and divergence: one line on stderr (rank 0's) and exit code 2."""
-    return runtime.run_cli(main, Config, "train_lm.py", args)
+    return runtime.run_cli(main, Config, "train_lm.py", args, renamed={"--grad-clip": "--clip"})
 
 
 if __name__ == "__main__":

@@ -254,8 +254,11 @@ class Run:
         self.chans, self.size = self.train_x.shape[1], self.train_x.shape[2]
         self.num_classes = int(max(self.train_y.max(), test_y.max())) + 1
         torch.manual_seed(cfg.seed)
-        self.template = flexivit.build(cfg.model, image_size=self.size, in_chans=self.chans,
-                                       num_classes=self.num_classes)
+        try:
+            self.template = flexivit.build(cfg.model, image_size=self.size, in_chans=self.chans,
+                                           num_classes=self.num_classes)
+        except ValueError as e:                          # a bad --model: flexivit.py is torch-only, no UserError
+            raise UserError(f"--model: {e}") from None
         self.stages, self.patches, self.sched = plan_shapes(cfg, self.size, self.template.width, self.template.depth,
                                                             self.template.head_dim, self.world)
         self.distilling = any(s["objective"] == "distill" for s in self.stages)
@@ -263,11 +266,12 @@ class Run:
                                             self.device) if self.distilling else None
         self.out = Path(cfg.out_dir or f"runs/{self.default_name()}")
         self.ckpt_path, self.log = self.out / "ckpt.pt", runtime.RunLog(self.out / "log.jsonl")
+        self.ckpts = runtime.Checkpoints(self.ckpt_path, self.world.main)
         self.shash = schedule_hash(self.sched)
         self.ev = eval_sets(self.train_x, self.train_y, test_x, test_y, cfg.fewshot_support, cfg.fewshot_query,
                             cfg.test_size, self.device)
         self.data_sizes = {"train": len(self.train_x), "test": len(test_x), "image_size": self.size}
-        self.state, self.saved_step, self.saved_at = State(world_size=self.world.size), None, time.time()
+        self.state, self.saved_at = State(world_size=self.world.size), time.time()
 
     def default_name(self):
         cfg, s0 = self.cfg, self.stages[0]
@@ -305,7 +309,7 @@ class Run:
         self.model = flexivit.FlexiViT(**ck["model_args"])
         self.model.load_state_dict(ck["model"])
         self.state = State(**{**dataclasses.asdict(State()), **ck["state"]})
-        self.saved_step = self.state.step
+        self.ckpts.step = self.state.step
         torch.set_rng_state(ck["rng"]["torch"])
         return True
 
@@ -337,15 +341,14 @@ class Run:
 
     def save(self, shape):
         """ckpt.pt, atomically, by rank 0 (every rank knows the step)."""
-        self.saved_step, self.saved_at = self.state.step, time.time()
-        if not self.world.main:
-            return
+        runtime.check_finite_weights(self.model, self.state.step, self.ckpts)   # never a poisoned checkpoint
+        self.saved_at = time.time()
         ck = {"version": 1, "kind": "train_vit", "model_args": self.model.model_args(), "model": self.model.state_dict(),
               "optimizer": self.opt.state_dict(), "state": dataclasses.asdict(self.state), "patch": shape["patch"],
               "config": dataclasses.asdict(self.cfg), "schedule_hash": self.shash, "precision": self.precision,
               "teacher": self.teacher and self.teacher.fingerprint, "rng": {"torch": torch.get_rng_state()},
-              "data": {"samples": self.state.samples, "seed": self.cfg.seed}}
-        runtime.atomic_write(self.ckpt_path, lambda tmp: torch.save(ck, tmp))
+              "data": {"samples": self.state.samples, "seed": self.cfg.seed}} if self.world.main else None
+        self.ckpts.save(ck, self.state.step)
 
 
 # ----------------------------------------------------------------------------- the loop's parts
@@ -381,9 +384,7 @@ def train_step(run, fwd, shape, patch):
     loss.backward()                                         # DDP: gradients averaged over the processes
     gnorm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), cfg.clip)
     loss_v, gnorm_v = run.world.mean(torch.stack([loss.detach().float(), gnorm.float()])).tolist()
-    kept = f"last good checkpoint {run.ckpt_path} (step {run.saved_step})" if run.saved_step is not None \
-        else "no checkpoint yet"
-    runtime.check_finite(state.step + 1, kept, loss=loss_v, gradient_norm=gnorm_v)
+    runtime.check_finite(state.step + 1, run.ckpts, loss=loss_v, gradient_norm=gnorm_v)
     lr = learning_rate(cfg, state.step, bs, state.rewarm_from)
     for g in run.opt.param_groups:
         g["lr"] = lr
@@ -395,8 +396,7 @@ def evaluate_and_log(run, shape, lr):
     """Rank 0: the paper's E (10-shot error) and the test error at the stage's patch; one log record."""
     state = run.state
     metrics = evaluate(run.model, shape["patch"], run.ev, run.cfg, run.amp)
-    runtime.check_finite(state.step, f"last good checkpoint {run.ckpt_path} (step {run.saved_step}) kept",
-                         **metrics)                       # a NaN evaluation is divergence too: no checkpoint
+    runtime.check_finite(state.step, run.ckpts, **metrics)   # a NaN evaluation is divergence too: no checkpoint
     rec = {"type": "eval", "step": state.step, "samples": state.samples, "flops": state.flops,
            "config": log_config(shape, run.patches, run.distilling), "train_loss": state.loss_sum / state.loss_count,
            **metrics, "wall": state.wall, "lr": lr, "stage": state.stage}
