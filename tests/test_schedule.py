@@ -52,8 +52,8 @@ def test_switch_point_and_compute_match_closed_form(grid):
     e_star = closed_form_crossing(*PAIR)
     assert stages[0][2] == pytest.approx(e_star, rel=1e-6)
     # predicted compute == integral of min_P |g_P'(E)| from the target up to the start f(0)
-    m = lambda E: min(-l.slope(E) for l in PAIR)
-    top = min(l.f0 for l in PAIR)
+    m = lambda E: min(-l.inverse_slope(E) for l in PAIR)
+    top = min(l.start for l in PAIR)
     integral = quad(m, target, e_star, epsrel=1e-12, limit=200)[0] + quad(m, e_star, top, epsrel=1e-12, limit=200)[0]
     assert cost(PAIR, stages) == pytest.approx(integral, rel=1e-6)
     doc = sch.make_schedule(PAIR, target, rules=sch.parse_rules(allow_any=True), grid=grid)
@@ -66,7 +66,7 @@ def test_switch_point_and_compute_match_closed_form(grid):
 def test_dp_without_constraints_finds_the_greedy_optimum():
     M = len(PAIR)
     dp, _ = sch.dp_path(PAIR, 0.12, 400, np.ones((M, M), bool), np.zeros((M, M)))
-    E = sch.error_grid(PAIR, 0.12, max(l.f0 for l in PAIR), 400)
+    E = sch.error_grid(PAIR, 0.12, max(l.start for l in PAIR), 400)
     refined = sch.refine(PAIR, dp, E)
     assert cost(PAIR, refined) == pytest.approx(cost(PAIR, sch.greedy_path(PAIR, 0.12)), rel=1e-9)
 
@@ -81,7 +81,7 @@ def brute_force(laws, E, allowed, S):
     """Every grid path: start fresh in R at level E[j] (compute g_R from its C = 0), switch only at levels."""
     def g(p, e):
         l = laws[p]
-        return ((e - l.c) / l.a) ** (-1 / l.b) - l.d if l.c < e <= l.f0 else None
+        return ((e - l.c) / l.a) ** (-1 / l.b) - l.d if l.c < e <= l.start else None
     best, n, M = math.inf, len(E), len(laws)
     for j, R in itertools.product(range(n), range(M)):
         if g(R, E[j]) is None:
@@ -118,7 +118,7 @@ def test_dp_matches_brute_force_on_small_grid(allow_any, switch, laws, target, n
     allowed = np.array([[sch.transition_error(q.config, p.config, rules) is None for p in laws] for q in laws])
     S = sch.switch_costs(laws, switch)
     stages, grid_cost = sch.dp_path(laws, target, n, allowed, S)
-    E = sch.error_grid(laws, target, max(l.f0 for l in laws), n)
+    E = sch.error_grid(laws, target, max(l.start for l in laws), n)
     assert grid_cost == pytest.approx(brute_force(laws, E, allowed, S), rel=1e-9)
     assert cost(laws, stages, S) == pytest.approx(grid_cost, rel=1e-9)  # the returned path costs what the DP says
     sch.check_transitions([laws[p].config for p, _, _ in stages], rules)
@@ -143,7 +143,7 @@ def test_dp_finds_a_multi_stage_allowed_path():
     doc = sch.make_schedule(CONFLICT2, 0.148)
     assert doc["method"] == "dp" and [s["name"] for s in doc["stages"]] == ["patch=14", "patch=7"]
     first, second = doc["stages"]
-    assert first["error_start"] == pytest.approx(CONFLICT2[0].f0) and first["flops_start"] == 0.0
+    assert first["error_start"] == pytest.approx(CONFLICT2[0].start) and first["flops_start"] == 0.0
     # off the grid, the 14 -> 7 switch sits where the slopes cross (the greedy's crossing)
     assert first["error_end"] == pytest.approx(greedy[1][2], rel=1e-9)
     fine = sch.make_schedule(CONFLICT2, 0.148, grid=20000)
@@ -160,7 +160,7 @@ def test_switch_cost_enters_the_optimisation():
     some = sch.make_schedule(PAIR, 0.12, switch_cost=1e9, grid=400)
     s = some["stages"]
     assert s[1]["flops_end"] - s[1]["flops_start"] == pytest.approx(
-        1e9 + float(PAIR[1].g(0.12) - PAIR[1].g(s[1]["error_start"])), rel=1e-9)
+        1e9 + float(PAIR[1].inverse(0.12) - PAIR[1].inverse(s[1]["error_start"])), rel=1e-9)
 
 
 def test_parse_switch_cost():
@@ -193,7 +193,7 @@ def test_objective_has_no_rule_and_keys_compare_one_by_one():
 
 def test_budget_target_is_the_best_static_error():
     target = sch.target_for(PAIR, budget=1e14)
-    assert target == pytest.approx(min(float(l.f(1e14)) for l in PAIR))
+    assert target == pytest.approx(min(float(l(1e14)) for l in PAIR))
     doc = sch.make_schedule(PAIR, target)
     assert doc["predicted"]["best_static"]["flops"] == pytest.approx(1e14, rel=1e-9)
 
@@ -300,8 +300,8 @@ def test_laws_from_fit_laws_style_files_load(tmp_path):
     d = json.loads(open(p).read())
     d["laws"][0].update(flops_range=[0.0, float("inf")], residual=0.01, ci={"b": [0.2, 0.4]})  # extra fields
     open(p, "w").write(json.dumps(d))
-    metric, laws = sch.load_laws(p)
-    assert metric == "fewshot10_error" and [l.config for l in laws] == [{"patch": 14}, {"patch": 7}]
+    laws = sch.load_laws(p)
+    assert laws[0].metric == "fewshot10_error" and [l.config for l in laws] == [{"patch": 14}, {"patch": 7}]
     assert laws[0].flops_lo is None and laws[1].flops_lo == 1e9
 
 
@@ -391,7 +391,7 @@ def test_untrusted_laws_are_left_out(tmp_path, capsys):
     doc["laws"][2]["extrapolation"] = {"rel_max": 0.75}
     doc["laws"][1]["extrapolation"] = {"rel_max": 0.05}
     p.write_text(json.dumps(doc))
-    _, kept = sch.load_laws(p, max_extrap_error=0.3)
+    kept = sch.load_laws(p, max_extrap_error=0.3)
     assert [l.name for l in kept] == ["p14", "p7"]
     assert "p4 left out" in capsys.readouterr().err
-    assert len(sch.load_laws(p)[1]) == 3  # no threshold: all laws
+    assert len(sch.load_laws(p)) == 3  # no threshold: all laws
