@@ -17,10 +17,20 @@ grid; any configuration may start fresh at any level), then each switch moves of
 Baselines (Fig. 7): the same configurations and total compute F switched at linear compute F k/K, at log
 compute F_lo (F/F_lo)^(k/K) (F_lo: smallest fitted compute, laws[].flops_range[0], else F/1000), and
 FlexiViT's uniform random sampling. Stages also carry "name" and "law" (index into laws.json's list).
+Cost (App. F, Fig. 22): all of this runs on laws.json's "cost" axis: "flops", or "wall" (fit_laws.py
+--cost wall: training seconds). Stages carry cost_start/cost_end in that unit and flops_start/flops_end, the
+same numbers for "flops", for "wall" the seconds times each law's flops_per_second, so that the trainers
+(which switch on cumulative FLOPs) follow a schedule in seconds unchanged; --budget and --switch-cost are in
+the cost's unit and "predicted" gives the savings in it ("savings"; "savings_flops" in FLOPs).
+Laws left out, with a warning: those whose extrapolation check misses by more than --max-extrap-error, and
+those with a parameter at a limit of fit_laws.py's search box ("at_bound"), unless --allow-bound-laws.
 
     python schedule.py --laws laws.json --target-error 0.12 --out runs/schedule.json --baselines
     python schedule.py --laws laws.json --budget 5e14 --rules patch=any --switch-cost width=2e12
     python schedule.py --check my_schedule.json          # a hand-written schedule against the rules
+
+Laws (numpy only; the same vocabulary as fit_laws.Law, without importing it):
+    laws = load_laws("laws.json");  law = laws[0];  law(1e13);  law.inverse(0.2);  law.inverse_slope(0.2)
 
 Reader for trainers and users (numpy only):
     from schedule import Schedule
