@@ -309,7 +309,7 @@ def test_cost_wall_fits_on_seconds_and_records_flops_per_second(tmp_path):
     C, E = curve(n=30, noise=0.005)
     rate = 2e10  # FLOPs a second
     write_log(tmp_path / "p7" / "log.jsonl", C, E, {"patch": 7}, wall=C / rate)
-    write_log(tmp_path / "p14" / "log.jsonl", C, 1.1 * E, {"patch": 14}, wall=C / (2 * rate))
+    write_log(tmp_path / "p14" / "log.jsonl", C, E + 0.05, {"patch": 14}, wall=C / (2 * rate))  # faster, worse
     out = tmp_path / "laws.json"
     r = run_cli("--logs", tmp_path / "p7", tmp_path / "p14", "--out", out, "--bootstrap", 3, "--cost", "wall")
     assert r.returncode == 0, r.stderr
@@ -318,8 +318,18 @@ def test_cost_wall_fits_on_seconds_and_records_flops_per_second(tmp_path):
     p7, p14 = load_laws(out)
     assert p7.cost == "wall" and p7.flops_per_second == pytest.approx(rate) and p14.flops_per_second == \
         pytest.approx(2 * rate)
-    assert p7.cost_range == pytest.approx((C[0] / rate, C[-1] / rate)) and p7.flops_range == pytest.approx((C[0], C[-1]))
+    assert p7.cost_range == pytest.approx((C[0] / rate, C[-1] / rate))
+    assert p7.flops_range == pytest.approx((C[0], C[-1]))
     assert p7(C[10] / rate) == pytest.approx(Law(**TRUE)(C[10]), rel=0.02)  # the same curve, seconds on the x-axis
+    # schedule.py reads it: a schedule in seconds whose switch points the trainers get in FLOPs
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "schedule.py"), "--laws", str(out), "--budget",
+                        str(C[-1] / rate), "--out", str(tmp_path / "s.json"), "--no-plot"], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    sched = json.loads((tmp_path / "s.json").read_text())
+    assert sched["cost"] == "wall" and [s["name"] for s in sched["stages"]] == ["patch=14", "patch=7"]
+    first = sched["stages"][0]
+    assert first["flops_end"] == pytest.approx(first["cost_end"] * 2 * rate)
     assert json.loads(run_cli("--logs", tmp_path / "p7", tmp_path / "p14", "--out", out, "--bootstrap", 0,
                               "--no-plot").returncode == 0 and out.read_text())["cost"] == "flops"
 
