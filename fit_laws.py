@@ -132,15 +132,14 @@ class Law:
         return q[()]
 
     def to_dict(self):
-        """The JSON object of laws.json (metric and cost are file-level, boot is not saved); a value in ci or
-        extrapolation that is not finite becomes null, named in "null_reason"."""
+        """The JSON object of laws.json (metric and cost are file-level, boot is not saved); a value that is not
+        finite (a hand-made law's open flops_range, an overflow in ci) becomes null, named in "null_reason"."""
         out = {k: [float(x) for x in v] if k.endswith("_range") and v is not None else v
                for k, v in vars(self).items() if k not in ("metric", "cost", "boot")}
         nulls = []
-        for k in ("ci", "extrapolation"):
-            out[k] = _finite_or_null(out[k], k, nulls)
+        out = {k: _finite_or_null(v, k, nulls) for k, v in out.items()}
         if nulls:
-            out["null_reason"] = f"not finite in float64 (overflow): {', '.join(nulls)}"
+            out["null_reason"] = f"not finite (infinite or overflowed float64): {', '.join(nulls)}"
         return out
 
     @classmethod
@@ -153,10 +152,11 @@ class Law:
                 raise UserError(f"{where}: field '{k}' must be a finite number > 0 (>= 0 for c, d), got {v!r}")
         ranges = {}
         for k in ("flops_range", "cost_range"):
-            fr = d.get(k) or d.get("flops_range") or [0.0, math.inf]
-            if not (isinstance(fr, list) and len(fr) == 2 and all(type(v) in (int, float) for v in fr)):
-                raise UserError(f"{where}: field '{k}' must be [lo, hi]")
-            ranges[k] = (float(fr[0]), float(fr[1]))
+            fr = d.get(k) or d.get("flops_range") or [0.0, None]
+            if not (isinstance(fr, list) and len(fr) == 2 and type(fr[0]) in (int, float)
+                    and type(fr[1]) in (int, float, type(None))):
+                raise UserError(f"{where}: field '{k}' must be [lo, hi] (hi null: open)")
+            ranges[k] = (float(fr[0]), math.inf if fr[1] is None else float(fr[1]))
         known = {k: d[k] for k in vars(cls()) if k in d and k != "boot"}
         known.update(ranges, metric=metric, cost=cost, name=d.get("name") or name_of(d.get("config", {})))
         return cls(**known)

@@ -373,6 +373,9 @@ def test_extreme_inputs_never_write_infinity(tmp_path):
     save_laws([law], out)
     d = strict_json(out.read_text())["laws"][0]
     assert d["ci"]["a"][1] is None and "ci.a[1]" in d["null_reason"]
+    save_laws([Law(name="hand", config={"patch": 7}, **TRUE)], out)  # a hand-made law: open range (0, inf)
+    assert strict_json(out.read_text())["laws"][0]["flops_range"] == [0.0, None]
+    assert load_laws(out)[0].flops_range == (0.0, float("inf"))
 
 
 @pytest.mark.parametrize("out, expect", [("folder", "is a folder"), ("laws.png", "plot's own path")])
