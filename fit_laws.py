@@ -547,29 +547,30 @@ def read_logs(paths, metric, *, min_flops=0.0, min_flops_frac=0.0, skip_bad=Fals
 def _pool(name, g, min_flops, min_flops_frac, cost):
     """One group's runs -> Curve: points past warm-up and the --min-flops cuts, sorted by cost, and with cost
     "wall" the FLOPs per second over the kept points (sum over runs of their FLOPs / seconds spans)."""
-    runs = [p[0] for p in g["parts"]]
-    f_max = max(p[5].max() for p in g["parts"])
-    keep = [(p[5] > 0) & (p[3] > 0) & (p[5] >= (p[2] or 0.0)) & (p[5] >= min_flops)
-            & (p[5] >= min_flops_frac * f_max) for p in g["parts"]]
-    dropped = sum(int(((p[5] > 0) & (p[5] < (p[2] or 0.0))).sum()) for p in g["parts"])
-    C, E, F = (np.concatenate([p[j][k] for p, k in zip(g["parts"], keep)]) for j in (3, 4, 5))
+    parts = [dict(zip(("run", "seed", "warm", "C", "E", "F"), p)) for p in g["parts"]]
+    f_max = max(p["F"].max() for p in parts)
+    for p in parts:
+        F, warm = p["F"], p["warm"] or 0.0  # warm None: the header names no warm-up
+        p["keep"] = (F > 0) & (p["C"] > 0) & (F >= warm) & (F >= min_flops) & (F >= min_flops_frac * f_max)
+        p["dropped"] = int(((F > 0) & (F < warm)).sum())
+    C, E, F = (np.concatenate([p[k][p["keep"]] for p in parts]) for k in "CEF")
+    runs = [p["run"] for p in parts]
     if len(np.unique(C)) < MIN_POINTS:
         raise UserError(f"config {name} (runs {', '.join(runs)}): {len(np.unique(C))} points with flops > 0, "
                         f"past warm-up and >= --min-flops, need at least {MIN_POINTS}")
     order = np.argsort(C, kind="stable")
     fps = None
     if cost == "wall":  # FLOPs and seconds spent between each run's first and last fitted point
-        spans = [(p[5][k][-1] - p[5][k][0], p[3][k][-1] - p[3][k][0])
-                 for p, k in zip(g["parts"], keep) if k.sum() > 1]
-        seconds = sum(s for _, s in spans)
-        fps = float(sum(f for f, _ in spans) / seconds if seconds > 0 else F.max() / C.max())
-    seeds = list(dict.fromkeys(p[1] for p in g["parts"] if p[1] is not None))
+        spans = [(p["F"][p["keep"]][[0, -1]], p["C"][p["keep"]][[0, -1]]) for p in parts if p["keep"].sum() > 1]
+        seconds = sum(c[1] - c[0] for _, c in spans)
+        fps = float(sum(f[1] - f[0] for f, _ in spans) / seconds if seconds > 0 else F.max() / C.max())
+    seeds = list(dict.fromkeys(p["seed"] for p in parts if p["seed"] is not None))
     try:
         seeds.sort()
     except TypeError:  # seeds of mixed types: keep the order met
         pass
-    return Curve(g["config"], C[order], E[order], F[order], runs, seeds, g["seed"], dropped,
-                 [p[0] for p in g["parts"] if p[2] is None], fps)
+    return Curve(g["config"], C[order], E[order], F[order], runs, seeds, g["seed"], sum(p["dropped"] for p in parts),
+                 [p["run"] for p in parts if p["warm"] is None], fps)
 
 # -----------------------------------------------------------------------------
 # plot, summary, command line
