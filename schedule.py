@@ -17,10 +17,20 @@ grid; any configuration may start fresh at any level), then each switch moves of
 Baselines (Fig. 7): the same configurations and total compute F switched at linear compute F k/K, at log
 compute F_lo (F/F_lo)^(k/K) (F_lo: smallest fitted compute, laws[].flops_range[0], else F/1000), and
 FlexiViT's uniform random sampling. Stages also carry "name" and "law" (index into laws.json's list).
+Cost (App. F, Fig. 22): all of this runs on laws.json's "cost" axis: "flops", or "wall" (fit_laws.py
+--cost wall: training seconds). Stages carry cost_start/cost_end in that unit and flops_start/flops_end, the
+same numbers for "flops", for "wall" the seconds times each law's flops_per_second, so that the trainers
+(which switch on cumulative FLOPs) follow a schedule in seconds unchanged; --budget and --switch-cost are in
+the cost's unit and "predicted" gives the savings in it ("savings"; "savings_flops" in FLOPs).
+Laws left out, with a warning: those whose extrapolation check misses by more than --max-extrap-error, and
+those with a parameter at a limit of fit_laws.py's search box ("at_bound"), unless --allow-bound-laws.
 
     python schedule.py --laws laws.json --target-error 0.12 --out runs/schedule.json --baselines
     python schedule.py --laws laws.json --budget 5e14 --rules patch=any --switch-cost width=2e12
     python schedule.py --check my_schedule.json          # a hand-written schedule against the rules
+
+Laws (numpy only; the same vocabulary as fit_laws.Law, without importing it):
+    laws = load_laws("laws.json");  law = laws[0];  law(1e13);  law.inverse(0.2);  law.inverse_slope(0.2)
 
 Reader for trainers and users (numpy only):
     from schedule import Schedule
@@ -28,6 +38,7 @@ Reader for trainers and users (numpy only):
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -40,6 +51,7 @@ import numpy as np
 VERSION = 1
 DEFAULT_RULES = {"patch": "down", "width": "up", "depth": "up", "context": "up", "batch_size": "up",
                  "objective": "any"}
+UNITS = {"flops": "FLOPs", "wall": "seconds"}  # laws.json's cost -> its unit
 RULE_WORDS = {"up": "never shrinks", "down": "never grows", "any": "may change freely"}
 
 
@@ -179,79 +191,123 @@ def parse_rules(allow_any=False, items=()):
 
 @dataclass(frozen=True)
 class Law:
+    """E = a (C + d)^-b + c for one configuration, C the cost (FLOPs, or seconds with cost "wall"). The same
+    vocabulary as fit_laws.Law (this file carries its own copy of the maths so that it can be copied alone):
+    law(C) -> E;  law.inverse(E) -> C;  law.inverse_slope(E) -> dC/dE;  law.start -> E where the law starts.
+    Vectorised over numpy arrays; a scalar in gives a float out."""
     name: str
     config: dict
     a: float
     b: float
     c: float
     d: float
-    flops_lo: Optional[float] = None  # smallest compute fitted (laws[].flops_range[0]), if given
+    flops_lo: Optional[float] = None  # smallest FLOPs fitted (laws[].flops_range[0]), if given
+    cost_lo: Optional[float] = None  # smallest cost fitted (laws[].cost_range[0], else flops_lo)
+    flops_per_second: Optional[float] = None  # cost "wall": FLOPs a second of this configuration's training
+    at_bound: tuple = ()  # parameters fit_laws.py found at a limit of its search box
+    metric: Optional[str] = None  # laws.json's metric
+    cost: str = "flops"  # laws.json's cost: "flops" or "wall"
 
-    def f(self, C):
-        """Eq. 1: predicted error after C FLOPs."""
-        return self.a * (np.asarray(C, float) + self.d) ** -self.b + self.c
+    def __call__(self, C):
+        """Eq. 1: predicted error after cost C."""
+        with np.errstate(divide="ignore", over="ignore"):
+            return (self.a * (np.asarray(C, float) + self.d) ** -self.b + self.c)[()]
 
     @property
-    def f0(self):
-        """Where the law starts: f(0), or f at one FLOP when d < 1 (d = 0 would give infinity)."""
+    def start(self):
+        """Where the law starts: law(0), or law(1) when d < 1 (d = 0 would give infinity)."""
         return float(self.a * max(self.d, 1.0) ** -self.b + self.c)
 
-    def g(self, E):
-        """Inverse law: compute to reach error E (0 above the start, nan at or below c)."""
+    def inverse(self, E):
+        """Cost at which the law reaches E, clamped at 0: 0 for E >= law(0) (reached before any cost);
+        inf for E <= c (never reached)."""
         E = np.asarray(E, float)
         with np.errstate(all="ignore"):
             C = ((E - self.c) / self.a) ** (-1.0 / self.b) - self.d
-        return np.where(E > self.c, np.maximum(C, 0.0), np.nan)
+        return np.where(E > self.c, np.maximum(C, 0.0), np.inf)[()]
 
-    def slope(self, E):
-        """q_P(E) = dg/dE of Eq. 2 (negative; nan at or below c)."""
-        return -np.exp(self.log_abs_slope(E))
+    def inverse_slope(self, E):
+        """dC/dE of the unclamped inverse at E (Eq. 2's q_P; negative: less error costs more);
+        -inf for E <= c."""
+        return (-np.exp(self.log_abs_slope(E)))[()]
 
     def log_abs_slope(self, E):
-        """log |dg/dE| = -log(a b) - (1 + 1/b) log((E - c)/a); +inf at or below c (unreachable)."""
+        """log |dC/dE| = -log(a b) - (1 + 1/b) log((E - c)/a); +inf at or below c (unreachable)."""
         E = np.asarray(E, float)
         with np.errstate(all="ignore"):
             v = -math.log(self.a * self.b) - (1 + 1 / self.b) * np.log((E - self.c) / self.a)
         return np.where(E > self.c, v, np.inf)
 
 
-def load_laws(path, max_extrap_error=math.inf):
-    """laws.json -> (metric, [Law]); every problem is a one-line ScheduleError naming the field.
-    A law whose extrapolation check (fit_laws.py: refit on the first 30% of compute, worst relative error
-    on the rest, `extrapolation.rel_max`) exceeds max_extrap_error is left out with a warning: its
-    derivative, which Eq. 2 acts on, is not to be trusted past the data."""
+def _law_from(r, w, cost):
+    """One laws.json row -> (Law, extrapolation rel_max); ScheduleError naming the field."""
+    cfg = r.get("config") if isinstance(r, dict) else None
+    if not isinstance(cfg, dict) or not cfg:
+        raise ScheduleError(f"{w}.config' must be a non-empty object such as {{\"patch\": 7}}")
+    for k in "abcd":
+        if k not in r:
+            raise ScheduleError(f"{w}.{k}' is missing (the law is E = a*(C+d)**(-b) + c)")
+    p = {k: _number(r[k], f"{w}.{k}'", low=0.0, strict=k in "ab") for k in "abcd"}
+    lo = {}
+    for k in ("flops_range", "cost_range"):
+        fr = r.get(k)
+        if fr is not None and not (isinstance(fr, list) and len(fr) == 2 and type(fr[0]) in (int, float)
+                                   and 0 <= fr[0] < math.inf and (fr[1] is None or (type(fr[1]) in (int, float)
+                                                                                   and fr[0] <= fr[1]))):
+            raise ScheduleError(f"{w}.{k}' must be [lo, hi], 0 <= lo <= hi, hi null if open (got {fr!r})")
+        lo[k] = (float(fr[0]) or None) if fr else None
+    fps = r.get("flops_per_second")
+    if cost == "wall":
+        fps = _number(fps, f"{w}.flops_per_second' (needed with cost 'wall', from fit_laws.py --cost wall)",
+                      low=0.0, strict=True)
+    bound = r.get("at_bound") or []
+    if not isinstance(bound, list):
+        raise ScheduleError(f"{w}.at_bound' must be a list of parameter names (got {bound!r})")
+    name = str(r.get("name") or ",".join(f"{k}={v}" for k, v in cfg.items()))
+    law = Law(name, dict(cfg), **p, flops_lo=lo["flops_range"],
+              cost_lo=lo["cost_range"] if "cost_range" in r else (lo["flops_range"] if cost == "flops" else None),
+              flops_per_second=fps if cost == "wall" else None, at_bound=tuple(map(str, bound)), cost=cost)
+    return law, (r.get("extrapolation") or {}).get("rel_max")
+
+
+def load_laws(path, max_extrap_error=math.inf, allow_bound_laws=False):
+    """laws.json -> list[Law] (each with the file's metric and cost), as fit_laws.load_laws; every problem is
+    a one-line ScheduleError naming the field. Left out with a warning:
+    - a law whose extrapolation check (fit_laws.py: refit on the first 30% of compute, worst relative error
+      on the rest, `extrapolation.rel_max`) exceeds max_extrap_error: its derivative, which Eq. 2 acts on,
+      is not to be trusted past the data;
+    - unless allow_bound_laws, a law with a parameter at a limit of the fit's search box (`at_bound`):
+      the box, not the data, set that parameter."""
     src = str(path)
     data, laws, seen = _read_json(src), [], {}
     if not isinstance(data.get("laws"), list) or not data["laws"]:
         raise ScheduleError(f"{src}: field 'laws' must be a non-empty list")
+    cost = data.get("cost", "flops")
+    if cost not in ("flops", "wall"):
+        raise ScheduleError(f"{src}: field 'cost' must be 'flops' or 'wall' (got {cost!r})")
     for i, r in enumerate(data["laws"]):
         w = f"{src}: field 'laws[{i}]"
-        cfg = r.get("config") if isinstance(r, dict) else None
-        if not isinstance(cfg, dict) or not cfg:
-            raise ScheduleError(f"{w}.config' must be a non-empty object such as {{\"patch\": 7}}")
-        for k in "abcd":
-            if k not in r:
-                raise ScheduleError(f"{w}.{k}' is missing (the law is E = a*(C+d)**(-b) + c)")
-        p = {k: _number(r[k], f"{w}.{k}'", low=0.0, strict=k in "ab") for k in "abcd"}
-        fr = r.get("flops_range")
-        if fr is not None and not (isinstance(fr, list) and len(fr) == 2 and all(
-                type(x) in (int, float) for x in fr) and 0 <= fr[0] < math.inf and fr[0] <= fr[1]):
-            raise ScheduleError(f"{w}.flops_range' must be [lo, hi] in FLOPs, 0 <= lo <= hi (got {fr!r})")
-        key = json.dumps(cfg, sort_keys=True)
+        law, extrap = _law_from(r, w, cost)
+        key = json.dumps(law.config, sort_keys=True)
         if key in seen:
-            raise ScheduleError(f"{w}.config' repeats laws[{seen[key]}].config {cfg}")
+            seeds = " (fitted --per-seed: fit_laws.py without it pools the seeds, one law per config)" \
+                if r.get("seed") is not None else ""
+            raise ScheduleError(f"{w}.config' repeats laws[{seen[key]}].config {law.config}{seeds}")
         seen[key] = i
-        name = str(r.get("name") or ",".join(f"{k}={v}" for k, v in cfg.items()))
-        extrap = (r.get("extrapolation") or {}).get("rel_max")
         if type(extrap) in (int, float) and extrap > max_extrap_error:
-            print(f"schedule.py: warning: law {name} left out: its extrapolation check misses by "
+            print(f"schedule.py: warning: law {law.name} left out: its extrapolation check misses by "
                   f"{extrap:.0%} > --max-extrap-error {max_extrap_error:.0%}", file=sys.stderr)
             continue
-        laws.append(Law(name, dict(cfg), **p, flops_lo=(float(fr[0]) or None) if fr else None))
+        if law.at_bound and not allow_bound_laws:
+            print(f"schedule.py: warning: law {law.name} left out: its parameter {', '.join(law.at_bound)} sits at "
+                  "a limit of fit_laws.py's search box, set by the box, not the data (--allow-bound-laws keeps "
+                  "it)", file=sys.stderr)
+            continue
+        laws.append(dataclasses.replace(law, metric=data.get("metric")))
     if len(laws) < 2:
         raise ScheduleError(f"{src}: field 'laws' holds a single configuration: nothing to schedule "
                             "(fit laws for two or more configurations)")
-    return data.get("metric"), laws
+    return laws
 
 
 # ----------------------------------------------------------------------------- switch points
@@ -270,7 +326,7 @@ def _root(h, lo, hi):
 def greedy_path(laws, target, n=2000):
     """Eq. 2: at every level from E_top = min f(0) down to the target, the law with the smallest |dg/dE|,
     found on a grid, each switch refined by brentq on log|g_P'| - log|g_Q'|. -> [(law, E_start, E_end)]"""
-    f0 = np.array([l.f0 for l in laws])
+    f0 = np.array([l.start for l in laws])
     top = float(f0.min())
     E = error_grid(laws, target, top, n)
     lab = np.argmin(np.stack([l.log_abs_slope(E) for l in laws], 1), 1)
@@ -291,10 +347,10 @@ def dp_path(laws, target, n, allowed, S):
     """Cheapest path over the error grid (levels from max f(0) down to the target) with only allowed[Q, P]
     switches, each costing S[Q, P] FLOPs. Level by level: arrive in P by continuing P through the cell above
     or by starting P fresh (g_P from its C = 0), then optionally switch. -> (stages, cost on the grid)"""
-    M, f0 = len(laws), np.array([l.f0 for l in laws])
+    M, f0 = len(laws), np.array([l.start for l in laws])
     E = error_grid(laws, target, f0.max(), n)
-    G = np.stack([l.g(E) for l in laws], 1)
-    G[(E[:, None] > f0[None]) | np.isnan(G)] = np.inf  # outside c < E <= f(0)
+    G = np.stack([l.inverse(E) for l in laws], 1)
+    G[(E[:, None] > f0[None]) | ~np.isfinite(G)] = np.inf  # outside c < E <= f(0)
     T = np.where(allowed, S, np.inf)
     np.fill_diagonal(T, 0.0)
     fresh, parent = np.zeros((n, M), bool), np.zeros((n, M), int)
@@ -330,11 +386,11 @@ def refine(laws, stages, E):
         (p, ps, b), (r, _, re) = st[k], st[k + 1]
         P, R, j = laws[p], laws[r], int(np.argmin(abs(E - b)))
         lo = max(E[min(j + 1, len(E) - 1)], re, P.c + 1e-12 * (ps - P.c))
-        hi = min(E[max(j - 1, 0)], ps, R.f0)
+        hi = min(E[max(j - 1, 0)], ps, R.start)
         if lo < hi:
             h = lambda e: float(R.log_abs_slope(e) - P.log_abs_slope(e))
             cands = [b, lo, hi] + ([_root(h, lo, hi)] if h(lo) < 0 < h(hi) else [])
-            st[k][2] = st[k + 1][1] = min(cands, key=lambda e: float(P.g(e) - R.g(e)))
+            st[k][2] = st[k + 1][1] = min(cands, key=lambda e: float(P.inverse(e) - R.inverse(e)))
     return [tuple(s) for s in st]
 
 
@@ -343,7 +399,7 @@ def path_flops(laws, stages, S):
     out, total, prev = [], 0.0, None
     for p, e0, e1 in stages:
         start = total
-        total += (S[prev, p] if prev is not None else 0.0) + float(laws[p].g(e1) - laws[p].g(e0))
+        total += (S[prev, p] if prev is not None else 0.0) + float(laws[p].inverse(e1) - laws[p].inverse(e0))
         out.append((start, total))
         prev = p
     return out
@@ -366,7 +422,7 @@ def solve(laws, target, rules=None, S=None, n=2000):
     if ok and not S.any():
         return greedy, "greedy"
     dp, _ = dp_path(laws, target, n, allowed, S)
-    E = error_grid(laws, target, max(l.f0 for l in laws), n)
+    E = error_grid(laws, target, max(l.start for l in laws), n)
     cands = [(refine(laws, dp, E), "dp")] + ([(greedy, "greedy")] if ok else [])
     return min(cands, key=lambda c: path_flops(laws, c[0], S)[-1][1])
 
@@ -378,73 +434,111 @@ def target_for(laws, target_error=None, budget=None):
     if (target_error is None) == (budget is None):
         raise ScheduleError("give exactly one of --target-error E or --budget FLOPS")
     if budget is not None:
-        target_error = min(float(l.f(_number(budget, "--budget", low=0.0, strict=True))) for l in laws)
+        target_error = min(float(l(_number(budget, "--budget", low=0.0, strict=True))) for l in laws)
     target_error = _number(target_error, "--target-error")
-    low, first = min(laws, key=lambda l: l.c), min(laws, key=lambda l: l.f0)
+    low, first = min(laws, key=lambda l: l.c), min(laws, key=lambda l: l.start)
     if target_error <= low.c:
         raise ScheduleError(f"target error {target_error:g} is at or below every law's c (lowest: c={low.c:g} "
                             f"for '{low.name}'): no configuration reaches it; choose a higher target")
-    if target_error >= first.f0:
-        raise ScheduleError(f"target error {target_error:g} is at or above f(0)={first.f0:g} of '{first.name}': "
+    if target_error >= first.start:
+        raise ScheduleError(f"target error {target_error:g} is at or above f(0)={first.start:g} of '{first.name}': "
                             "it is reached with no compute; choose a lower target")
     return target_error
 
 
+def with_flops(laws, stages):
+    """Stage dicts with cost_start/cost_end -> also flops_start/flops_end, which the trainers switch on. With
+    cost "flops" they are the same numbers; with cost "wall" each stage's seconds times its law's
+    flops_per_second (fit_laws.py --cost wall), accumulated over the stages."""
+    total = 0.0
+    for s in stages:
+        law = laws[s["law"]]
+        if law.cost == "flops":
+            s["flops_start"], s["flops_end"] = s["cost_start"], s["cost_end"]
+        else:
+            s["flops_start"] = total
+            s["flops_end"] = total + (s["cost_end"] - s["cost_start"]) * law.flops_per_second
+        total = s["flops_end"]
+    return stages
+
+
 def make_schedule(laws, target, rules=None, switch_cost=0.0, switch_cost_key=None, grid=2000, metric=None):
-    """The law schedule as a schedule.json dict: stages and the predicted compute vs every static config."""
+    """The law schedule as a schedule.json dict: stages and the predicted cost vs every static config.
+    The maths runs on the laws' cost axis (FLOPs, or seconds with cost "wall"; switch costs in that unit);
+    each stage carries cost_start/cost_end and, converted, flops_start/flops_end (see with_flops)."""
     if grid < 10:
         raise ScheduleError(f"--grid must be at least 10 error levels (got {grid})")
     rules = DEFAULT_RULES if rules is None else rules
+    cost = laws[0].cost
     S = switch_costs(laws, switch_cost, switch_cost_key)
     path, method = solve(laws, target, rules, S, grid)
-    flops = path_flops(laws, path, S)
-    stages = [{"config": laws[p].config, "name": laws[p].name, "law": p, "error_start": e0, "error_end": e1,
-               "flops_start": f0, "flops_end": f1}
-              for (p, e0, e1), (f0, f1) in zip(path, flops) if not (e0 == e1 and f0 == f1)]
-    static = [{"name": l.name, "config": l.config, "flops": float(l.g(target)) if target > l.c else None}
+    spent = path_flops(laws, path, S)
+    stages = with_flops(laws, [
+        {"config": laws[p].config, "name": laws[p].name, "law": p, "error_start": e0, "error_end": e1,
+         "cost_start": c0, "cost_end": c1}
+        for (p, e0, e1), (c0, c1) in zip(path, spent) if not (e0 == e1 and c0 == c1)])
+    rate = lambda l: 1.0 if cost == "flops" else l.flops_per_second
+    static = [{"name": l.name, "config": l.config, "cost": float(l.inverse(target)) if target > l.c else None}
               for l in laws]
-    best = min((s for s in static if s["flops"] is not None), key=lambda s: s["flops"])
-    total = flops[-1][1]
-    return {"version": VERSION, "kind": "law", "random": False, "metric": metric, "target_error": target,
-            "method": method, "rules": rules, "switch_cost": switch_cost, "switch_cost_key": switch_cost_key or {},
-            "stages": stages, "predicted": {"flops": total, "best_static": best, "static": static,
-                                            "savings": 1.0 - total / best["flops"] if best["flops"] > 0 else 0.0}}
+    for s, l in zip(static, laws):
+        s["flops"] = None if s["cost"] is None else s["cost"] * rate(l)
+    best = min((s for s in static if s["cost"] is not None), key=lambda s: s["cost"])
+    total, total_flops = spent[-1][1], stages[-1]["flops_end"]
+    saving = lambda ours, theirs: 1.0 - ours / theirs if theirs > 0 else 0.0
+    predicted = {"unit": UNITS[cost], "cost": total, "flops": total_flops, "best_static": best, "static": static,
+                 "savings": saving(total, best["cost"]), "savings_flops": saving(total_flops, best["flops"])}
+    return {"version": VERSION, "kind": "law", "random": False, "metric": metric, "cost": cost,
+            "target_error": target, "method": method, "rules": rules, "switch_cost": switch_cost,
+            "switch_cost_key": switch_cost_key or {}, "stages": stages, "predicted": predicted}
 
 
 def baseline_schedules(laws, doc, switch_cost=0.0, switch_cost_key=None):
-    """Fig. 7 baselines with the law schedule's configurations and total compute F: linear and log-spaced
+    """Fig. 7 baselines with the law schedule's configurations and total cost F: linear and log-spaced
     switches (predicted errors by traversing the laws), and FlexiViT's uniform random sampling over every
-    configuration of laws.json (as FlexiViT samples its whole set of patch sizes)."""
+    configuration of laws.json (as FlexiViT samples its whole set of patch sizes; with cost "wall" its FLOPs
+    are F times the configurations' mean FLOPs per second, the rate of a uniform mix being unknown)."""
     seq = [s["law"] for s in doc["stages"]]
-    S, K, F = switch_costs(laws, switch_cost, switch_cost_key), len(seq), doc["predicted"]["flops"]
-    lo = min((laws[p].flops_lo for p in seq if laws[p].flops_lo), default=None)
+    S, K, F = switch_costs(laws, switch_cost, switch_cost_key), len(seq), doc["predicted"]["cost"]
+    lo = min((laws[p].cost_lo for p in seq if laws[p].cost_lo), default=None)
     lo = lo if lo and lo < F else F / 1000
     head = lambda kind: {"version": VERSION, "kind": kind, "random": kind == "random", "metric": doc["metric"],
-                         "target_error": doc["target_error"]}
+                         "cost": doc["cost"], "target_error": doc["target_error"]}
     out = {}
     for kind, bd in {"linear": [F * k / K for k in range(K + 1)],
                      "log": [0.0] + [lo * (F / lo) ** (k / K) for k in range(1, K)] + [F]}.items():
         stages, E, prev = [], None, None
         for k, p in enumerate(seq):
             law, spend = laws[p], bd[k + 1] - bd[k] - (S[prev, p] if prev is not None else 0.0)
-            e0 = law.f0 if E is None else E
+            e0 = law.start if E is None else E
             # a law entered above its f(0) starts at its C = 0; one that cannot get below e0 makes no progress
-            e1 = e0 if e0 <= law.c else float(law.f(float(law.g(min(e0, law.f0))) + max(spend, 0.0)))
+            e1 = e0 if e0 <= law.c else float(law(float(law.inverse(min(e0, law.start))) + max(spend, 0.0)))
             stages.append({"config": law.config, "name": law.name, "law": p, "error_start": e0, "error_end": e1,
-                           "flops_start": bd[k], "flops_end": bd[k + 1]})
+                           "cost_start": bd[k], "cost_end": bd[k + 1]})
             E, prev = e1, p
-        out[kind] = {**head(kind), "stages": stages, "predicted": {"flops": F, "error": E}}
-    out["log"]["log_start_flops"] = lo
-    out["random"] = {**head("random"), "predicted": {"flops": F, "error": None},
+        with_flops(laws, stages)
+        out[kind] = {**head(kind), "stages": stages, "predicted": {"cost": F, "flops": stages[-1]["flops_end"],
+                                                                   "error": E}}
+    out["log"]["log_start_cost"] = lo
+    if doc["cost"] == "flops":
+        out["log"]["log_start_flops"] = lo
+    fps = 1.0 if doc["cost"] == "flops" else float(np.mean([l.flops_per_second for l in laws]))
+    out["random"] = {**head("random"), "predicted": {"cost": F, "flops": F * fps, "error": None},
                      "stages": [{"config": laws[p].config, "name": laws[p].name, "law": p, "error_start": None,
-                                 "error_end": None, "flops_start": 0.0, "flops_end": F} for p in range(len(laws))]}
+                                 "error_end": None, "cost_start": 0.0, "cost_end": F, "flops_start": 0.0,
+                                 "flops_end": F * fps} for p in range(len(laws))]}
     return out
 
 
 def write_json(path, obj):
-    with open(path + ".tmp", "w") as f:
-        f.write(json.dumps(obj, indent=1) + "\n")
-    os.replace(path + ".tmp", path)
+    """Strict JSON (no NaN/Infinity: one would be a bug here), atomically; no .tmp left on failure."""
+    text = json.dumps(obj, indent=1, allow_nan=False) + "\n"
+    try:
+        with open(path + ".tmp", "w") as f:
+            f.write(text)
+        os.replace(path + ".tmp", path)
+    finally:
+        if os.path.exists(path + ".tmp"):
+            os.remove(path + ".tmp")
 
 
 def plot(laws, doc, path):
@@ -453,30 +547,34 @@ def plot(laws, doc, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     colors = plt.cm.viridis(np.linspace(0, 0.9, len(laws)))
-    st, F, c_lo = doc["stages"], doc["predicted"]["flops"], min(l.c for l in laws)
+    st, F, c_lo, unit = doc["stages"], doc["predicted"]["cost"], min(l.c for l in laws), UNITS[doc["cost"]]
     E = c_lo + np.geomspace(st[0]["error_start"] - c_lo, (doc["target_error"] - c_lo) * 0.7, 400)
     C = np.geomspace(F * 1e-4, F * 10, 400)
     fig, ax = plt.subplots(1, 3, figsize=(16, 4.5))
     for l, col in zip(laws, colors):
-        ax[0].loglog(C, l.f(C), color=col, label=l.name)
-        ax[1].semilogy(E, l.g(E), color=col)
-        ax[2].semilogy(E, -l.slope(E), color=col)
+        ax[0].loglog(C, l(C), color=col, label=l.name)
+        ax[1].semilogy(E, l.inverse(E), color=col)
+        ax[2].semilogy(E, -l.inverse_slope(E), color=col)
     for s in st:
         i = s["law"]
         e = np.linspace(s["error_start"], s["error_end"], 100)
-        ax[0].loglog(s["flops_end"] - (laws[i].g(s["error_end"]) - laws[i].g(e)), e, "k", lw=2)
-        ax[0].plot(s["flops_end"], s["error_end"], "kx")
+        ax[0].loglog(s["cost_end"] - (laws[i].inverse(s["error_end"]) - laws[i].inverse(e)), e, "k", lw=2)
+        ax[0].plot(s["cost_end"], s["error_end"], "kx")
         ax[2].axvspan(s["error_end"], s["error_start"], color=colors[i], alpha=0.2)
-    ax[0].set(xlabel="compute C (FLOPs)", ylabel="error E", title="laws f_P; black: the schedule")
-    ax[1].set(xlabel="error E", ylabel="g_P(E) (FLOPs)", title="inverse laws", ylim=(F * 1e-4, F * 1e2))
+    ax[0].set(xlabel=f"cost C ({unit})", ylabel="error E", title="laws f_P; black: the schedule")
+    ax[1].set(xlabel="error E", ylabel=f"g_P(E) ({unit})", title="inverse laws", ylim=(F * 1e-4, F * 1e2))
     ax[2].set(xlabel="error E", ylabel="|dg_P/dE|", title="inverse slopes; shaded: the partition")
     for a in ax[1:]:
         a.set(xlim=(E[0], E[-1]), xscale="log" if E[0] - c_lo > 30 * (E[-1] - c_lo) else "linear")
     ax[0].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path + ".tmp", format="png", dpi=110)
-    plt.close(fig)
-    os.replace(path + ".tmp", path)
+    try:
+        fig.savefig(path + ".tmp", format="png", dpi=110)
+        os.replace(path + ".tmp", path)
+    finally:
+        plt.close(fig)
+        if os.path.exists(path + ".tmp"):
+            os.remove(path + ".tmp")
 
 
 # ----------------------------------------------------------------------------- the command line
@@ -488,7 +586,8 @@ class Config:
     target_error: Optional[float] = None
     """error to reach (or give --budget)"""
     budget: Optional[float] = None
-    """compute budget in FLOPs: the target is the best static configuration's predicted error there"""
+    """budget in the laws' cost (FLOPs; seconds for laws fitted with --cost wall): the target is the best static
+    configuration's predicted error there"""
     out: str = "schedule.json"
     """where to write the schedule (schedule.png and the baselines go next to it)"""
     allow_any: bool = False
@@ -496,7 +595,8 @@ class Config:
     rules: tuple[str, ...] = ()
     """per-key rules KEY=up|down|any (up: never shrinks, down: never grows), e.g. --rules patch=any"""
     switch_cost: tuple[str, ...] = ()
-    """FLOPs per switch (e.g. recovery after a width growth): FLOPS and/or KEY=FLOPS, e.g. 1e11 width=2e12"""
+    """cost per switch, in the laws' cost (e.g. recovery after a width growth): FLOPS and/or KEY=FLOPS, e.g.
+    1e11 width=2e12"""
     baselines: bool = False
     """also write schedule_linear.json, schedule_log.json, schedule_random.json (paper Fig. 7)"""
     plot: bool = True
@@ -505,6 +605,8 @@ class Config:
     """error grid points (the greedy partition before brentq refinement; the DP when rules or costs bind)"""
     max_extrap_error: float = 0.3
     """leave out laws whose extrapolation check (fit_laws.py, extrapolation.rel_max) misses by more"""
+    allow_bound_laws: bool = False
+    """keep laws with a parameter at a limit of fit_laws.py's search box (laws[].at_bound; left out by default)"""
     check: Optional[str] = None
     """only validate this existing schedule.json against the rules (nothing is written)"""
 
@@ -521,34 +623,59 @@ def parse_switch_cost(items):
     return costs.pop(""), costs
 
 
+def check_out(cfg):
+    """Refuse, before any work, an --out that is a folder or would be overwritten by another output."""
+    out = os.path.abspath(cfg.out)
+    if os.path.isdir(out) or cfg.out.endswith(os.sep):
+        raise ScheduleError(f"--out {cfg.out} is a folder; give a file name such as "
+                            f"{os.path.join(cfg.out, 'schedule.json')}")
+    if out.lower().endswith(".png"):
+        raise ScheduleError(f"--out {cfg.out} ends in .png, the plot's own path; give a .json name")
+    others = [os.path.abspath(cfg.laws)] + [os.path.join(os.path.dirname(out), f"schedule_{k}.json")
+                                              for k in ("linear", "log", "random") if cfg.baselines]
+    if out in others:
+        raise ScheduleError(f"--out {cfg.out} is also {'--laws' if out == others[0] else 'a baseline'}'s path; "
+                            "give another name")
+
+
+def report(doc, target):
+    """The printed table: stages in error and cost, the predicted savings, the static configurations."""
+    pr, unit, wall = doc["predicted"], doc["predicted"]["unit"], doc["cost"] == "wall"
+    lines = [f"{'stage':>5}  {'config':<24} {'error':^22} {unit:^22}" + (f" {'FLOPs':^22}" if wall else "")]
+    for i, s in enumerate(doc["stages"]):
+        lines.append(f"{i:>5}  {s['name']:<24} {s['error_start']:>9.4g} -> {s['error_end']:<9.4g} "
+                     f"{s['cost_start']:>9.3g} -> {s['cost_end']:<9.3g}"
+                     + (f" {s['flops_start']:>9.3g} -> {s['flops_end']:<9.3g}" if wall else ""))
+    lines.append(f"target error {target:.4g} ({doc['method']}): schedule {pr['cost']:.3g} {unit}, best static "
+                 f"{pr['best_static']['name']} {pr['best_static']['cost']:.3g}: predicted savings "
+                 f"{100 * pr['savings']:.1f}% of {unit}"
+                 + (f" ({100 * pr['savings_flops']:.1f}% of FLOPs)" if wall else ""))
+    lines.append("static: " + ", ".join(f"{s['name']} " + (f"{s['cost']:.3g}" if s["cost"] else "never")
+                                        for s in pr["static"]))
+    return lines
+
+
 def main(cfg):
     rules = parse_rules(cfg.allow_any, cfg.rules)
     if cfg.check:
         Schedule.load(cfg.check).check_transitions(rules)
         return print(f"{cfg.check}: all transitions allowed")
+    check_out(cfg)
     base, per_key = parse_switch_cost(cfg.switch_cost)
-    metric, laws = load_laws(cfg.laws, cfg.max_extrap_error)
+    laws = load_laws(cfg.laws, cfg.max_extrap_error, cfg.allow_bound_laws)
     target = target_for(laws, cfg.target_error, cfg.budget)
-    doc = make_schedule(laws, target, rules, base, per_key, cfg.grid, metric)
+    doc = make_schedule(laws, target, rules, base, per_key, cfg.grid, laws[0].metric)
     doc.update({"laws": cfg.laws, "budget": cfg.budget})
     out_dir = os.path.dirname(os.path.abspath(cfg.out))
     os.makedirs(out_dir, exist_ok=True)
     if cfg.plot:
         plot(laws, doc, os.path.splitext(cfg.out)[0] + ".png")
-    pr, lines = doc["predicted"], [f"{'stage':>5}  {'config':<24} {'error':^22} {'FLOPs':^22}"]
-    for i, s in enumerate(doc["stages"]):
-        lines.append(f"{i:>5}  {s['name']:<24} {s['error_start']:>9.4g} -> {s['error_end']:<9.4g} "
-                     f"{s['flops_start']:>9.3g} -> {s['flops_end']:<9.3g}")
-    lines.append(f"target error {target:.4g} ({doc['method']}): schedule {pr['flops']:.3g} FLOPs, best static "
-                 f"{pr['best_static']['name']} {pr['best_static']['flops']:.3g}: predicted savings "
-                 f"{100 * pr['savings']:.1f}%")
-    lines.append("static: " + ", ".join(f"{s['name']} " + (f"{s['flops']:.3g}" if s["flops"] else "never")
-                                        for s in pr["static"]))
+    lines = report(doc, target)
     if cfg.baselines:
         for kind, b in baseline_schedules(laws, doc, base, per_key).items():
             write_json(os.path.join(out_dir, f"schedule_{kind}.json"), b)
             if b["predicted"]["error"] is not None:
-                lines.append(f"baseline {kind}: same compute, predicted error {b['predicted']['error']:.4g}")
+                lines.append(f"baseline {kind}: same cost, predicted error {b['predicted']['error']:.4g}")
     write_json(cfg.out, doc)
     print("\n".join(lines))
     return doc

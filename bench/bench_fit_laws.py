@@ -79,7 +79,8 @@ def accuracy(cfg):
         row = dict(true_law=true, head=head, obs=np.sqrt(np.mean(np.log(law(C) / Eo) ** 2)),
                    true=np.sqrt(np.mean(np.log(law(C) / Et) ** 2)), extrap=abs(head(HI) / true(HI) - 1),
                    **{k: abs(getattr(law, k) / getattr(true, k) - 1) for k in "abcd"},
-                   conv=law.starts_converged / law.starts, best=law.starts_at_best / law.starts)
+                   conv=law.starts_converged / law.starts, best=law.starts_at_best / law.starts,
+                   bound=bool(law.at_bound), zero=bool(law.at_zero))
         if law.ci:
             row["cover"] = law.ci["E"][-1]["lo"] <= true(HI) <= law.ci["E"][-1]["hi"]
             row["cover_b"] = law.ci["b"][0] <= true.b <= law.ci["b"][1]
@@ -113,6 +114,8 @@ def accuracy(cfg):
         v = col[k]
         print(f"  {k}: {np.median(v):31.1%} {np.percentile(v, 90):7.0%} {np.mean(v < 0.1):9.0%}")
     print(f"starts converged: {col['conv'].mean():.1%}; starts reaching the best loss: {col['best'].mean():.1%}")
+    print(f"fits flagged with a parameter at a search-box limit (at_bound, left out by schedule.py): "
+          f"{col['bound'].mean():.1%}; at c = 0 or d ~ 0 (at_zero, valid): {col['zero'].mean():.1%}")
     if "cover" in col:
         print(f"bootstrap 95% intervals cover the true E(1e14): {col['cover'].mean():.1%}, "
               f"the true b: {col['cover_b'].mean():.1%}, the true c: {col['cover_c'].mean():.1%}")

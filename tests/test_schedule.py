@@ -52,8 +52,8 @@ def test_switch_point_and_compute_match_closed_form(grid):
     e_star = closed_form_crossing(*PAIR)
     assert stages[0][2] == pytest.approx(e_star, rel=1e-6)
     # predicted compute == integral of min_P |g_P'(E)| from the target up to the start f(0)
-    m = lambda E: min(-l.slope(E) for l in PAIR)
-    top = min(l.f0 for l in PAIR)
+    m = lambda E: min(-l.inverse_slope(E) for l in PAIR)
+    top = min(l.start for l in PAIR)
     integral = quad(m, target, e_star, epsrel=1e-12, limit=200)[0] + quad(m, e_star, top, epsrel=1e-12, limit=200)[0]
     assert cost(PAIR, stages) == pytest.approx(integral, rel=1e-6)
     doc = sch.make_schedule(PAIR, target, rules=sch.parse_rules(allow_any=True), grid=grid)
@@ -66,7 +66,7 @@ def test_switch_point_and_compute_match_closed_form(grid):
 def test_dp_without_constraints_finds_the_greedy_optimum():
     M = len(PAIR)
     dp, _ = sch.dp_path(PAIR, 0.12, 400, np.ones((M, M), bool), np.zeros((M, M)))
-    E = sch.error_grid(PAIR, 0.12, max(l.f0 for l in PAIR), 400)
+    E = sch.error_grid(PAIR, 0.12, max(l.start for l in PAIR), 400)
     refined = sch.refine(PAIR, dp, E)
     assert cost(PAIR, refined) == pytest.approx(cost(PAIR, sch.greedy_path(PAIR, 0.12)), rel=1e-9)
 
@@ -81,7 +81,7 @@ def brute_force(laws, E, allowed, S):
     """Every grid path: start fresh in R at level E[j] (compute g_R from its C = 0), switch only at levels."""
     def g(p, e):
         l = laws[p]
-        return ((e - l.c) / l.a) ** (-1 / l.b) - l.d if l.c < e <= l.f0 else None
+        return ((e - l.c) / l.a) ** (-1 / l.b) - l.d if l.c < e <= l.start else None
     best, n, M = math.inf, len(E), len(laws)
     for j, R in itertools.product(range(n), range(M)):
         if g(R, E[j]) is None:
@@ -118,7 +118,7 @@ def test_dp_matches_brute_force_on_small_grid(allow_any, switch, laws, target, n
     allowed = np.array([[sch.transition_error(q.config, p.config, rules) is None for p in laws] for q in laws])
     S = sch.switch_costs(laws, switch)
     stages, grid_cost = sch.dp_path(laws, target, n, allowed, S)
-    E = sch.error_grid(laws, target, max(l.f0 for l in laws), n)
+    E = sch.error_grid(laws, target, max(l.start for l in laws), n)
     assert grid_cost == pytest.approx(brute_force(laws, E, allowed, S), rel=1e-9)
     assert cost(laws, stages, S) == pytest.approx(grid_cost, rel=1e-9)  # the returned path costs what the DP says
     sch.check_transitions([laws[p].config for p, _, _ in stages], rules)
@@ -143,7 +143,7 @@ def test_dp_finds_a_multi_stage_allowed_path():
     doc = sch.make_schedule(CONFLICT2, 0.148)
     assert doc["method"] == "dp" and [s["name"] for s in doc["stages"]] == ["patch=14", "patch=7"]
     first, second = doc["stages"]
-    assert first["error_start"] == pytest.approx(CONFLICT2[0].f0) and first["flops_start"] == 0.0
+    assert first["error_start"] == pytest.approx(CONFLICT2[0].start) and first["flops_start"] == 0.0
     # off the grid, the 14 -> 7 switch sits where the slopes cross (the greedy's crossing)
     assert first["error_end"] == pytest.approx(greedy[1][2], rel=1e-9)
     fine = sch.make_schedule(CONFLICT2, 0.148, grid=20000)
@@ -160,7 +160,7 @@ def test_switch_cost_enters_the_optimisation():
     some = sch.make_schedule(PAIR, 0.12, switch_cost=1e9, grid=400)
     s = some["stages"]
     assert s[1]["flops_end"] - s[1]["flops_start"] == pytest.approx(
-        1e9 + float(PAIR[1].g(0.12) - PAIR[1].g(s[1]["error_start"])), rel=1e-9)
+        1e9 + float(PAIR[1].inverse(0.12) - PAIR[1].inverse(s[1]["error_start"])), rel=1e-9)
 
 
 def test_parse_switch_cost():
@@ -193,7 +193,7 @@ def test_objective_has_no_rule_and_keys_compare_one_by_one():
 
 def test_budget_target_is_the_best_static_error():
     target = sch.target_for(PAIR, budget=1e14)
-    assert target == pytest.approx(min(float(l.f(1e14)) for l in PAIR))
+    assert target == pytest.approx(min(float(l(1e14)) for l in PAIR))
     doc = sch.make_schedule(PAIR, target)
     assert doc["predicted"]["best_static"]["flops"] == pytest.approx(1e14, rel=1e-9)
 
@@ -300,8 +300,8 @@ def test_laws_from_fit_laws_style_files_load(tmp_path):
     d = json.loads(open(p).read())
     d["laws"][0].update(flops_range=[0.0, float("inf")], residual=0.01, ci={"b": [0.2, 0.4]})  # extra fields
     open(p, "w").write(json.dumps(d))
-    metric, laws = sch.load_laws(p)
-    assert metric == "fewshot10_error" and [l.config for l in laws] == [{"patch": 14}, {"patch": 7}]
+    laws = sch.load_laws(p)
+    assert laws[0].metric == "fewshot10_error" and [l.config for l in laws] == [{"patch": 14}, {"patch": 7}]
     assert laws[0].flops_lo is None and laws[1].flops_lo == 1e9
 
 
@@ -391,7 +391,106 @@ def test_untrusted_laws_are_left_out(tmp_path, capsys):
     doc["laws"][2]["extrapolation"] = {"rel_max": 0.75}
     doc["laws"][1]["extrapolation"] = {"rel_max": 0.05}
     p.write_text(json.dumps(doc))
-    _, kept = sch.load_laws(p, max_extrap_error=0.3)
+    kept = sch.load_laws(p, max_extrap_error=0.3)
     assert [l.name for l in kept] == ["p14", "p7"]
     assert "p4 left out" in capsys.readouterr().err
-    assert len(sch.load_laws(p)[1]) == 3  # no threshold: all laws
+    assert len(sch.load_laws(p)) == 3  # no threshold: all laws
+
+
+# ----------------------------------------------------------------------------- laws at a bound, cost, --out
+
+THREE = [law("p14", {"patch": 14}, 0.2, 0.5, 1e10), law("p7", {"patch": 7}, 0.1, 0.5, 1e11),
+         law("p4", {"patch": 4}, 0.05, 0.5, 1e12)]
+
+
+def test_law_at_a_bound_is_left_out_unless_allowed(tmp_path, capsys):
+    p = tmp_path / "laws.json"
+    write_laws(p, THREE)
+    doc = json.loads(p.read_text())
+    doc["laws"][2]["at_bound"] = ["b"]
+    doc["laws"][0]["at_bound"] = []
+    p.write_text(json.dumps(doc))
+    assert [l.name for l in sch.load_laws(p)] == ["p14", "p7"]
+    err = capsys.readouterr().err
+    assert "p4 left out" in err and "parameter b" in err and "--allow-bound-laws" in err
+    assert [l.name for l in sch.load_laws(p, allow_bound_laws=True)] == ["p14", "p7", "p4"]
+    r = run_cli("--laws", str(p), "--target-error", "0.08", "--out", str(tmp_path / "s.json"), "--no-plot")
+    assert r.returncode == 2 and "p4 left out" in r.stderr and "c=0.1" in r.stderr  # 0.08 needs p4
+    r = run_cli("--laws", str(p), "--target-error", "0.08", "--out", str(tmp_path / "s.json"), "--no-plot",
+                "--allow-bound-laws")
+    assert r.returncode == 0 and json.loads((tmp_path / "s.json").read_text())["stages"][-1]["name"] == "p4"
+
+
+def wall_laws(path, rates):
+    write_laws(path, THREE)
+    doc = json.loads(path.read_text())
+    doc["cost"] = "wall"
+    for row, rate in zip(doc["laws"], rates):
+        row["flops_per_second"] = rate
+        row["cost_range"] = [10.0, 1e6]
+    path.write_text(json.dumps(doc))
+    return str(path)
+
+
+def test_cost_wall_schedules_seconds_and_converts_switch_points_to_flops(tmp_path):
+    rates = [4e9, 2e9, 1e9]  # the better configurations are slower per second
+    p = wall_laws(tmp_path / "laws.json", rates)
+    laws = sch.load_laws(p)
+    assert [l.cost for l in laws] == ["wall"] * 3 and laws[2].flops_per_second == 1e9 and laws[0].cost_lo == 10.0
+    out = tmp_path / "run" / "schedule.json"
+    r = run_cli("--laws", p, "--target-error", "0.07", "--out", str(out), "--baselines")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(out.read_text())
+    assert doc["cost"] == "wall" and doc["predicted"]["unit"] == "seconds" and "% of seconds" in r.stdout
+    st = doc["stages"]
+    assert len(st) >= 2 and st[0]["flops_start"] == st[0]["cost_start"] == 0.0
+    for a, b in zip(st, st[1:]):
+        assert a["cost_end"] == b["cost_start"] and a["flops_end"] == b["flops_start"]
+    for s in st:
+        assert s["flops_end"] - s["flops_start"] == pytest.approx((s["cost_end"] - s["cost_start"]) * rates[s["law"]])
+    pr = doc["predicted"]
+    assert pr["cost"] == pytest.approx(st[-1]["cost_end"]) and pr["flops"] == pytest.approx(st[-1]["flops_end"])
+    assert pr["savings"] == pytest.approx(1 - pr["cost"] / pr["best_static"]["cost"])
+    assert pr["best_static"]["flops"] == pytest.approx(pr["best_static"]["cost"] * rates[[l.name for l in laws].index(
+        pr["best_static"]["name"])])
+    # the same maths on the seconds axis as on a FLOPs axis: the stages' errors match a flops-cost schedule
+    flops_doc = sch.make_schedule(THREE, 0.07)
+    assert [s["error_end"] for s in st] == pytest.approx([s["error_end"] for s in flops_doc["stages"]])
+    # the trainers follow it unchanged: the reader switches on cumulative FLOPs
+    s = Schedule.load(out)
+    assert s.stage_at(flops=st[1]["flops_start"] * 1.001).config == st[1]["config"]
+    lin = json.loads((tmp_path / "run" / "schedule_linear.json").read_text())
+    assert lin["cost"] == "wall" and lin["stages"][-1]["cost_end"] == pytest.approx(pr["cost"])
+
+
+def test_cost_wall_needs_flops_per_second_and_old_files_mean_flops(tmp_path):
+    p = wall_laws(tmp_path / "laws.json", [4e9, 2e9, 1e9])
+    doc = json.loads(open(p).read())
+    doc["laws"][1].pop("flops_per_second")
+    open(p, "w").write(json.dumps(doc))
+    with pytest.raises(ScheduleError, match=re.escape("laws[1].flops_per_second")):
+        sch.load_laws(p)
+    old = write_laws(tmp_path / "old.json", THREE)  # no "cost": FLOPs
+    doc = sch.make_schedule(sch.load_laws(old), 0.07)
+    assert doc["cost"] == "flops" and all(s["cost_start"] == s["flops_start"] for s in doc["stages"])
+    assert doc["predicted"]["savings_flops"] == doc["predicted"]["savings"]
+
+
+def test_per_seed_laws_are_refused_with_the_reason(tmp_path):
+    p = write_laws(tmp_path / "laws.json", PAIR)
+    doc = json.loads(open(p).read())
+    doc["laws"][1].update(config={"patch": 14}, seed=1)
+    open(p, "w").write(json.dumps(doc))
+    with pytest.raises(ScheduleError, match="per-seed"):
+        sch.load_laws(p)
+
+
+@pytest.mark.parametrize("out, needle", [("s.png", ".png"), ("folder", "is a folder"), ("laws.json", "--laws")])
+def test_cli_out_png_folder_or_laws_refused_before_any_work(tmp_path, out, needle):
+    laws = write_laws(tmp_path / "laws.json", PAIR)
+    (tmp_path / "folder").mkdir()
+    before = (tmp_path / "laws.json").read_text()
+    r = run_cli("--laws", laws, "--target-error", "0.12", "--out", str(tmp_path / out), "--baselines")
+    assert r.returncode == 2 and needle in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert sorted(os.listdir(tmp_path)) == ["folder", "laws.json"] and not os.listdir(tmp_path / "folder")
+    assert (tmp_path / "laws.json").read_text() == before
