@@ -129,7 +129,7 @@ def schedule_section(sched: dict, baselines: list[str], png: bool) -> list[str]:
            f"Predicted: the schedule needs {cell(pr.get('flops'))} FLOPs, the best static shape "
            f"({best.get('name')}) {cell(best.get('flops'))}: predicted savings {cell(pr.get('savings'), 'savings')}."]
     if baselines:
-        out.append("Baselines: " + ", ".join(f"`{b}`" for b in baselines) + ".")
+        out.append("Baselines trained beside it (paper Fig. 7): " + ", ".join(f"`{b}`" for b in baselines) + ".")
     return out + (["![schedule](schedule.png)"] if png else [])
 
 
@@ -161,6 +161,17 @@ def sweep_section(s: dict, n_static: int, n_seeds: int, teacher) -> list[str]:
     return out
 
 
+def teacher_line(teacher: dict | None, static: list, metric: str) -> list[str]:
+    """Distillation can only win when the teacher ends well below what a student reaches on its own."""
+    if not teacher or metric not in teacher:
+        return []
+    students = [r[metric] for r in static if r and r.get("config", {}).get("objective") != "distill" and metric in r]
+    best = min(students, default=None)
+    return [f"The teacher's final {metric} is {cell(teacher[metric])}; the best supervised student's "
+            f"{cell(best)}" + ("." if best is None or teacher[metric] < best else
+                               ": the teacher is no better, so distillation cannot win (train it longer).")]
+
+
 # ----------------------------------------------------------------------------- the verdict, and report.md
 
 
@@ -176,7 +187,8 @@ def judge(comp: dict) -> tuple[bool, str]:
     fmt = lambda x: "never" if missing(x) else f"{x:.3g} FLOPs"   # noqa: E731
     line = (f"== verdict: target {comp['target_error']:.4f} (final error of {comp['best_static']}); scheduled run"
             f"{'s' if len(law) > 1 else ''}: {', '.join(fmt(r['flops_to_target']) for r in law) or 'none'}; static "
-            f"runs: {', '.join(r['run'] + ' ' + fmt(r['flops_to_target']) for r in static)}: {'PASS' if ok else 'FAIL'}")
+            f"runs: {', '.join(r['run'] + ' ' + fmt(r['flops_to_target']) for r in static)}: "
+            + ("PASS" if ok else "FAIL"))
     if law and not any(r.get("switches") for r in law):
         line += " (the run never switched: the laws do not cross within the budget)"
     return ok, line
@@ -211,7 +223,8 @@ def write_report(root: Path) -> tuple[bool, str]:
             if (root / "laws.txt").exists() else []
         out += laws_section(laws, params.get("max_extrap_error", 0.3), warnings, (root / "laws.png").exists())
     if sched:
-        names = [f"schedule_{k}.json" for k in ("linear", "log", "random") if (root / f"schedule_{k}.json").exists()]
+        kinds = dict.fromkeys(r["kind"] for r in (comp or {}).get("runs", []) if r["kind"] not in ("static", "law"))
+        names = [f"schedule_{k}.json" for k in kinds if (root / f"schedule_{k}.json").exists()]
         out += schedule_section(sched, names, (root / "schedule.png").exists())
     if comp:
         keys = {part.split("=")[0] for x in (laws or {}).get("laws", []) for part in x["name"].split(",")}
@@ -221,6 +234,7 @@ def write_report(root: Path) -> tuple[bool, str]:
     runs = man.get("runs", [])
     static = [last_eval(root / r["name"]) for r in runs if r["kind"] == "static"]
     teacher = [last_eval(root / r["name"]) for r in runs if r["kind"] == "teacher"]
+    out += teacher_line(teacher[0] if teacher else None, static, params.get("metric"))
     if static and comp:
         law = [r["flops_to_target"] for r in comp["runs"] if r["kind"] == "law"]
         s = sweep([r["flops"] for r in static if r], comp.get("best_static_flops"), law)

@@ -50,7 +50,7 @@ import report
 # four tokens run at a small fraction of the CPU's FLOP rate) or late (patch 2 wins only far past the budget).
 VIT = dict(model="V64-4", evals=12, fewshot_support=2000, fewshot_query=1000, test_size=2000, batch_size=128,
            warmup=200, lr=1e-3, metric="fewshot10_error", min_flops_frac=0.0, max_extrap_error=0.3)
-HP = dict(VIT, patch=7, evals=20, fewshot_query=2000, test_size=5000)     # Sec. 6.2 (reproduce_hparams.py)
+HP = dict(VIT, patch=7, evals=20, fewshot_query=2000, test_size=5000)     # Sec. 6.2: batch size, distillation
 PRESETS = {
     "patch": {
         "demo": dict(VIT, patches=(4, 7, 2, 14), flops=6e12, short={14: 0.6, 2: 0.3}),

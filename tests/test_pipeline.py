@@ -250,18 +250,18 @@ def test_no_scheduled_run_when_the_laws_do_not_cross(tmp_path, monkeypatch, caps
 
 
 def synthetic(root):
-    law = lambda name, rel: {"name": name, "config": {"patch": int(name[6:]), "width": 64}, "a": 3.1e4, "b": 0.35,  # noqa
-                             "c": 0.08, "d": 2e11, "flops_range": [1e11, 2e13], "residual": 0.01,
-                             "extrapolation": {"rel_max": rel}}
+    def law(name, rel):
+        return {"name": name, "config": {"patch": int(name[6:]), "width": 64}, "a": 3.1e4, "b": 0.35, "c": 0.08,
+                "d": 2e11, "flops_range": [1e11, 2e13], "residual": 0.01, "extrapolation": {"rel_max": rel}}
     (root / "laws.json").write_text(json.dumps({"version": 1, "metric": "fewshot10_error",
                                                 "laws": [law("patch=14", 0.05), law("patch=7", 0.5)]}))
     stages = [{"name": "patch=14", "config": {"patch": 14}, "flops_start": 0.0, "flops_end": 7.2e12,
                "error_start": 0.68, "error_end": 0.186},
               {"name": "patch=7", "config": {"patch": 7}, "flops_start": 7.2e12, "flops_end": 1.64e13,
                "error_start": 0.186, "error_end": 0.1727}]
-    (root / "schedule.json").write_text(json.dumps({"version": 1, "target_error": 0.1727, "method": "dp", "stages": stages,
-                                                    "predicted": {"flops": 1.64e13, "savings": 0.344,
-                                                                  "best_static": {"name": "patch=7", "flops": 2.5e13}}}))
+    predicted = {"flops": 1.64e13, "savings": 0.344, "best_static": {"name": "patch=7", "flops": 2.5e13}}
+    (root / "schedule.json").write_text(json.dumps({"version": 1, "target_error": 0.1727, "method": "dp",
+                                                    "stages": stages, "predicted": predicted}))
     runs = [{"run": "static_p14_s0", "kind": "static", "final_error": 0.186, "flops_to_target": float("nan"),
              "flops_savings": None, "switches": []},
             {"run": "static_p7_s0", "kind": "static", "final_error": 0.1733, "flops_to_target": 2e13,
