@@ -491,3 +491,6 @@ if __name__ == "__main__":
     except (UserError, StepFailed) as e:
         print(f"reproduce.py: error: {e}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:
+        print("reproduce.py: interrupted; the same command resumes where it stopped", file=sys.stderr)
+        sys.exit(130)
