@@ -26,6 +26,7 @@ output folder keeps a manifest, pipeline.json (experiment, preset, parameters, s
 command run again resumes (a finished run, one whose log reached its budget, is kept; an interrupted one
 continues from its checkpoint), and a command that differs from the manifest is refused, so runs of two
 settings never mix. Runs go `--jobs` at a time, `--threads` each; one progress bar follows the whole pipeline.
+(This replaces reproduce_lm.py, now --experiment context, and reproduce_hparams.py, now --experiment batch|distill.)
 """
 from __future__ import annotations
 
