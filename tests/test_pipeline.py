@@ -320,7 +320,7 @@ def test_smoke_pipeline_end_to_end(tmp_path):
     (xt, yt), (xs, ys) = make_images(300, rng), make_images(100, rng)
     np.savez(tmp_path / "tiny.npz", x_train=xt, y_train=yt, x_test=xs, y_test=ys)
     args = ["--experiment", "patch", "--preset", "smoke", "--flops", "2e9", "--data-dir", str(tmp_path / "tiny.npz"),
-            "--out-dir", str(tmp_path / "out"), "--jobs", "1", "--threads", "1", "--set", "model=V32-2",
+            "--out-dir", str(tmp_path / "out"), "--jobs", "2", "--threads", "1", "--set", "model=V32-2",
             "patches=8,4", "fewshot_support=200", "fewshot_query=60", "test_size=100", "batch_size=32", "warmup=4"]
     r = cli(*args)
     assert r.returncode == 0, r.stderr[-2000:]
