@@ -5,6 +5,8 @@
 #   make reproduce-lm   the language-model (context length) pipeline
 #   make hparams-batch / hparams-distill   batch-size and objective schedules (paper Sec. 6.2)
 #   make bench          the benchmarks in bench/ (a separate .venv-bench with timm, transformers)
+# All five run reproduce.py (--experiment patch|context|batch|distill --preset demo|full|smoke); add flags with
+# ARGS, e.g. `make demo ARGS="--seeds 0 1 2"`.
 PYTHON ?= python3
 VENV   ?= .venv
 PY      = $(VENV)/bin/python
@@ -12,6 +14,7 @@ PY      = $(VENV)/bin/python
 # override with `make TORCH=torch` to take whatever pip picks (e.g. a CUDA build on a GPU machine).
 TORCH  ?= torch==2.13.0
 DATA   ?= /usr/share/datasets/fashion-mnist
+ARGS   ?=
 
 .PHONY: venv test demo reproduce reproduce-lm hparams-batch hparams-distill bench clean
 
@@ -28,20 +31,20 @@ test: venv
 	$(PY) -m pytest -q tests
 
 demo: venv
-	$(PY) reproduce.py --preset demo --data-dir $(DATA)
+	$(PY) reproduce.py --experiment patch --preset demo --data-dir $(DATA) $(ARGS)
 
 reproduce: venv
-	$(PY) reproduce.py --preset full --data-dir $(DATA)
+	$(PY) reproduce.py --experiment patch --preset full --data-dir $(DATA) $(ARGS)
 
 # Sec. 6.2: batch-size and training-objective (supervised -> distillation) schedules
 hparams-batch: venv
-	$(PY) reproduce_hparams.py --experiment batch --data-dir $(DATA)
+	$(PY) reproduce.py --experiment batch --preset full --data-dir $(DATA) $(ARGS)
 
 hparams-distill: venv
-	$(PY) reproduce_hparams.py --experiment distill --data-dir $(DATA)
+	$(PY) reproduce.py --experiment distill --preset full --data-dir $(DATA) $(ARGS)
 
 reproduce-lm: venv
-	$(PY) reproduce_lm.py
+	$(PY) reproduce.py --experiment context --preset full $(ARGS)
 
 # Benchmarks compare against timm and transformers, which need torchvision; that lives in its own venv
 # (see requirements-bench.txt). The project's own benchmarks run in .venv.

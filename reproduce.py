@@ -1,152 +1,497 @@
-"""The paper's ViT experiment end to end, by one command (Sec. 3-4, Fig. 4, 5 and 7).
+"""The paper's experiments end to end, one command each: static sweep -> laws -> schedule -> scheduled runs ->
+comparison -> report (Sec. 3-6; Fig. 4, 5, 7, 9, 12).
 
-    python reproduce.py --preset demo     # `make demo`: minutes on a laptop CPU
-    python reproduce.py --preset full     # `make reproduce`: <= 60 min on 2 CPU cores
+    python reproduce.py --experiment patch --preset demo      # `make demo`: ViT patch size, minutes on a laptop
+    python reproduce.py --experiment patch --preset full      # `make reproduce`
+    python reproduce.py --experiment context --preset full    # `make reproduce-lm`: LM context length (Sec. 5)
+    python reproduce.py --experiment batch --preset full      # `make hparams-batch`: batch size (Sec. 6.2)
+    python reproduce.py --experiment distill --preset full    # `make hparams-distill`: supervised -> distillation
+    python reproduce.py --experiment width --preset smoke     # ViT width (V32-2 -> V64-2, grown by expand.py)
+    python reproduce.py --experiment patch --preset smoke --seeds 0 1 2 --set patches=14,7 --flops 1e11
 
-Steps, each a run of one of the project's scripts (what it prints is shown):
-  1. static sweep  train_vit.py at each patch size, one fixed shape per run   -> runs/<preset>/static_p*/
-  2. laws          fit_laws.py on those logs (metric: 10-shot error)          -> laws.json, laws.png
-  3. schedule      schedule.py: switch points for the static runs' budget,
-                   plus the baselines (linear-, log-spaced switches, random)  -> schedule*.json, schedule.png
-  4. scheduled     train_vit.py --schedule for the law schedule and baselines -> runs/<preset>/sched_*/
-  5. compare       compare.py: FLOPs and wall time each run needed to reach
-                   the best static run's final 10-shot error                  -> comparison.json/.png
+Six steps, each a run of one of the project's scripts; what a step prints goes to its own file
+(<out-dir>/<run>/stdout.txt for a training run, <out-dir>/<step>.txt for the others):
+  1. static runs   train_vit.py / train_lm.py at one fixed shape a run, once per seed     -> <run>_s<seed>/
+                   (distill: first one teacher on all cores; its training is not counted, its forwards are)
+  2. laws          fit_laws.py on the static runs of every seed, pooled per shape         -> laws.json, .png
+  3. schedule      schedule.py for the static runs' budget, and the baselines            -> schedule*.json, .png
+  4. scheduled     the law schedule and the baselines (linear, log, random), once per seed -> sched_<kind>_s<seed>/
+                   When the laws do not cross, the law, linear and log schedules have one stage and would only
+                   repeat a static run: they are not trained (the random baseline still is, where there is one).
+  5. compare       compare.py at the best static run's final error                       -> comparison.json, .png
+  6. report        report.py: the verdict, laws, schedule, comparison and the sweep's compute -> report.md
 
-Runs go two at a time, one thread each (`--jobs`): on a 2-core CPU small models use
-a core better that way than one run on two threads, and every run sees the same
-conditions, so their wall times compare. A run already finished is not trained
-again, and one that was interrupted resumes from its checkpoint: rerunning the
-command after a kill picks up where it stopped.
+Presets are data (PRESETS below); `--set KEY=VALUE` changes one of their values, `--flops` the budget. The
+output folder keeps a manifest, pipeline.json (experiment, preset, parameters, seeds, budget): the same
+command run again resumes (a finished run, one whose log reached its budget, is kept; an interrupted one
+continues from its checkpoint), and a command that differs from the manifest is refused, so runs of two
+settings never mix. Runs go `--jobs` at a time, `--threads` each; one progress bar follows the whole pipeline.
+(This replaces reproduce_lm.py, now --experiment context, and reproduce_hparams.py, now --experiment batch|distill.)
 """
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Literal
 
 import tyro
+from tqdm import tqdm
 
+import report
+
+# ----------------------------------------------------------------------------- presets (the numbers of each run)
+# patch: patch sizes in the order the runs start (longest first, so two workers finish together); `short`: the
+# share of the budget given to static runs whose law only matters early (patch 14 plateaus within the first third;
+# four tokens run at a small fraction of the CPU's FLOP rate) or late (patch 2 wins only far past the budget).
+VIT = dict(model="V64-4", evals=12, fewshot_support=2000, fewshot_query=1000, test_size=2000, batch_size=128,
+           warmup=200, lr=1e-3, metric="fewshot10_error", min_flops_frac=0.0, max_extrap_error=0.3)
+HP = dict(VIT, patch=7, evals=20, fewshot_query=2000, test_size=5000)     # Sec. 6.2: batch size, distillation
 PRESETS = {
-    # model, patch sizes (4, 16, 49, 196 tokens), FLOPs per run, evaluations per run, few-shot query
-    # images, test images, and the share of the budget given to static runs whose law only matters
-    # early or late: patch 14 plateaus within the first third of the budget, and with four tokens it
-    # runs at a small fraction of the CPU's FLOP rate; patch 2 (196 tokens) wins only far past the
-    # budget, and its law needs only to show that.
-    "demo": dict(model="V64-4", patches=(4, 7, 2, 14), flops=6e12, evals=12, fewshot_query=1000,
-                 test_size=2000, short={14: 0.6, 2: 0.3}),
-    "full": dict(model="V64-4", patches=(4, 7, 2, 14), flops=2.5e13, evals=14, fewshot_query=1000,
-                 test_size=2000, short={14: 0.4, 2: 0.3}),
-    # a pipeline check in a minute or two (tests and first look; no claim about savings)
-    "smoke": dict(model="V64-4", patches=(14, 7, 4, 2), flops=2e11, evals=6, fewshot_query=300,
-                  test_size=500, short={}),
+    "patch": {
+        "demo": dict(VIT, patches=(4, 7, 2, 14), flops=6e12, short={14: 0.6, 2: 0.3}),
+        "full": dict(VIT, patches=(4, 7, 2, 14), flops=2.5e13, evals=14, short={14: 0.4, 2: 0.3}),
+        # a pipeline check in a minute or two (no claim about savings)
+        "smoke": dict(VIT, patches=(14, 7, 4, 2), flops=2e11, evals=6, fewshot_query=300, test_size=500, short={}),
+    },
+    "context": {   # the same tokens a step at every context; scheduled runs get 10% more (sched_flops)
+        "full": dict(model="L64-4", contexts=(128, 64, 32, 16), flops=2e13, sched_flops=2.2e13, evals=24,
+                     val_tokens=32768, tokens_per_step=4096, data="", metric="val_loss", min_flops_frac=0.02,
+                     max_extrap_error=0.3, compare_metric="val_loss_max_context"),
+        "smoke": dict(model="L64-4", contexts=(64, 32, 16, 8), flops=6e11, sched_flops=6.6e11, evals=6,
+                      val_tokens=8192, tokens_per_step=4096, data="", metric="val_loss", min_flops_frac=0.02,
+                      max_extrap_error=0.3, compare_metric="val_loss_max_context"),
+    },
+    "batch": {     # the LR of batch B is lr x lr_scaling(B / smallest B), the scheduled run's too
+        "full": dict(HP, batch_sizes=(32, 256), lr_scaling="sqrt", flops=3e13),
+        "demo": dict(HP, batch_sizes=(32, 256), lr_scaling="none", flops=3e12, evals=12, fewshot_query=1000,
+                     test_size=2000),
+        "smoke": dict(HP, batch_sizes=(32, 128), lr_scaling="none", flops=4e10, evals=6, fewshot_query=300,
+                      test_size=500, warmup=10),
+    },
+    "distill": {   # teacher: a bigger model trained longer ('' = train it here; or a train_vit.py ckpt.pt)
+        "full": dict(HP, flops=1e13, teacher="", teacher_model="V96-4", teacher_patch=7, teacher_flops=4e13,
+                     temperature=2.0),
+        "demo": dict(HP, flops=2e12, teacher="", teacher_model="V96-4", teacher_patch=7, teacher_flops=8e12,
+                     temperature=2.0, evals=12, fewshot_query=1000, test_size=2000),
+        "smoke": dict(HP, batch_size=32, flops=4e10, teacher="", teacher_model="V96-4", teacher_patch=7,
+                      teacher_flops=5e10, temperature=2.0, evals=6, fewshot_query=300, test_size=500, warmup=10),
+    },
+    # Sec. 6.1: a model that grows (expand.py); static runs at each width (depth), the schedule's stages carry it
+    "width": {"smoke": dict(VIT, patch=7, depth=2, widths=(32, 64), flops=2e11, evals=6, fewshot_query=300,
+                            test_size=500, warmup=20)},
+    "depth": {"smoke": dict(VIT, patch=7, width=32, depths=(1, 2), flops=2e11, evals=6, fewshot_query=300,
+                            test_size=500, warmup=20)},
 }
+# per experiment: the trainer, and the baselines it can train (train_vit.py's random mode draws patch sizes only)
+TRAINER = {"context": "train_lm.py"}
+BASELINES = {"patch": ("linear", "log", "random"), "context": ("linear", "log", "random")}
+DEFAULT_BASELINES = ("linear", "log")
+
+
+class UserError(ValueError):
+    """Bad input: one line on stderr, exit code 2."""
 
 
 @dataclasses.dataclass
 class Config:
+    experiment: Literal["patch", "context", "batch", "distill", "width", "depth"] = "patch"
+    """What the schedule changes: ViT patch size, LM context length, batch size, objective (supervised ->
+    distillation), ViT width or depth."""
     preset: Literal["demo", "full", "smoke"] = "demo"
-    """Size of the experiment: demo (minutes) or full (the paper's comparison at CPU scale)."""
-    data_dir: str = "/usr/share/datasets/fashion-mnist"
-    """Image data (Fashion-MNIST IDX files by default; see train_vit.py --help)."""
-    out_dir: str | None = None
-    """Where all runs go; default runs/<preset>."""
-    jobs: int = 2
-    """Runs trained at the same time, one thread each."""
+    """Size: demo (minutes), full (the paper's comparison at CPU scale), smoke (checks the plumbing, no claim)."""
+    seeds: tuple[int, ...] = (0,)
+    """Seeds: every static and scheduled run once per seed; the laws pool the static runs of all seeds."""
     flops: float | None = None
     """Override the preset's compute budget per run (FLOPs)."""
-    model: str | None = None
-    """Override the preset's model size (e.g. V64-4, V128-6)."""
-    patches: tuple[int, ...] | None = None
-    """Override the preset's patch sizes (each must divide the image size)."""
-    metric: str = "fewshot10_error"
-    """Metric the laws, the schedule and the comparison use (the paper's E)."""
-    seed: int = 0
-    """Seed of every run."""
+    set: tuple[str, ...] = ()
+    """Override preset values, KEY=VALUE each (e.g. model=V32-2 patches=14,7 lr_scaling=sqrt); see PRESETS."""
+    out_dir: str | None = None
+    """Where all runs and results go; default runs/<experiment>-<preset>."""
+    data_dir: str = "/usr/share/datasets/fashion-mnist"
+    """Image data for train_vit.py (Fashion-MNIST IDX files by default; see train_vit.py --help)."""
+    jobs: int = 2
+    """Runs trained at the same time."""
+    threads: int | None = None
+    """CPU threads per run; default: the cores divided by --jobs (a teacher gets all cores)."""
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    """Passed to the trainers' --precision."""
 
 
-def run(cmd: list[str], log: Path | None = None, threads: int | None = None) -> None:
-    """Run one step; on failure stop the whole pipeline with that step's message."""
-    env = dict(os.environ)
-    if threads:
-        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    print("$", " ".join(cmd), flush=True)
-    if log is None:
-        rc = subprocess.run(cmd, env=env).returncode
-    else:
-        log.parent.mkdir(parents=True, exist_ok=True)
-        with open(log, "a") as f:
-            rc = subprocess.run(cmd, env=env, stdout=f, stderr=subprocess.STDOUT).returncode
+# ----------------------------------------------------------------------------- the parameters, checked
+
+
+def number(key: str, text: str, like):
+    """One --set value, parsed like the preset's value `like`; numbers must be finite and > 0."""
+    if isinstance(like, tuple):
+        parts = [t.strip() for t in text.split(",") if t.strip()]
+        if not parts:
+            raise UserError(f"--set {key}={text}: give a comma-separated list, e.g. {key}={','.join(map(str, like))}")
+        return tuple(number(key, t, like[0] if like else 1) for t in parts)
+    if isinstance(like, str):
+        return text
+    try:
+        v = float(text)
+    except ValueError:
+        raise UserError(f"--set {key}={text}: expected a number like {like!r}") from None
+    if not (math.isfinite(v) and v > 0):
+        raise UserError(f"--set {key}={text}: must be a finite number > 0")
+    if isinstance(like, int):
+        if not v.is_integer():
+            raise UserError(f"--set {key}={text}: must be a whole number")
+        return int(v)
+    return v
+
+
+def resolve(cfg: Config) -> dict:
+    """The preset's values with --set and --flops applied, each checked."""
+    if cfg.preset not in PRESETS[cfg.experiment]:
+        raise UserError(f"--experiment {cfg.experiment} has the presets {', '.join(PRESETS[cfg.experiment])}; "
+                        f"pick one with --preset")
+    p = dict(PRESETS[cfg.experiment][cfg.preset])
+    for item in cfg.set:
+        key, eq, text = item.partition("=")
+        if not eq or key not in p or key == "short":
+            raise UserError(f"--set {item}: give KEY=VALUE with KEY one of "
+                            f"{', '.join(k for k in p if k != 'short')}")
+        p[key] = number(key, text, p[key])
+    if cfg.flops is not None:
+        if not (math.isfinite(cfg.flops) and cfg.flops > 0):
+            raise UserError(f"--flops {cfg.flops}: the budget must be a finite number of FLOPs > 0")
+        if "sched_flops" in p:                                  # the same margin over the static budget
+            p["sched_flops"] *= cfg.flops / p["flops"]
+        p["flops"] = cfg.flops
+    if cfg.jobs < 1 or (cfg.threads is not None and cfg.threads < 1):
+        raise UserError("--jobs and --threads must be >= 1")
+    return p
+
+
+def check_seeds(seeds) -> tuple[int, ...]:
+    seeds = tuple(seeds)
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise UserError(f"--seeds {' '.join(map(str, seeds))}: give distinct seeds >= 0, e.g. --seeds 0 1 2")
+    return seeds
+
+
+# ----------------------------------------------------------------------------- the plan: which runs, which flags
+
+
+@dataclasses.dataclass
+class Job:
+    """One training run: its folder, what it is, its budget and the trainer's command (without --resume)."""
+    name: str
+    kind: str          # teacher, static, or the schedule's kind: law, linear, log, random
+    seed: int
+    budget: float      # FLOPs it trains for; finished once its log's last evaluation reached them
+    out: Path
+    threads: int
+    cmd: list
+
+
+def common_flags(cfg: Config, p: dict) -> list[str]:
+    """What every run of the experiment shares: data, evaluation, warm-up."""
+    if cfg.experiment == "context":
+        return ["--tokens-per-step", str(p["tokens_per_step"]), "--val-tokens", str(p["val_tokens"]),
+                "--data", p["data"]]
+    return ["--data-dir", cfg.data_dir, "--fewshot-support", str(p["fewshot_support"]), "--fewshot-query",
+            str(p["fewshot_query"]), "--test-size", str(p["test_size"]), "--warmup", str(p["warmup"])]
+
+
+def static_shapes(e: str, p: dict, teacher: str) -> list[tuple[str, list[str], float]]:
+    """(run name, flags, FLOPs) of each static run: one fixed value of the experiment's parameter a run."""
+    f, m = p["flops"], p.get("model")
+
+    def opt(b=None, lr=None):   # batch size and learning rate
+        return ["--batch-size", str(b or p["batch_size"]), "--lr", str(lr or p["lr"])]
+
+    if e == "patch":
+        return [(f"static_p{q}", ["--model", m, "--patch", str(q), *opt()], f * p["short"].get(q, 1.0))
+                for q in p["patches"]]
+    if e == "context":
+        return [(f"ctx{T}", ["--model", m, "--context", str(T)], f) for T in p["contexts"]]
+    if e == "batch":   # the LR of batch b follows lr_scaling, as the scheduled run's does
+        b0, scale = min(p["batch_sizes"]), {"none": lambda r: 1.0, "linear": lambda r: r, "sqrt": math.sqrt}
+        if p["lr_scaling"] not in scale:
+            raise UserError(f"--set lr_scaling={p['lr_scaling']}: use none, linear or sqrt")
+        return [(f"static_bs{b}", ["--model", m, "--patch", str(p["patch"]),
+                                   *opt(b, p["lr"] * scale[p["lr_scaling"]](b / b0))], f)
+                for b in sorted(p["batch_sizes"])]
+    if e == "distill":
+        base = ["--model", m, "--patch", str(p["patch"]), *opt()]
+        return [("static_distill", [*base, "--objective", "distill", "--teacher", teacher, "--temperature",
+                                    str(p["temperature"])], f), ("static_supervised", base, f)]
+    if e == "width":
+        return [(f"static_w{w}", ["--model", f"V{w}-{p['depth']}", "--patch", str(p["patch"]), *opt()], f)
+                for w in p["widths"]]
+    return [(f"static_d{d}", ["--model", f"V{p['width']}-{d}", "--patch", str(p["patch"]), *opt()], f)
+            for d in p["depths"]]
+
+
+def schedule_flags(e: str, p: dict, teacher: str) -> list[str]:
+    """The flags of a scheduled run besides --schedule (its stages set the shape)."""
+    if e == "context":
+        return ["--model", p["model"]]
+    if e == "batch":
+        return ["--model", p["model"], "--batch-size", str(min(p["batch_sizes"])), "--lr", str(p["lr"]),
+                "--lr-scaling", p["lr_scaling"]]
+    start = {"width": f"V{min(p.get('widths', [0]))}-{p.get('depth')}",
+             "depth": f"V{p.get('width')}-{min(p.get('depths', [0]))}"}.get(e, p["model"])   # grows from there
+    base = ["--model", start, "--batch-size", str(p["batch_size"]), "--lr", str(p["lr"])]
+    return [*base, "--teacher", teacher, "--temperature", str(p["temperature"])] if e == "distill" else base
+
+
+def trainer_cmd(cfg, p, out: Path, seed: int, budget: float, threads: int, evals: int, flags) -> list[str]:
+    cmd = [sys.executable, TRAINER.get(cfg.experiment, "train_vit.py"), *flags, *common_flags(cfg, p),
+           "--flops", repr(float(budget)), "--evals", str(evals), "--seed", str(seed), "--out-dir", str(out),
+           "--threads", str(threads), "--no-progress"]
+    return cmd + (["--precision", cfg.precision] if cfg.precision != "auto" else [])   # auto: the trainers' default
+
+
+def plan(cfg: Config, p: dict, root: Path, seeds, threads: int) -> tuple[list[Job], list[Job]]:
+    """The static runs (a teacher first, for distill) and the scheduled runs of every seed, before any training."""
+    e, jobs = cfg.experiment, []
+    teacher = p.get("teacher") or str(root / "teacher" / "ckpt.pt")
+    if e == "distill" and not p["teacher"]:   # one teacher for every seed, on all cores, alone
+        t_flags = ["--model", p["teacher_model"], "--patch", str(p["teacher_patch"])]
+        t_out, cores = root / "teacher", cfg.threads or os.cpu_count() or 1
+        jobs.append(Job("teacher", "teacher", seeds[0], p["teacher_flops"], t_out, cores,
+                        trainer_cmd(cfg, p, t_out, seeds[0], p["teacher_flops"], cores, 5, t_flags)))
+    for seed in seeds:
+        for name, flags, budget in static_shapes(e, p, teacher):
+            out = root / f"{name}_s{seed}"
+            jobs.append(Job(out.name, "static", seed, budget, out, threads,
+                            trainer_cmd(cfg, p, out, seed, budget, threads, p["evals"], flags)))
+    sched = []
+    for seed in seeds:
+        for kind in ("law", *BASELINES.get(e, DEFAULT_BASELINES)):
+            out, file = root / f"sched_{kind}_s{seed}", root / ("schedule.json" if kind == "law" else
+                                                                f"schedule_{kind}.json")
+            budget = p.get("sched_flops", p["flops"])
+            flags = [*schedule_flags(e, p, teacher), "--schedule", str(file)]
+            sched.append(Job(out.name, kind, seed, budget, out, threads,
+                             trainer_cmd(cfg, p, out, seed, budget, threads, p["evals"], flags)))
+    return jobs, sched
+
+
+# ----------------------------------------------------------------------------- running: finished, resumed, failed
+
+
+class StepFailed(Exception):
+    """A step exited with an error: its one-line cause and the file holding its output."""
+    def __init__(self, name: str, log: Path):
+        lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()] \
+            if log.exists() else []
+        super().__init__(f"{name} failed: {lines[-1] if lines else 'no output'} (output: {log})")
+
+
+def last_flops(run: Path) -> float | None:
+    """Cumulative FLOPs of the last evaluation in run/log.jsonl; None before the first one."""
+    r = report.last_eval(run)
+    return None if r is None else float(r["flops"])
+
+
+def finished(run: Path, budget: float) -> bool:
+    """A run is finished when its log's last evaluation reached its budget (within 1e-9 relative)."""
+    flops = last_flops(run)
+    return flops is not None and flops >= budget * (1 - 1e-9)
+
+
+class Bar:
+    """One progress bar for the whole pipeline: runs done of all runs, plus the share of its budget each run in
+    training has reached (its log's last "flops", read every few seconds), and an ETA. On a terminal a tqdm bar
+    on stderr; elsewhere (a log file) the same line on stdout every 30 s."""
+    FORMAT = "{desc} {percentage:3.0f}%|{bar}| {n:.2f}/{total} runs [{elapsed}<{remaining}]"
+
+    def __init__(self, jobs: list[Job]):
+        self.done = self.start = sum(finished(j.out, j.budget) for j in jobs)
+        self.total, self.t0, self.shown = len(jobs), time.time(), 0.0
+        self.tq = tqdm(total=self.total, initial=self.done, file=sys.stderr, dynamic_ncols=True, leave=False,
+                       bar_format=self.FORMAT) if sys.stderr.isatty() else None
+
+    def show(self, desc: str, running=(), force=False) -> None:
+        if not (force or self.tq or time.time() - self.shown > 30):
+            return
+        n = self.done + sum(min(1.0, (last_flops(j.out) or 0.0) / j.budget) for j in running)
+        if self.tq:
+            self.tq.set_description_str(desc, refresh=False)
+            self.tq.total, self.tq.n = self.total, n
+            self.tq.refresh()
+        else:
+            rate = (n - self.start) / max(time.time() - self.t0, 1e-9)
+            say(tqdm.format_meter(n, self.total, time.time() - self.t0, prefix=desc, ncols=80,
+                                  bar_format=self.FORMAT, rate=rate or None, initial=self.start))
+        self.shown = time.time()
+
+    def drop(self, jobs: list[Job]) -> None:
+        """Runs the plan no longer needs."""
+        self.done -= sum(finished(j.out, j.budget) for j in jobs)
+        self.start -= sum(finished(j.out, j.budget) for j in jobs)
+        self.total -= len(jobs)
+
+    def close(self) -> None:
+        if self.tq:
+            self.tq.close()
+
+
+def say(text: str) -> None:
+    tqdm.write(text, file=sys.stdout)     # above the bar
+
+
+def launch(job: Job) -> subprocess.Popen:
+    """Start one run; it continues from its checkpoint when there is one. Its output: stdout.txt in its folder."""
+    cmd = job.cmd + (["--resume"] if (job.out / "ckpt.pt").exists() else [])
+    job.out.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": str(job.threads), "MKL_NUM_THREADS": str(job.threads)}
+    with open(job.out / "stdout.txt", "a") as f:
+        f.write("$ " + " ".join(cmd) + "\n")
+        f.flush()
+        return subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
+
+
+def train(jobs: list[Job], parallel: int, bar: Bar, desc: str) -> None:
+    """Train the unfinished jobs, `parallel` at a time. On a failure the other runs are stopped (their
+    checkpoints stay, a rerun resumes them) and the failure's cause is raised."""
+    todo, running, polled = [j for j in jobs if not finished(j.out, j.budget)], {}, 0.0
+    try:
+        while todo or running:
+            while todo and len(running) < parallel:
+                job = todo.pop(0)
+                running[job.name] = (job, launch(job))
+            time.sleep(0.2)
+            for name, (job, proc) in list(running.items()):
+                if proc.poll() is None:
+                    continue
+                del running[name]
+                if proc.returncode != 0:
+                    raise StepFailed(name, job.out / "stdout.txt")
+                if not finished(job.out, job.budget):
+                    raise UserError(f"{name} ended before its budget of {job.budget:.3g} FLOPs "
+                                    f"(output: {job.out / 'stdout.txt'})")
+                bar.done += 1
+                say(f"= {name}: done")
+            if time.time() - polled > 3 or not running:
+                bar.show(desc, [j for j, _ in running.values()])
+                polled = time.time()
+    finally:
+        for _, proc in running.values():
+            proc.terminate()
+            proc.wait()
+
+
+def step(name: str, cmd: list[str], log: Path) -> None:
+    """Run one of the project's scripts (fit_laws.py, schedule.py, compare.py), its output to `log`."""
+    with open(log, "w") as f:
+        f.write("$ " + " ".join(cmd) + "\n")
+        f.flush()
+        rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT).returncode
     if rc != 0:
-        where = f" (output in {log})" if log else ""
-        sys.exit(f"reproduce.py: step failed with exit code {rc}{where}: {' '.join(cmd)}")
+        raise StepFailed(name, log)
 
 
-def train(cfg: Config, p: dict, out: Path, extra: list[str], threads: int, flops: float) -> None:
-    """One train_vit.py run; resumes when a checkpoint is there, skips a finished run."""
-    if (out / "done").exists():
-        print(f"= {out.name}: finished earlier, kept", flush=True)
-        return
-    cmd = [sys.executable, "train_vit.py", "--model", p["model"], "--data-dir", cfg.data_dir,
-           "--flops", str(flops), "--evals", str(p["evals"]), "--seed", str(cfg.seed),
-           "--fewshot-query", str(p["fewshot_query"]), "--test-size", str(p["test_size"]),
-           "--out-dir", str(out), "--no-progress", *extra]
-    if (out / "ckpt.pt").exists():
-        cmd.append("--resume")
-    t0 = time.time()
-    run(cmd, out / "stdout.txt", threads)
-    (out / "done").write_text(f"{time.time() - t0:.1f}\n")
-    print(f"= {out.name}: done in {time.time() - t0:.0f} s", flush=True)
+# ----------------------------------------------------------------------------- the manifest: resume, never mix
 
 
-def parallel(jobs: int, tasks: list) -> None:
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        for f in [pool.submit(t) for t in tasks]:
-            f.result()
+def write_json(path: Path, obj) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1, allow_nan=False) + "\n")
+    os.replace(tmp, path)
 
 
-def main(cfg: Config) -> None:
-    p = dict(PRESETS[cfg.preset])
-    p.update({k: v for k, v in (("flops", cfg.flops), ("model", cfg.model), ("patches", cfg.patches))
-              if v is not None})
-    root = Path(cfg.out_dir or f"runs/{cfg.preset}")
-    root.mkdir(parents=True, exist_ok=True)
-    threads = max(1, (os.cpu_count() or 2) // cfg.jobs)
-    py = sys.executable
-    t0 = time.time()
+def open_manifest(root: Path, want: dict) -> None:
+    """Write pipeline.json, or check that the one there describes the same pipeline (then it resumes)."""
+    path = root / "pipeline.json"
+    want = json.loads(json.dumps(want))                     # tuples as lists, int keys as strings
+    if not path.exists():
+        root.mkdir(parents=True, exist_ok=True)
+        return write_json(path, want)
+    have = json.loads(path.read_text())
+    for key in ("experiment", "preset", "seeds", "budget", "precision", "params"):
+        if have.get(key) != want[key]:
+            if key == "params":
+                keys = sorted(k for k in {*have[key], *want[key]} if have[key].get(k) != want[key].get(k))
+                what = ", ".join(f"{k} {have[key].get(k)!r} there, {want[key].get(k)!r} now" for k in keys)
+            else:
+                what = f"{key} {have.get(key)!r} there, {want[key]!r} now"
+            raise UserError(f"{path} is another pipeline ({what}): rerun its own command to resume it, "
+                            "or give another --out-dir")
 
-    print(f"== 1. static sweep: {p['model']} at patch sizes {p['patches']}, {p['flops']:.1e} FLOPs each")
-    static = [root / f"static_p{q}" for q in p["patches"]]
-    order = list(zip(p["patches"], static))  # in the preset's order: longest first, so workers finish together
-    parallel(cfg.jobs, [lambda q=q, o=o: train(cfg, p, o, ["--patch", str(q)], threads,
-                                               p["flops"] * p["short"].get(q, 1.0)) for q, o in order])
 
-    print("== 2. scaling laws")
-    run([py, "fit_laws.py", "--logs", *map(str, static), "--metric", cfg.metric,
-         "--out", str(root / "laws.json"), "--skip-bad"])
+# ----------------------------------------------------------------------------- the six steps
 
-    print("== 3. schedule and baselines")
-    run([py, "schedule.py", "--laws", str(root / "laws.json"), "--budget", str(p["flops"]),
-         "--out", str(root / "schedule.json"), "--baselines"])
 
-    print("== 4. scheduled run and baselines")
-    kinds = ["schedule", "schedule_linear", "schedule_log", "schedule_random"]
-    sched = [root / f"sched_{k.replace('schedule', 'law') if k == 'schedule' else k[9:]}" for k in kinds]
-    parallel(cfg.jobs, [lambda k=k, o=o: train(cfg, p, o, ["--schedule", str(root / f"{k}.json")], threads,
-                                               p["flops"])
-                        for k, o in zip(kinds, sched)])
+def command(cfg: Config, p: dict, seeds) -> str:
+    """The command that reproduces this pipeline (for report.md)."""
+    preset = PRESETS[cfg.experiment][cfg.preset]
+    sets = [f"{k}={','.join(map(str, v)) if isinstance(v, tuple) else v}" for k, v in p.items()
+            if k not in ("flops", "sched_flops") and v != preset[k]]
+    return (f"python reproduce.py --experiment {cfg.experiment} --preset {cfg.preset}"
+            + (f" --seeds {' '.join(map(str, seeds))}" if list(seeds) != [0] else "")
+            + (f" --flops {p['flops']:g}" if p["flops"] != preset["flops"] else "")
+            + (f" --set {' '.join(sets)}" if sets else "") + (f" --precision {cfg.precision}"
+                                                              if cfg.precision != "auto" else ""))
 
-    print("== 5. comparison at the best static run's final error")
-    run([py, "compare.py", "--runs", *map(str, static + sched), "--metric", cfg.metric,
-         "--out-dir", str(root)])
-    print(f"== all done in {(time.time() - t0) / 60:.1f} min; results in {root}/comparison.json, "
-          f"plots laws.png, schedule.png, comparison.png")
+
+def main(cfg: Config) -> bool:
+    p, seeds = resolve(cfg), check_seeds(cfg.seeds)
+    root = Path(cfg.out_dir or f"runs/{cfg.experiment}-{cfg.preset}")
+    threads = cfg.threads or max(1, (os.cpu_count() or 2) // cfg.jobs)
+    if p.get("teacher") and not Path(p["teacher"]).is_file():
+        raise UserError(f"--set teacher={p['teacher']}: no such checkpoint (a train_vit.py ckpt.pt)")
+    static, sched = plan(cfg, p, root, seeds, threads)
+    open_manifest(root, dict(version=1, experiment=cfg.experiment, preset=cfg.preset, seeds=list(seeds),
+                             budget=p["flops"], precision=cfg.precision, params=p, command=command(cfg, p, seeds),
+                             data_dir=cfg.data_dir, runs=[dict(name=j.name, kind=j.kind, seed=j.seed, budget=j.budget)
+                                                          for j in static + sched]))
+    t0, bar = time.time(), Bar(static + sched)
+    say(f"== {cfg.experiment} ({cfg.preset}), seeds {' '.join(map(str, seeds))}, {p['flops']:.3g} FLOPs a run, "
+        f"{len(static + sched)} runs, {cfg.jobs} at a time; output in {root}/")
+    try:
+        steps(cfg, p, root, static, sched, bar)
+    finally:
+        bar.close()
+    ok, verdict = report.write_report(root)
+    say(verdict)
+    say(f"== done in {(time.time() - t0) / 60:.1f} min: {root / 'report.md'}")
+    return ok
+
+
+def steps(cfg: Config, p: dict, root: Path, static: list[Job], sched: list[Job], bar: Bar) -> None:
+    """Steps 1-5: static runs, laws, schedule and baselines, scheduled runs, comparison."""
+    py, runs = sys.executable, [str(j.out) for j in static if j.kind == "static"]
+    train([j for j in static if j.kind == "teacher"], 1, bar, "teacher")
+    train([j for j in static if j.kind == "static"], cfg.jobs, bar, "1/6 static runs")
+    bar.show("2/6 laws", force=True)
+    step("fit_laws.py", [py, "fit_laws.py", "--logs", *runs, "--metric", p["metric"], "--min-flops-frac",
+                         str(p["min_flops_frac"]), "--out", str(root / "laws.json"), "--skip-bad"], root / "laws.txt")
+    bar.show("3/6 schedule", force=True)
+    step("schedule.py", [py, "schedule.py", "--laws", str(root / "laws.json"), "--budget", repr(p["flops"]),
+                         "--max-extrap-error", str(p["max_extrap_error"]), "--out", str(root / "schedule.json"),
+                         "--baselines"], root / "schedule.txt")
+    stages = json.loads((root / "schedule.json").read_text())["stages"]
+    if len(stages) < 2:   # law, linear and log runs would repeat a static run: only a random baseline differs
+        say(f"== the laws do not cross within {p['flops']:.3g} FLOPs ({stages[0].get('name')} is best "
+            "throughout): no law schedule to train")
+        bar.drop([j for j in sched if j.kind != "random"])
+        sched = [j for j in sched if j.kind == "random"]
+    train(sched, cfg.jobs, bar, "4/6 scheduled runs")
+    if sched:
+        bar.show("5/6 compare", force=True)
+        step("compare.py", [py, "compare.py", "--runs", *runs, *[str(j.out) for j in sched], "--metric",
+                            p.get("compare_metric", p["metric"]), "--out-dir", str(root)], root / "compare.txt")
+    bar.show("6/6 report", force=True)
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Config))
+    try:
+        main(tyro.cli(Config))
+    except (UserError, StepFailed) as e:
+        print(f"reproduce.py: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("reproduce.py: interrupted; the same command resumes where it stopped", file=sys.stderr)
+        sys.exit(130)

@@ -1,0 +1,263 @@
+"""The pipeline's report: a verdict on the paper's claim and report.md beside the results (reproduce.py step 6).
+
+    python report.py --out-dir runs/patch-demo      # (re)write runs/patch-demo/report.md from what is there
+
+The claim (Sec. 4-6): a model whose shape follows the laws reaches the best static run's final error with fewer
+FLOPs than every static run. report.md holds, readable on GitHub: the verdict; the laws (laws.json: a, b, c, d,
+the compute fitted, flags); the schedule (schedule.json: stages, switch points, predicted savings); the
+comparison (comparison.json, every block of it as a table); the plots; and the compute of the static sweep,
+which the paper leaves out: the sweep plus one adaptive run against one static run of the best shape, and how
+many adaptive runs on the same laws pay the sweep back.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import sys
+from pathlib import Path
+
+
+def load(path: Path):
+    """A JSON file (compare.py may write NaN), or None when it is not there."""
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def last_eval(run: Path) -> dict | None:
+    """The last evaluation record of run/log.jsonl (None before the first one)."""
+    try:
+        lines = (run / "log.jsonl").read_text().splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
+        try:
+            r = json.loads(line)
+        except json.JSONDecodeError:       # a line cut short by a kill
+            continue
+        if r.get("type", "eval") == "eval" and isinstance(r.get("flops"), (int, float)):
+            return r
+    return None
+
+
+def missing(v) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+# ----------------------------------------------------------------------------- cells and tables
+
+
+def cell(v, key: str = "", keys=()) -> str:
+    """One value as a table cell: numbers to 4 digits, savings as percent, switches as 'patch=7 at 8.6e12'."""
+    if missing(v):
+        return "never" if key.endswith("_to_target") else "—"
+    if isinstance(v, bool) or isinstance(v, str):
+        return str(v).replace("|", "\\|")
+    if isinstance(v, (int, float)):
+        if "saving" in key and abs(v) <= 10:
+            return f"{100 * v:.1f}%"
+        return f"{v:.4g}".replace("e+", "e") if isinstance(v, float) else str(v)
+    if isinstance(v, dict):
+        if {"lo", "hi"} <= v.keys():
+            return f"[{cell(v['lo'], key)}, {cell(v['hi'], key)}]"
+        if {"flops", "config"} <= v.keys():        # a switch: the shape entered, and when
+            shape = ",".join(f"{k}={x}" for k, x in v["config"].items() if not keys or k in keys)
+            return f"{shape} at {cell(v['flops'])}"
+        return ", ".join(f"{k}={cell(x, k, keys)}" for k, x in v.items())
+    if isinstance(v, (list, tuple)):
+        if len(v) == 2 and all(isinstance(x, (int, float)) for x in v) and key.endswith(("range", "ci")):
+            return f"[{cell(v[0], key)}, {cell(v[1], key)}]"
+        return "; ".join(cell(x, key, keys) for x in v) or "—"
+    return str(v)
+
+
+def table(rows: list[dict], keys=(), columns=None) -> str:
+    """A markdown table of dicts; the columns in order of first appearance."""
+    cols = columns or list(dict.fromkeys(k for r in rows for k in r))
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(cell(r.get(c), c, keys) for c in cols) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def blocks(doc: dict, keys=()) -> list[str]:
+    """Every block of a JSON document as a table: its scalars, then each list of records or dict of records."""
+    scalars = {k: v for k, v in doc.items() if not isinstance(v, (dict, list)) and k != "version"}
+    out = [table([{"field": k, "value": v} for k, v in scalars.items()], keys)] if scalars else []
+    for k, v in doc.items():
+        if isinstance(v, list) and v and all(isinstance(r, dict) for r in v):
+            out += [f"**{k}**", table(v, keys)]
+        elif isinstance(v, dict) and v and all(isinstance(r, dict) for r in v.values()):
+            out += [f"**{k}**", table([{"name": name, **r} for name, r in v.items()], keys)]
+        elif isinstance(v, dict) and v:
+            out += [f"**{k}**", table([v], keys)]
+    return out
+
+
+# ----------------------------------------------------------------------------- the sections
+
+
+def law_flags(law: dict, max_extrap: float) -> list[str]:
+    """What to distrust in a law: its own flags (fit_laws.py), a failed extrapolation check."""
+    flags = law.get("flags") or []
+    flags = [flags] if isinstance(flags, str) else [str(f) for f in flags]
+    if isinstance(law.get("b"), (int, float)) and not 0.0101 < law["b"] < 4.99:   # fit_laws.py's bounds on b
+        flags.append(f"b = {law['b']:.3g} at its bound: the curve does not pin it down")
+    rel = (law.get("extrapolation") or {}).get("rel_max")
+    if isinstance(rel, (int, float)) and rel > max_extrap:
+        flags.append(f"extrapolation off by {100 * rel:.0f}% (> {100 * max_extrap:.0f}%: schedule.py leaves it out)")
+    return flags
+
+
+def laws_section(laws: dict, max_extrap: float, warnings: list[str], png: bool) -> list[str]:
+    rows = [{"law": x["name"], "a": x["a"], "b": x["b"], "c": x["c"], "d": x["d"], "fitted range": x.get("flops_range"),
+             "residual": x.get("residual"), "flags": "; ".join(law_flags(x, max_extrap)) or "—"}
+            for x in laws["laws"]]
+    out = ["## Laws", f"E = a (C + d)^(-b) + c on `{laws.get('metric')}`, one law per shape (fit_laws.py, "
+           "the static runs of every seed pooled).", table(rows, columns=list(rows[0]) if rows else None)]
+    out += [f"fit_laws.py: {w}" for w in warnings]
+    return out + (["![laws](laws.png)"] if png else [])
+
+
+def schedule_section(sched: dict, baselines: list[str], png: bool) -> list[str]:
+    rows = [{"stage": i, "shape": s.get("name"), "FLOPs from": s["flops_start"], "FLOPs to": s["flops_end"],
+             "error from": s.get("error_start"), "error to": s.get("error_end")} for i, s in enumerate(sched["stages"])]
+    pr = sched.get("predicted") or {}
+    best = pr.get("best_static") or {}
+    switches = ", ".join(f"{s.get('name')} at {cell(s['flops_start'])} FLOPs" for s in sched["stages"][1:]) or "none"
+    out = ["## Schedule", f"Target {cell(sched.get('target_error'))} ({sched.get('method', '')}); "
+           f"switch points: {switches}.", table(rows),
+           f"Predicted: the schedule needs {cell(pr.get('flops'))} FLOPs, the best static shape "
+           f"({best.get('name')}) {cell(best.get('flops'))}: predicted savings {cell(pr.get('savings'), 'savings')}."]
+    if baselines:
+        out.append("Baselines trained beside it (paper Fig. 7): " + ", ".join(f"`{b}`" for b in baselines) + ".")
+    return out + (["![schedule](schedule.png)"] if png else [])
+
+
+def sweep(static_flops: list[float], best_flops, law_flops: list) -> dict:
+    """The compute of the static sweep, which the paper leaves out: sweep + one adaptive run against one static
+    run of the best shape, and the adaptive runs on the same laws whose savings pay the sweep back."""
+    S = float(sum(static_flops))
+    reached = [f for f in law_flops if not missing(f)]
+    A = sum(reached) / len(reached) if reached and len(reached) == len(law_flops) else None
+    out = {"sweep_flops": S, "adaptive_flops": A, "best_static_flops": best_flops, "ratio": None, "payback_runs": None}
+    if A is not None and not missing(best_flops) and best_flops > 0:
+        out["ratio"] = (S + A) / best_flops
+        out["payback_runs"] = math.ceil(S / (best_flops - A)) if best_flops > A else None
+    return out
+
+
+def sweep_section(s: dict, n_static: int, n_seeds: int, teacher) -> list[str]:
+    out = ["## The compute of the sweep", f"The static sweep ({n_static} runs, {n_seeds} seed(s)) cost "
+           f"{cell(s['sweep_flops'])} FLOPs" + (f"; the teacher {cell(teacher)} more." if teacher else ".")]
+    if s["ratio"] is None:
+        return out + ["No adaptive run reached the target, so nothing pays the sweep back."]
+    out.append(f"Sweep plus one adaptive run (to the target: {cell(s['adaptive_flops'])} FLOPs, mean over seeds): "
+               f"{cell(s['sweep_flops'] + s['adaptive_flops'])} FLOPs, {s['ratio']:.2f}x one static run of the best "
+               f"shape ({cell(s['best_static_flops'])}). ")
+    n = s["payback_runs"]
+    out.append(f"Each adaptive run on these laws saves {cell(s['best_static_flops'] - s['adaptive_flops'])} FLOPs: "
+               f"{n} adaptive runs pay the sweep back." if n else "An adaptive run saves nothing: the sweep never "
+               "pays back.")
+    return out
+
+
+def teacher_line(teacher: dict | None, static: list, metric: str) -> list[str]:
+    """Distillation can only win when the teacher ends well below what a student reaches on its own."""
+    if not teacher or metric not in teacher:
+        return []
+    students = [r[metric] for r in static if r and r.get("config", {}).get("objective") != "distill" and metric in r]
+    best = min(students, default=None)
+    return [f"The teacher's final {metric} is {cell(teacher[metric])}; the best supervised student's "
+            f"{cell(best)}" + ("." if best is None or teacher[metric] < best else
+                               ": the teacher is no better, so distillation cannot win (train it longer).")]
+
+
+# ----------------------------------------------------------------------------- the verdict, and report.md
+
+
+def judge(comp: dict) -> tuple[bool, str]:
+    """The claim: every law-scheduled run reaches the best static run's final error with fewer FLOPs than every
+    static run that reaches it at all."""
+    runs = comp["runs"]
+    static = [r for r in runs if r["kind"] == "static"]
+    law = [r for r in runs if r["kind"] == "law"]
+    reach = [r["flops_to_target"] for r in static if not missing(r["flops_to_target"])]
+    ok = bool(law) and bool(reach) and all(not missing(r["flops_to_target"]) and r["flops_to_target"] < min(reach)
+                                           for r in law)
+    fmt = lambda x: "never" if missing(x) else f"{x:.3g} FLOPs"   # noqa: E731
+    line = (f"== verdict: target {comp['target_error']:.4f} (final error of {comp['best_static']}); scheduled run"
+            f"{'s' if len(law) > 1 else ''}: {', '.join(fmt(r['flops_to_target']) for r in law) or 'none'}; static "
+            f"runs: {', '.join(r['run'] + ' ' + fmt(r['flops_to_target']) for r in static)}: "
+            + ("PASS" if ok else "FAIL"))
+    if law and not any(r.get("switches") for r in law):
+        line += " (the run never switched: the laws do not cross within the budget)"
+    return ok, line
+
+
+def verdict(root: Path) -> bool:
+    """Print the verdict read off root/comparison.json; True when the claim holds."""
+    ok, line = judge(load(Path(root) / "comparison.json"))
+    print(line)
+    return ok
+
+
+def no_cross(sched: dict, budget) -> str:
+    return (f"== verdict: the laws do not cross within {cell(budget)} FLOPs ({sched['stages'][0].get('name')} is best "
+            "throughout), so a schedule has nothing to switch and saves nothing: FAIL; raise --flops or change the "
+            "runs")
+
+
+def write_report(root: Path) -> tuple[bool, str]:
+    """Write root/report.md from what the pipeline left there; (the claim holds, the one-line verdict)."""
+    root = Path(root)
+    man, laws, sched, comp = (load(root / f) for f in ("pipeline.json", "laws.json", "schedule.json",
+                                                       "comparison.json"))
+    man = man or {}
+    params = man.get("params", {})
+    ok, line = (False, no_cross(sched, man.get("budget"))) if sched and len(sched["stages"]) < 2 else \
+        judge(comp) if comp else (False, "== verdict: no comparison (no scheduled run finished): FAIL")
+    out = [f"# {man.get('experiment', '?')} pipeline ({man.get('preset', '?')})",
+           f"`{man.get('command', 'python reproduce.py')}`", line.removeprefix("== ")]
+    if laws:
+        warnings = [ln.strip() for ln in (root / "laws.txt").read_text().splitlines() if "warning" in ln.lower()] \
+            if (root / "laws.txt").exists() else []
+        out += laws_section(laws, params.get("max_extrap_error", 0.3), warnings, (root / "laws.png").exists())
+    if sched:
+        kinds = dict.fromkeys(r["kind"] for r in (comp or {}).get("runs", []) if r["kind"] not in ("static", "law"))
+        names = [f"schedule_{k}.json" for k in kinds if (root / f"schedule_{k}.json").exists()]
+        out += schedule_section(sched, names, (root / "schedule.png").exists())
+    if comp:
+        keys = {part.split("=")[0] for x in (laws or {}).get("laws", []) for part in x["name"].split(",")}
+        out += ["## Comparison", f"Each run's FLOPs and wall time to the best static run's final "
+                f"`{comp.get('metric', params.get('metric'))}` (compare.py)."] + blocks(comp, keys)
+        out += ["![comparison](comparison.png)"] if (root / "comparison.png").exists() else []
+    runs = man.get("runs", [])
+    static = [last_eval(root / r["name"]) for r in runs if r["kind"] == "static"]
+    teacher = [last_eval(root / r["name"]) for r in runs if r["kind"] == "teacher"]
+    out += teacher_line(teacher[0] if teacher else None, static, params.get("metric"))
+    if static and comp:
+        law = [r["flops_to_target"] for r in comp["runs"] if r["kind"] == "law"]
+        s = sweep([r["flops"] for r in static if r], comp.get("best_static_flops"), law)
+        out += sweep_section(s, len(static), len(man.get("seeds", [0])), teacher[0]["flops"] if teacher and
+                             teacher[0] else None)
+    text = "\n\n".join(out) + "\n"
+    tmp = root / "report.md.tmp"
+    tmp.write_text(text)
+    os.replace(tmp, root / "report.md")
+    return ok, line
+
+
+@dataclasses.dataclass
+class Config:
+    out_dir: str
+    """A pipeline's output folder (reproduce.py's --out-dir), holding pipeline.json and the results."""
+
+
+if __name__ == "__main__":
+    import tyro
+    cfg = tyro.cli(Config)
+    if not (Path(cfg.out_dir) / "pipeline.json").exists():
+        print(f"report.py: error: {cfg.out_dir}/pipeline.json: no pipeline there; give reproduce.py's --out-dir",
+              file=sys.stderr)
+        sys.exit(2)
+    print(write_report(Path(cfg.out_dir))[1])

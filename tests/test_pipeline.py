@@ -1,0 +1,335 @@
+"""reproduce.py and report.py: the plan of each experiment and preset, seeds, the manifest, finished runs, a
+failing step's cause, report.md, the verdict on the paper's claim, and one small pipeline end to end."""
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import report
+import reproduce
+from report import verdict
+from reproduce import Config, PRESETS
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def cli(*args, cwd=ROOT):
+    return subprocess.run([sys.executable, str(ROOT / "reproduce.py"), *args], capture_output=True, text=True,
+                          cwd=cwd)
+
+
+def flag(cmd, name):
+    assert cmd.count(name) == 1, (name, cmd)
+    return cmd[cmd.index(name) + 1]
+
+
+def make_plan(tmp_path, **kw):
+    cfg = Config(**kw)
+    p = reproduce.resolve(cfg)
+    return p, *reproduce.plan(cfg, p, tmp_path, reproduce.check_seeds(cfg.seeds), 1)
+
+
+# ----------------------------------------------------------------------------- the plan
+
+
+@pytest.mark.parametrize("experiment, preset", [(e, k) for e in PRESETS for k in PRESETS[e]])
+def test_every_run_of_every_preset_has_its_budget_seed_and_folder(tmp_path, experiment, preset):
+    p, static, sched = make_plan(tmp_path, experiment=experiment, preset=preset, seeds=(0, 3))
+    trainer = "train_lm.py" if experiment == "context" else "train_vit.py"
+    for job in static + sched:
+        assert Path(job.cmd[1]).name == trainer and "--steps" not in job.cmd and "--resume" not in job.cmd
+        assert float(flag(job.cmd, "--flops")) == job.budget > 0
+        assert flag(job.cmd, "--out-dir") == str(job.out) and job.out.name == job.name
+        assert int(flag(job.cmd, "--seed")) == job.seed and "--no-progress" in job.cmd
+        assert len({a for a in job.cmd if a.startswith("--")}) == sum(a.startswith("--") for a in job.cmd)
+    runs = [j for j in static if j.kind == "static"]
+    assert len(runs) == 2 * len({j.name.rsplit("_s", 1)[0] for j in runs}) and {j.seed for j in runs} == {0, 3}
+    assert all("--schedule" not in j.cmd for j in static) and all("--schedule" in j.cmd for j in sched)
+    kinds = ["law", "linear", "log", "random"] if experiment in ("patch", "context") else ["law", "linear", "log"]
+    assert [j.kind for j in sched] == kinds * 2
+    assert {flag(j.cmd, "--schedule") for j in sched} == {str(tmp_path / n) for n in (
+        "schedule.json", *[f"schedule_{k}.json" for k in kinds[1:]])}
+
+
+def test_patch_plan_shortens_the_runs_whose_law_matters_early_or_late(tmp_path):
+    p, static, sched = make_plan(tmp_path, experiment="patch", preset="demo")
+    budget = {flag(j.cmd, "--patch"): j.budget for j in static}
+    assert budget == {"4": 6e12, "7": 6e12, "2": 0.3 * 6e12, "14": 0.6 * 6e12}
+    assert [j.name for j in static] == ["static_p4_s0", "static_p7_s0", "static_p2_s0", "static_p14_s0"]
+    assert all(j.budget == 6e12 and flag(j.cmd, "--model") == "V64-4" for j in sched)
+    assert "--precision" not in static[0].cmd          # auto: the trainer's own default
+    _, static, _ = make_plan(tmp_path, experiment="patch", preset="full", precision="bf16", flops=1e13)
+    assert flag(static[0].cmd, "--precision") == "bf16" and static[0].budget == 1e13
+
+
+def test_context_plan_gives_scheduled_runs_a_margin(tmp_path):
+    p, static, sched = make_plan(tmp_path, experiment="context", preset="full", flops=1e13)
+    assert [flag(j.cmd, "--context") for j in static] == ["128", "64", "32", "16"]
+    assert {j.budget for j in static} == {1e13} and [j.budget for j in sched] == pytest.approx([1.1e13] * 4)
+    assert flag(static[0].cmd, "--tokens-per-step") == "4096" and "--data-dir" not in static[0].cmd
+
+
+def test_batch_plan_scales_the_lr_of_the_static_runs_and_starts_the_schedule_small(tmp_path):
+    p, static, sched = make_plan(tmp_path, experiment="batch", preset="full")
+    lr = {flag(j.cmd, "--batch-size"): float(flag(j.cmd, "--lr")) for j in static}
+    assert lr == {"32": 1e-3, "256": pytest.approx(1e-3 * math.sqrt(8))}
+    assert flag(sched[0].cmd, "--batch-size") == "32" and flag(sched[0].cmd, "--lr-scaling") == "sqrt"
+
+
+def test_distill_plan_trains_one_teacher_first_on_all_cores(tmp_path):
+    p, static, sched = make_plan(tmp_path, experiment="distill", preset="full", seeds=(0, 1), jobs=2)
+    teacher, ckpt = static[0], str(tmp_path / "teacher" / "ckpt.pt")
+    assert [j.kind for j in static] == ["teacher"] + ["static"] * 4
+    assert teacher.budget == 4e13 and flag(teacher.cmd, "--model") == "V96-4" and flag(teacher.cmd, "--evals") == "5"
+    assert flag(static[1].cmd, "--teacher") == ckpt and flag(static[1].cmd, "--objective") == "distill"
+    assert "--teacher" not in static[2].cmd and all(flag(j.cmd, "--teacher") == ckpt for j in sched)
+
+
+def test_growth_plans_start_small_and_grow(tmp_path):
+    _, static, sched = make_plan(tmp_path, experiment="width", preset="smoke")
+    assert [flag(j.cmd, "--model") for j in static] == ["V32-2", "V64-2"] and flag(sched[0].cmd, "--model") == "V32-2"
+    _, static, sched = make_plan(tmp_path, experiment="depth", preset="smoke")
+    assert [flag(j.cmd, "--model") for j in static] == ["V32-1", "V32-2"] and flag(sched[0].cmd, "--model") == "V32-1"
+
+
+# ----------------------------------------------------------------------------- bad input: one line, exit 2
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--seeds", "0", "0"], "--seeds"), (["--seeds", "1", "-2"], "--seeds"),
+    (["--flops", "-1"], "--flops"), (["--flops", "inf"], "--flops"), (["--flops", "nan"], "--flops"),
+    (["--set", "evals=0"], "evals"), (["--set", "lr=abc"], "lr"), (["--set", "nope=1"], "KEY"),
+    (["--set", "patches="], "patches"), (["--set", "evals=2.5"], "whole"),
+    (["--experiment", "context", "--preset", "demo"], "presets"),
+])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, args, says):
+    r = cli("--preset", "smoke", "--out-dir", str(tmp_path / "out"), *args)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and says in r.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_rerun_of_another_setting_is_refused_and_loses_nothing(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    def interrupted(*args):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(reproduce, "train", interrupted)
+    with pytest.raises(KeyboardInterrupt):         # the manifest is written before the first run starts
+        reproduce.main(Config(preset="smoke", out_dir=str(out), seeds=(0, 1)))
+    run = out / "static_p14_s0"
+    run.mkdir()
+    (run / "log.jsonl").write_text('{"type": "header"}\n')
+    (run / "ckpt.pt").write_bytes(b"weights")
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    for args, says in [(["--seeds", "0"], "seeds"), (["--seeds", "0", "1", "--flops", "3e11"], "budget"),
+                       (["--seeds", "0", "1", "--set", "evals=7"], "evals"),
+                       (["--seeds", "0", "1", "--experiment", "batch"], "experiment"),
+                       (["--seeds", "0", "1", "--precision", "fp32"], "precision")]:
+        r = cli("--preset", "smoke", "--out-dir", str(out), *args)
+        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert says in r.stderr and "pipeline.json" in r.stderr
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    with pytest.raises(KeyboardInterrupt):         # the same setting again passes the check and resumes
+        reproduce.main(Config(preset="smoke", out_dir=str(out), seeds=(0, 1)))
+
+
+# ----------------------------------------------------------------------------- finished, resumed, failed
+
+
+def write_log(run, flops, tail=""):
+    run.mkdir(parents=True, exist_ok=True)
+    rows = [{"type": "header", "run": run.name}] + [{"type": "eval", "flops": f, "fewshot10_error": 0.5} for f in flops]
+    (run / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + tail)
+
+
+def test_a_run_is_finished_only_when_its_log_reached_the_budget(tmp_path):
+    assert not reproduce.finished(tmp_path / "none", 1e12)
+    write_log(tmp_path / "a", [])
+    assert not reproduce.finished(tmp_path / "a", 1e12)
+    write_log(tmp_path / "b", [1e10, 1e12 * (1 - 1e-10)])
+    assert reproduce.finished(tmp_path / "b", 1e12)
+    write_log(tmp_path / "c", [1e10, 1e12 * (1 - 1e-6)])
+    assert not reproduce.finished(tmp_path / "c", 1e12)
+    write_log(tmp_path / "d", [1e12], tail='{"type": "eval", "flo')          # a record cut short by a kill
+    assert reproduce.finished(tmp_path / "d", 1e12) and not reproduce.finished(tmp_path / "d", 2e12)
+
+
+def job(tmp_path, name, code, budget=1e9):
+    out = tmp_path / name
+    return reproduce.Job(name, "static", 0, budget, out, 1, [sys.executable, "-c", code, "--out-dir", str(out)])
+
+
+FINISH = ("import json, sys, pathlib; out = pathlib.Path(sys.argv[sys.argv.index('--out-dir') + 1]); "
+          "print(' '.join(sys.argv[1:])); (out / 'log.jsonl').write_text(json.dumps({'flops': 1e9}) + '\\n')")
+
+
+def test_finished_runs_are_kept_and_interrupted_ones_resume(tmp_path):
+    done, cut = job(tmp_path, "done", FINISH), job(tmp_path, "cut", FINISH)
+    write_log(done.out, [1e9])
+    write_log(cut.out, [1e8])
+    (cut.out / "ckpt.pt").write_bytes(b"")
+    bar = reproduce.Bar([done, cut])
+    reproduce.train([done, cut], 2, bar, "test")
+    assert not (done.out / "stdout.txt").exists()                     # not started again
+    assert "--resume" in (cut.out / "stdout.txt").read_text().splitlines()[-1]
+    assert reproduce.finished(cut.out, 1e9) and bar.done == 2
+
+
+def test_a_failing_run_stops_the_pipeline_with_its_one_line_cause(tmp_path):
+    bad = job(tmp_path, "bad", "import sys; print('training...'); print('train_vit.py: error: --patch 5 does not "
+                               "divide', file=sys.stderr); print(); sys.exit(2)")
+    slow = job(tmp_path, "slow", "import time; time.sleep(60)")
+    with pytest.raises(reproduce.StepFailed) as e:
+        reproduce.train([slow, bad], 2, reproduce.Bar([slow, bad]), "test")
+    assert str(e.value) == f"bad failed: train_vit.py: error: --patch 5 does not divide (output: {bad.out}/stdout.txt)"
+    quiet = job(tmp_path, "quiet", "pass")                            # exit 0 without reaching its budget
+    with pytest.raises(reproduce.UserError, match="before its budget"):
+        reproduce.train([quiet], 1, reproduce.Bar([quiet]), "test")
+    with pytest.raises(reproduce.StepFailed, match=r"fit_laws.py failed: oops \(output: .*laws.txt\)"):
+        reproduce.step("fit_laws.py", [sys.executable, "-c", "import sys; sys.exit('oops')"], tmp_path / "laws.txt")
+
+
+def test_the_cli_reports_a_failing_step_in_one_line(tmp_path):
+    r = cli("--preset", "smoke", "--out-dir", str(tmp_path / "out"), "--data-dir", str(tmp_path / "nothing"),
+            "--jobs", "1", "--threads", "1")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+    assert "static_p14_s0 failed: train_vit.py: error:" in r.stderr and "stdout.txt" in r.stderr
+
+
+# ----------------------------------------------------------------------------- the verdict and report.md
+
+
+def write(tmp_path, static, sched, switches=({"flops": 1e12, "config": {"batch_size": 256}},)):
+    runs = [{"run": n, "kind": "static", "flops_to_target": f, "switches": []} for n, f in static.items()]
+    runs.append({"run": "sched_law", "kind": "law", "flops_to_target": sched, "switches": list(switches)})
+    best = min(static, key=lambda n: static[n] if not math.isnan(static[n]) else math.inf)
+    (tmp_path / "comparison.json").write_text(json.dumps({"target_error": 0.2, "best_static": best, "runs": runs}))
+    return tmp_path
+
+
+@pytest.mark.parametrize("static, sched, ok", [
+    ({"static_bs32": 2e13, "static_bs256": math.nan}, 1.5e13, True),    # fewer FLOPs than the only one reaching
+    ({"static_bs32": 2e13, "static_bs256": 1.9e13}, 1.95e13, False),     # beats one static run, not both
+    ({"static_bs32": 2e13, "static_bs256": math.nan}, math.nan, False),  # never reaches the target
+    ({"static_bs32": 2e13, "static_bs256": 1.8e13}, 1.2e13, True),
+])
+def test_verdict_needs_fewer_flops_than_every_static_run(tmp_path, capsys, static, sched, ok):
+    assert verdict(write(tmp_path, static, sched)) is ok
+    out = capsys.readouterr().out
+    assert ("PASS" if ok else "FAIL") in out and "never switched" not in out
+
+
+def test_verdict_says_when_the_run_never_switched(tmp_path, capsys):
+    assert verdict(write(tmp_path, {"static_bs32": 2e13, "static_bs256": math.nan}, math.nan, switches=())) is False
+    assert "never switched" in capsys.readouterr().out
+
+
+def test_no_scheduled_run_when_the_laws_do_not_cross(tmp_path, monkeypatch, capsys):
+    """A one-stage schedule can only repeat a static run: the pipeline stops with FAIL before training it."""
+    trained, commands = [], []
+    monkeypatch.setattr(reproduce, "train", lambda jobs, parallel, bar, desc: trained.extend(jobs))
+
+    def fake_step(name, cmd, log):   # fit_laws.py and schedule.py: schedule.py's one-stage answer
+        commands.append(Path(cmd[1]).name)
+        if Path(cmd[1]).name == "schedule.py":
+            stage = {"config": {"batch_size": 32}, "name": "batch_size=32", "flops_start": 0.0, "flops_end": 4e10}
+            (tmp_path / "schedule.json").write_text(json.dumps({"version": 1, "stages": [stage]}))
+    monkeypatch.setattr(reproduce, "step", fake_step)
+
+    ok = reproduce.main(Config(experiment="batch", preset="smoke", out_dir=str(tmp_path)))
+    assert ok is False
+    assert commands == ["fit_laws.py", "schedule.py"]                      # no compare.py either
+    assert sorted(j.name for j in trained) == ["static_bs128_s0", "static_bs32_s0"]
+    assert not any("--schedule" in j.cmd for j in trained)
+    assert "do not cross" in capsys.readouterr().out
+    assert "do not cross" in (tmp_path / "report.md").read_text()
+
+
+def synthetic(root):
+    def law(name, rel):
+        return {"name": name, "config": {"patch": int(name[6:]), "width": 64}, "a": 3.1e4, "b": 0.35, "c": 0.08,
+                "d": 2e11, "flops_range": [1e11, 2e13], "residual": 0.01, "extrapolation": {"rel_max": rel}}
+    (root / "laws.json").write_text(json.dumps({"version": 1, "metric": "fewshot10_error",
+                                                "laws": [law("patch=14", 0.05), law("patch=7", 0.5)]}))
+    stages = [{"name": "patch=14", "config": {"patch": 14}, "flops_start": 0.0, "flops_end": 7.2e12,
+               "error_start": 0.68, "error_end": 0.186},
+              {"name": "patch=7", "config": {"patch": 7}, "flops_start": 7.2e12, "flops_end": 1.64e13,
+               "error_start": 0.186, "error_end": 0.1727}]
+    predicted = {"flops": 1.64e13, "savings": 0.344, "best_static": {"name": "patch=7", "flops": 2.5e13}}
+    (root / "schedule.json").write_text(json.dumps({"version": 1, "target_error": 0.1727, "method": "dp",
+                                                    "stages": stages, "predicted": predicted}))
+    runs = [{"run": "static_p14_s0", "kind": "static", "final_error": 0.186, "flops_to_target": float("nan"),
+             "flops_savings": None, "switches": []},
+            {"run": "static_p7_s0", "kind": "static", "final_error": 0.1733, "flops_to_target": 2e13,
+             "flops_savings": 0.0, "switches": []},
+            {"run": "sched_law_s0", "kind": "law", "final_error": 0.1627, "flops_to_target": 1.5e13,
+             "flops_savings": 0.25, "switches": [{"flops": 8.6e12, "config": {"patch": 7, "width": 64}}]}]
+    comp = {"version": 1, "target_error": 0.1733, "best_static": "static_p7_s0", "best_static_flops": 2e13,
+            "runs": runs, "per_kind": {"law": {"mean_flops_savings": 0.25, "ci95": {"lo": 0.1, "hi": 0.4}}}}
+    (root / "comparison.json").write_text(json.dumps(comp))        # NaN, as compare.py writes it
+    man = {"experiment": "patch", "preset": "full", "seeds": [0], "budget": 2.5e13, "command": "python reproduce.py x",
+           "params": {"max_extrap_error": 0.3},
+           "runs": [{"name": n, "kind": "static"} for n in ("static_p14_s0", "static_p7_s0")]}
+    (root / "pipeline.json").write_text(json.dumps(man))
+    write_log(root / "static_p14_s0", [1e12, 1e13])
+    write_log(root / "static_p7_s0", [1e12, 2e13])
+    (root / "laws.png").write_bytes(b"png")
+
+
+def test_report_renders_laws_schedule_comparison_and_the_sweeps_compute(tmp_path):
+    synthetic(tmp_path)
+    ok, line = report.write_report(tmp_path)
+    text = (tmp_path / "report.md").read_text()
+    assert ok and "PASS" in line and line.removeprefix("== ") in text
+    assert "| patch=14 | 3.1e04 | 0.35 | 0.08 | 2e11 | [1e11, 2e13] |" in text
+    assert "extrapolation off by 50%" in text and text.count("extrapolation off") == 1
+    assert "switch points: patch=7 at 7.2e12 FLOPs" in text and "predicted savings 34.4%" in text
+    assert "| sched_law_s0 | law | 0.1627 | 1.5e13 | 25.0% | patch=7 at 8.6e12 |" in text
+    assert "| static_p14_s0 | static | 0.186 | never | — | — |" in text
+    assert "**per_kind**" in text and "| law | 25.0% | [0.1, 0.4] |" in text
+    assert "![laws](laws.png)" in text and "schedule.png" not in text and "comparison.png" not in text
+    # sweep 1e13 + 2e13 = 3e13; + the adaptive run 1.5e13 = 4.5e13 = 2.25 x 2e13; each saves 5e12: 6 runs pay back
+    assert "cost 3e13 FLOPs" in text and "2.25x one static run" in text and "6 adaptive runs pay the sweep back" in text
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_report_of_a_sweep_that_cannot_pay_back():
+    s = report.sweep([1e13, 2e13], 2e13, [2.1e13])
+    assert s["payback_runs"] is None and s["ratio"] == pytest.approx(5.1e13 / 2e13)
+    assert report.sweep([1e13], 2e13, [1.5e13, math.nan])["ratio"] is None     # a seed that never reached it
+
+
+# ----------------------------------------------------------------------------- end to end
+
+
+def make_images(n, rng, size=16):
+    y = rng.integers(0, 10, n)
+    x = rng.integers(0, 60, (n, size, size)).astype(np.uint8)
+    for i, c in enumerate(y):                                # a bright square whose place is the class
+        r, col = divmod(int(c), 4)
+        x[i, r * 4:r * 4 + 4, col * 4:col * 4 + 4] = 250
+    return x, y
+
+
+def test_smoke_pipeline_end_to_end(tmp_path):
+    rng = np.random.default_rng(0)
+    (xt, yt), (xs, ys) = make_images(300, rng), make_images(100, rng)
+    np.savez(tmp_path / "tiny.npz", x_train=xt, y_train=yt, x_test=xs, y_test=ys)
+    args = ["--experiment", "patch", "--preset", "smoke", "--flops", "2e9", "--data-dir", str(tmp_path / "tiny.npz"),
+            "--out-dir", str(tmp_path / "out"), "--jobs", "2", "--threads", "1", "--set", "model=V32-2",
+            "patches=8,4", "fewshot_support=200", "fewshot_query=60", "test_size=100", "batch_size=32", "warmup=4"]
+    r = cli(*args)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = tmp_path / "out"
+    text = (out / "report.md").read_text()
+    assert "verdict" in r.stdout and "## Laws" in text and "patch=8" in text and "patch=4" in text
+    man = json.loads((out / "pipeline.json").read_text())
+    for run in man["runs"]:
+        if (out / run["name"]).exists():
+            assert reproduce.finished(out / run["name"], run["budget"])
+    started = {p.parent.name: p.read_text().count("$ ") for p in out.glob("*/stdout.txt")}
+    assert {"static_p8_s0", "static_p4_s0"} <= set(started) and set(started.values()) == {1}
