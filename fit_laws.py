@@ -37,7 +37,7 @@ evaluation wobble that a fit to a single run would chase, and the bootstrap over
 the interval. --per-seed fits one law per (config, seed) ("patch=7 seed=1") to look at the spread.
 Cost wall: the laws are in seconds; each law also records "flops_per_second" (its runs' FLOPs over their
 seconds in the fitted range), with which schedule.py turns a schedule in seconds into FLOPs switch points.
-Writes laws.json (see DESIGN.md; strict JSON: a value that is not finite is refused or written as null with
+Writes laws.json (see docs/design.md; strict JSON: a value that is not finite is refused or written as null with
 a reason; atomic) and laws.png beside it (points, laws, bands; log-log).
 
 As a library (numpy + scipy only; copy this file). The law vocabulary is the same in schedule.py:

@@ -40,10 +40,11 @@ import time
 from pathlib import Path
 from typing import Literal
 
-import tyro
 from tqdm import tqdm
 
 import report
+import runtime
+from runtime import UserError, write_json
 
 # ----------------------------------------------------------------------------- presets (the numbers of each run)
 # patch: patch sizes in the order the runs start (longest first, so two workers finish together); `short`: the
@@ -92,10 +93,6 @@ PRESETS = {
 TRAINER = {"context": "train_lm.py"}
 BASELINES = {"patch": ("linear", "log", "random"), "context": ("linear", "log", "random")}
 DEFAULT_BASELINES = ("linear", "log")
-
-
-class UserError(ValueError):
-    """Bad input: one line on stderr, exit code 2."""
 
 
 @dataclasses.dataclass
@@ -396,12 +393,6 @@ def step(name: str, cmd: list[str], log: Path) -> None:
 # ----------------------------------------------------------------------------- the manifest: resume, never mix
 
 
-def write_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, allow_nan=False) + "\n")
-    os.replace(tmp, path)
-
-
 def open_manifest(root: Path, want: dict) -> None:
     """Write pipeline.json, or check that the one there describes the same pipeline (then it resumes)."""
     path = root / "pipeline.json"
@@ -487,11 +478,5 @@ def steps(cfg: Config, p: dict, root: Path, static: list[Job], sched: list[Job],
 
 
 if __name__ == "__main__":
-    try:
-        main(tyro.cli(Config))
-    except (UserError, StepFailed) as e:
-        print(f"reproduce.py: error: {e}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        print("reproduce.py: interrupted; the same command resumes where it stopped", file=sys.stderr)
-        sys.exit(130)
+    sys.exit(runtime.run_cli(main, Config, "reproduce.py", errors=(StepFailed,),
+                             interrupted="the same command resumes where it stopped"))

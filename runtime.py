@@ -276,7 +276,7 @@ def parse(config_cls, script, args=None, renamed=None):
         raise UserError(f"{msg}{f' (did you mean {hint}?)' if hint else ''}; see {script} --help") from None
 
 
-def run_cli(main, config_cls, script, args=None, errors=(), renamed=None):
+def run_cli(main, config_cls, script, args=None, errors=(), renamed=None, interrupted="continue with --resume"):
     """Parse the flags (tyro) and run main(cfg). UserError (and the `errors` classes of copy-alone modules)
     is one line on stderr, printed by rank 0 only under torchrun, and exit code 2; any other exception is a
     bug and keeps its traceback. Ctrl-C says how to resume. Always leaves the process group. Returns the code."""
@@ -290,7 +290,7 @@ def run_cli(main, config_cls, script, args=None, errors=(), renamed=None):
         return 2
     except KeyboardInterrupt:
         if main_rank:
-            print(f"{script}: interrupted; continue with --resume", file=sys.stderr)
+            print(f"{script}: interrupted; {interrupted}", file=sys.stderr)
         return 130
     finally:
         if torch.distributed.is_available() and torch.distributed.is_initialized():
