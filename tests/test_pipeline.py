@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import make_images
 import report
 import reproduce
 from report import verdict
@@ -304,15 +305,6 @@ def test_report_of_a_sweep_that_cannot_pay_back():
 
 
 # ----------------------------------------------------------------------------- end to end
-
-
-def make_images(n, rng, size=16):
-    y = rng.integers(0, 10, n)
-    x = rng.integers(0, 60, (n, size, size)).astype(np.uint8)
-    for i, c in enumerate(y):                                # a bright square whose place is the class
-        r, col = divmod(int(c), 4)
-        x[i, r * 4:r * 4 + 4, col * 4:col * 4 + 4] = 250
-    return x, y
 
 
 def test_smoke_pipeline_end_to_end(tmp_path):

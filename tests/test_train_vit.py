@@ -14,20 +14,12 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import make_images
 import flexivit
 import train_vit
 from train_vit import Config
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def make_images(n, rng, size=16):
-    y = rng.integers(0, 10, n)
-    x = rng.integers(0, 60, (n, size, size)).astype(np.uint8)
-    for i, c in enumerate(y):                                # a bright square whose place is the class
-        r, col = divmod(int(c), 4)
-        x[i, r * 4:r * 4 + 4, col * 4:col * 4 + 4] = 250
-    return x, y
 
 
 @pytest.fixture(scope="module")
