@@ -24,31 +24,50 @@ import json
 import os
 import pickle
 import sys
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from data import normalize
 
 
 class UserError(ValueError):
     pass
 
 
-@torch.no_grad()
 def extract_features(model, patch, images, batch_size=512):
     """Pre-logit features [N, width] (float32, on the CPU) of float images [N, C, H, W]
     normalised as in training; the model runs in eval mode and keeps its mode afterwards."""
     if not torch.is_floating_point(images):
         raise UserError(f"images must be float tensors normalised as in training, got dtype {images.dtype}")
+    return feature_pass(model, patch, images, batch_size)[0]
+
+
+# torch.no_grad rather than torch.inference_mode: FlexiViT caches its PI-resize matrices (flexivit.resize_matrix);
+# one first built here as an inference tensor would break the backward pass of a later training step at that patch.
+@torch.no_grad()
+def feature_pass(model, patch, images, batch_size=512, amp=None, predict=False):
+    """ONE batched forward pass over images [N, C, H, W] (uint8: normalised here as in training, data.normalize;
+    float: normalised already), without autograd, in eval mode (the model's mode is restored), inside the `amp`
+    context (e.g. torch.autocast; None: none). Returns (pre-logit features [N, width], float32 on the CPU;
+    top-1 predictions [N] on the CPU from model.head on those same features, i.e. forward's, or None)."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
+    feats, preds = [], []
     try:
-        feats = [model.features(images[i:i + batch_size].to(device), patch).float().cpu()
-                 for i in range(0, len(images), batch_size)]
+        with amp if amp is not None else nullcontext():
+            for i in range(0, len(images), batch_size):
+                x = images[i:i + batch_size].to(device)
+                f = model.features(x if torch.is_floating_point(x) else normalize(x), patch)
+                feats.append(f.float().cpu())
+                if predict:
+                    preds.append(model.head(f).argmax(1).cpu())   # forward(x) is head(features(x))
     finally:
         model.train(was_training)
-    return torch.cat(feats)
+    return torch.cat(feats), torch.cat(preds) if predict else None
 
 
 def _as_numpy(x, dtype):
@@ -73,10 +92,10 @@ def ridge_fit_predict(x_support, y_support, x_query, num_classes, reg=1e-2):
     return np.argmax(xq @ w + bias, axis=1)
 
 
-def fewshot_error(train_feats, train_labels, test_feats, test_labels, shots=10, seeds=(0, 1, 2), reg=1e-2):
-    """k-shot error of a ridge classifier: per seed, `shots` examples per class are drawn
-    without replacement from (train_feats, train_labels); the classifier is scored on the
-    test set. Returns (mean, std) over seeds (std with ddof=1; 0.0 for one seed)."""
+def draw_errors(train_feats, train_labels, test_feats, test_labels, shots=10, seeds=(0, 1, 2), reg=1e-2):
+    """The k-shot error of each draw [len(seeds)]: per seed, `shots` examples per class are drawn without
+    replacement from (train_feats, train_labels) by numpy's default_rng(seed); a ridge classifier fit on them
+    is scored on the test set. The features are computed once (feature_pass); a draw costs one small solve."""
     xtr, xte = _as_numpy(train_feats, np.float64), _as_numpy(test_feats, np.float64)
     ytr, yte = _as_numpy(train_labels, np.int64), _as_numpy(test_labels, np.int64)
     classes, ytr_idx = np.unique(ytr, return_inverse=True)
@@ -90,8 +109,48 @@ def fewshot_error(train_feats, train_labels, test_feats, test_labels, shots=10, 
         pick = np.concatenate([rng.choice(ix, size=shots, replace=False) for ix in by_class])
         pred = ridge_fit_predict(xtr[pick], ytr_idx[pick], xte, len(classes), reg)
         errors.append(float(np.mean(classes[pred] != yte)))
+    return np.array(errors)
+
+
+def fewshot_error(train_feats, train_labels, test_feats, test_labels, shots=10, seeds=(0, 1, 2), reg=1e-2):
+    """k-shot error of a ridge classifier (draw_errors): (mean, std) over seeds (std with ddof=1; 0.0 for one seed)."""
+    errors = draw_errors(train_feats, train_labels, test_feats, test_labels, shots, seeds, reg)
     std = float(np.std(errors, ddof=1)) if len(errors) > 1 else 0.0
     return float(np.mean(errors)), std
+
+
+def top1_error(pred, labels):
+    return float((pred != labels.cpu()).float().mean())
+
+
+def evaluate_all(model, patch, ev, shots=(10,), draws=30, reg=1e-2, batch_size=512, amp=None):
+    """The trainer's evaluation at `patch`: ONE forward pass per image set of `ev` (data.eval_images), whose
+    features serve every metric: the support pool's features; the test set's features and top-1 predictions
+    (model.head on those features), whose rows ev["query"] (all rows if None) are the k-shot queries; the top-1
+    predictions on the fixed training subset ev["train"] (un-augmented). Per k in `shots`, `draws` draws of k
+    examples per class (seeds 0..draws-1) each fit the closed-form ridge (App. B.2, reg 1e-2). Returns
+    {"fewshot{k}_error": mean over the draws, "fewshot{k}_error_std": the std the draws leave in that mean
+    (std over draws / sqrt(draws); 0.0 for one draw), "fewshot{k}_draw_std": the std of one draw's error,
+    "test_error", "train_error" (only if ev["train"])}. `amp`: a context such as torch.autocast, or None."""
+    if draws < 1:
+        raise UserError(f"draws must be >= 1, got {draws}")
+    support, _ = feature_pass(model, patch, ev["support"][0], batch_size, amp)
+    test, test_pred = feature_pass(model, patch, ev["test"][0], batch_size, amp, predict=True)
+    test_y = ev["test"][1].cpu()
+    query = ev.get("query")
+    query, query_y = (test, test_y) if query is None else (test[query.cpu()], test_y[query.cpu()])
+    out = {}
+    for k in shots:
+        errors = draw_errors(support, ev["support"][1], query, query_y, k, range(draws), reg)
+        spread = float(np.std(errors, ddof=1)) if draws > 1 else 0.0
+        out[f"fewshot{k}_error"] = float(errors.mean())
+        out[f"fewshot{k}_error_std"] = spread / draws**0.5
+        out[f"fewshot{k}_draw_std"] = spread
+    out["test_error"] = top1_error(test_pred, test_y)
+    if ev.get("train") is not None:
+        out["train_error"] = top1_error(feature_pass(model, patch, ev["train"][0], batch_size, amp, True)[1],
+                                        ev["train"][1])
+    return out
 
 
 def evaluate(model, patch, support_images, support_labels, query_images, query_labels,
