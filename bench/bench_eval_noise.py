@@ -54,8 +54,8 @@ class Config:
     """evaluation seeds per setting: the std over them is the noise of one evaluation"""
     draws: tuple[int, ...] = (30, 50)
     """support draws per evaluation of the new settings"""
-    pool: int = 2000
-    """support pool (training images) of the new settings"""
+    pools: tuple[int, ...] = (2000, 5000)
+    """support pool sizes (training images) of the new settings"""
     train_size: int = 2000
     """fixed training subset for train_error (timed only)"""
     run_steps: tuple[int, ...] = (3000, 6000)
@@ -64,6 +64,10 @@ class Config:
     """evaluations per run for the share of wall time"""
     threads: int = 1
     """torch CPU threads"""
+    noise: bool = True
+    """measure the noise (--no-noise: the costs only)"""
+    rounds: int = 5
+    """timing rounds (each times every job once; the fastest counts)"""
 
 
 def checkpoint(cfg):
@@ -77,18 +81,21 @@ def checkpoint(cfg):
     return path
 
 
-def best_of(fn, repeats=3):
-    """Fastest of `repeats` timed calls (the machine is shared: the fastest is the least disturbed)."""
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
+def fastest(jobs, rounds):
+    """Fastest seconds of each job over `rounds` rounds that run every job in turn: the machine is shared, so the
+    jobs see the same load, and the fastest call is the least disturbed one."""
+    best = dict.fromkeys(jobs, float("inf"))
+    for _ in range(rounds):
+        for name, fn in jobs.items():
+            t = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - t)
+    return best
 
 
-def step_seconds(model, patch, train_x, train_y, steps=20):
-    """Seconds of one training step as train_vit.py takes it: batch 128, crop+flip, label-smoothed CE, AdamW, clip."""
+def training_steps(model, patch, train_x, train_y, steps):
+    """A job of `steps` training steps as train_vit.py takes them: batch 128, crop+flip, label-smoothed CE, AdamW,
+    clip (on a copy of the model)."""
     model = copy.deepcopy(model).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
 
@@ -101,9 +108,8 @@ def step_seconds(model, patch, train_x, train_y, steps=20):
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
 
-    for s in range(3):
-        one(s)
-    return min(best_of(lambda: [one(s) for s in range(steps)], 1) / steps for _ in range(3))
+    one(0)
+    return lambda: [one(s) for s in range(steps)]
 
 
 def old_evaluation(model, patch, ev):
@@ -139,43 +145,58 @@ def noise(cfg, feats, labels, test_feats, test_y, pool, query, draws, pool_fixed
     return float(np.std(errs, ddof=1)), float(np.mean(errs))
 
 
+def costs(cfg, model, patch, train_x, train_y, test_x, test_y):
+    """Seconds of a training step, of the old evaluation and of the new ones; printed with the share of a run."""
+    old_ev = data.eval_sets(train_x, train_y, test_x, test_y, 2000, 2000, 10000, "cpu")
+    jobs = {"step x10": training_steps(model, patch, train_x, train_y, 10),
+            "old: 2000 pool, 2000 queries, 3 draws, k=1,5,10,25 + test pass":
+                lambda: old_evaluation(model, patch, old_ev)}
+    for pool in cfg.pools:
+        ev = data.eval_images(train_x, train_y, test_x, test_y, pool, 10000, 10000, cfg.train_size, "cpu")
+        for shots, d in [((10,), d) for d in cfg.draws] + [(ev["shots"], max(cfg.draws))]:
+            name = f"new: {pool} pool, 10k queries = test set, {d} draws, k={','.join(map(str, shots))} + train"
+            jobs[name] = lambda ev=ev, s=shots, d=d: eval_fewshot.evaluate_all(model, patch, ev, s, d)
+    ev = data.eval_images(train_x, train_y, test_x, test_y, cfg.pools[0], 10000, 10000, cfg.train_size, "cpu")
+    sup, _ = eval_fewshot.feature_pass(model, patch, ev["support"][0])
+    test, _ = eval_fewshot.feature_pass(model, patch, ev["test"][0])
+    n_img = len(ev["support"][0]) + len(ev["test"][0]) + len(ev["train"][0])
+    jobs[f"forward passes, {n_img} images"] = lambda: [eval_fewshot.feature_pass(model, patch, x, predict=True)
+                                                       for x in (ev["support"][0], ev["test"][0], ev["train"][0])]
+    jobs["50 ridge draws, 10k queries"] = lambda: eval_fewshot.draw_errors(sup, ev["support"][1], test, ev["test"][1],
+                                                                          10, range(50))
+    best = fastest(jobs, cfg.rounds)
+    step = best.pop("step x10") / 10
+    print(f"training step (batch 128): {step * 1e3:.1f} ms (fastest of {cfg.rounds} rounds)")
+    for name, t in best.items():
+        share = ", ".join(f"{100 * cfg.run_evals * t / (s * step + cfg.run_evals * t):.1f}% of a {s}-step run"
+                          for s in cfg.run_steps)
+        print(f"  {name}: {t:.2f} s = {t / step:.1f} steps; {cfg.run_evals} of them = {share}")
+    return {"train_step_s": step, "eval_s": best}
+
+
 def main(cfg):
     torch.set_num_threads(cfg.threads)
     model, ck = eval_fewshot.load_checkpoint(checkpoint(cfg))
     patch = ck.get("patch") or 7
     train_x, train_y, test_x, test_y = data.load_dataset(cfg.data_dir)
-    print(f"checkpoint step {ck['state']['step']}, {model.width}x{model.depth} at patch {patch}, {cfg.threads} thread(s)")
+    print(f"checkpoint step {ck['state']['step']}, {model.width}x{model.depth} at patch {patch}, "
+          f"{cfg.threads} thread(s)")
+    result = {"step": ck["state"]["step"], **costs(cfg, model, patch, train_x, train_y, test_x, test_y)}
 
-    # --- cost: one training step, the old evaluation, the new one
-    step = step_seconds(model, patch, train_x, train_y)
-    old_ev = data.eval_sets(train_x, train_y, test_x, test_y, 2000, 2000, 10000, "cpu")
-    old = best_of(lambda: old_evaluation(model, patch, old_ev))
-    new_ev = data.eval_images(train_x, train_y, test_x, test_y, cfg.pool, 10000, 10000, cfg.train_size, "cpu")
-    new = {(shots, d): best_of(lambda: eval_fewshot.evaluate_all(model, patch, new_ev, shots, d))
-           for d in cfg.draws for shots in ((10,), new_ev["shots"])}
-    print(f"training step (batch 128): {step * 1e3:.1f} ms")
-    rows = [("old: 2000 pool, 2000 queries, 3 draws, k=1,5,10,25 + test pass", old)] + [
-        (f"new: {cfg.pool} pool, 10k queries = test set, {d} draws, k={','.join(map(str, s))} + {cfg.train_size} train",
-         t) for (s, d), t in new.items()]
-    for name, t in rows:
-        share = ", ".join(f"{100 * cfg.run_evals * t / (s * step + cfg.run_evals * t):.1f}% of a {s}-step run"
-                          for s in cfg.run_steps)
-        print(f"  {name}: {t:.2f} s = {t / step:.0f} steps; {cfg.run_evals} evals = {share}")
-
-    # --- noise: features of every image once, then many evaluations on them
+    if not cfg.noise:
+        return print(json.dumps(result))
+    # noise: features of every image once, then many evaluations on them
     feats, _ = eval_fewshot.feature_pass(model, patch, train_x, 1024)
     test_feats, _ = eval_fewshot.feature_pass(model, patch, test_x, 1024)
-    result = {"step": ck["state"]["step"], "train_step_s": step, "old_eval_s": old,
-              "new_eval_s": {f"k={','.join(map(str, s))} draws={d}": t for (s, d), t in new.items()}}
-    settings = [("old", 2000, 2000, 3, False)] + [(f"new-{d}", cfg.pool, 10000, d, False) for d in cfg.draws] + [
-        (f"new-{d}-fixed-pool", cfg.pool, 10000, d, True) for d in cfg.draws]
+    settings = [("old", 2000, 2000, 3, False)] + [
+        (f"new-pool{p}-draws{d}{'-fixed-pool' * fixed}", p, 10000, d, fixed)
+        for fixed in (True, False) for p in cfg.pools for d in cfg.draws]
     print(f"10-shot error of one evaluation over {cfg.eval_seeds} evaluation seeds:")
     for name, pool, query, d, fixed in settings:
         std, mean = noise(cfg, feats, train_y, test_feats, test_y, pool, query, d, fixed)
         result[f"std_{name}"] = std
         what = "only the draws change" if fixed else "new pool, draws and query subset"
-        print(f"  {name:20s} pool {pool}, {query} queries, {d:2d} draws ({what}): "
-              f"mean {mean:.4f}, std {std:.4f}")
+        print(f"  {name:32s} pool {pool}, {query} queries, {d:2d} draws ({what}): mean {mean:.4f}, std {std:.4f}")
     print(json.dumps(result))
 
 

@@ -173,8 +173,8 @@ def test_evaluate_all_equals_old_evaluate_on_the_same_draws():
     new = eval_fewshot.evaluate_all(model, 4, ev, shots=(1, 5), draws=6)
     for k in (1, 5):
         assert new[f"fewshot{k}_error"] == pytest.approx(old[f"fewshot{k}_error"])
-        assert new[f"fewshot{k}_draw_std"] == pytest.approx(old[f"fewshot{k}_error_std"])
-        assert new[f"fewshot{k}_error_std"] == pytest.approx(old[f"fewshot{k}_error_std"] / 6**0.5)
+        assert new[f"fewshot{k}_error_std"] == pytest.approx(old[f"fewshot{k}_error_std"])
+        assert new[f"fewshot{k}_error_sem"] == pytest.approx(old[f"fewshot{k}_error_std"] / 6**0.5)
     # a query subset: rows of the test features
     q = torch.tensor([0, 3, 4, 8, 9, 20])
     sub = eval_fewshot.evaluate_all(model, 4, {**ev, "query": q, "train": None}, shots=(5,), draws=4)
@@ -186,14 +186,14 @@ def test_evaluate_all_accepts_an_autocast_context():
     model, ev = tiny_model(), tiny_eval_images()
     amp = torch.autocast("cpu", dtype=torch.bfloat16)
     out = eval_fewshot.evaluate_all(model, 4, ev, shots=(5,), draws=2, amp=amp)
-    assert set(out) == {"fewshot5_error", "fewshot5_error_std", "fewshot5_draw_std", "test_error", "train_error"}
+    assert set(out) == {"fewshot5_error", "fewshot5_error_std", "fewshot5_error_sem", "test_error", "train_error"}
     assert all(0.0 <= v <= 1.0 for v in out.values())
     with pytest.raises(ValueError, match="draws"):
         eval_fewshot.evaluate_all(model, 4, ev, draws=0)
 
 
 def test_reported_std_shrinks_with_more_draws():
-    """On overlapping blobs the draws disagree; the std of the mean falls about as 1/sqrt(draws)."""
+    """On overlapping blobs the draws disagree: the spread of one draw stays, the std of the mean falls."""
     xtr, ytr = blobs(50, noise=14.0)
     xte, yte = blobs(40, noise=14.0, seed=1)
     feats = torch.tensor(np.concatenate([xtr, xte]))
@@ -202,9 +202,10 @@ def test_reported_std_shrinks_with_more_draws():
           "test": (torch.arange(len(xtr), len(feats)).float(), torch.tensor(yte)), "query": None, "train": None}
     few = eval_fewshot.evaluate_all(model, 4, ev, shots=(5,), draws=4)
     many = eval_fewshot.evaluate_all(model, 4, ev, shots=(5,), draws=64)
-    assert few["fewshot5_draw_std"] > 0.01 and many["fewshot5_draw_std"] > 0.01
-    assert many["fewshot5_error_std"] < few["fewshot5_error_std"] / 2
-    assert eval_fewshot.evaluate_all(model, 4, ev, shots=(5,), draws=1)["fewshot5_error_std"] == 0.0
+    assert few["fewshot5_error_std"] > 0.01 and many["fewshot5_error_std"] > 0.01
+    assert many["fewshot5_error_sem"] < few["fewshot5_error_sem"] / 2
+    one = eval_fewshot.evaluate_all(model, 4, ev, shots=(5,), draws=1)
+    assert one["fewshot5_error_std"] == one["fewshot5_error_sem"] == 0.0
 
 
 class FeatureModel(torch.nn.Module):
