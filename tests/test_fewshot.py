@@ -240,3 +240,13 @@ def test_eval_images_fixed_sets():
     assert sub["train"] is None and len(sub["query"]) == 20 and int(sub["query"].max()) < 80
     with pytest.raises(ValueError, match="--fewshot-support"):
         data.eval_images(tx, ty, vx, vy, 30, 1000, 80, 0, "cpu")
+
+
+def test_training_after_evaluation_at_a_new_patch_size(monkeypatch):
+    """The evaluation builds FlexiViT's cached resize matrix for a new patch size; training at that size must
+    still backpropagate (it would not if the matrix were an inference-mode tensor)."""
+    monkeypatch.setattr(flexivit, "_RESIZE_CACHE", {})
+    model, ev = tiny_model(), tiny_eval_images()
+    eval_fewshot.evaluate_all(model, 2, ev, shots=(5,), draws=2)
+    model(torch.randn(4, 1, 8, 8), 2).sum().backward()
+    assert model.patch_weight.grad is not None
