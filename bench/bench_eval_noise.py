@@ -15,7 +15,7 @@ set, test_error and train_error from the same features), against one training st
 gives the share of a run's wall time spent evaluating: E * eval / (S * step + E * eval) for S steps, E evals.
 
     python bench/bench_eval_noise.py                                   # trains a V64-4 at patch 7 first
-    python bench/bench_eval_noise.py --ckpt runs/x/ckpt.pt --evals-seeds 200
+    python bench/bench_eval_noise.py --ckpt runs/x/ckpt.pt --eval-seeds 200
 Everything runs on --threads threads (1 by default: the machine is shared).
 
 Figures (2 shared CPU cores under load 4-8, 1 thread; 100 evaluation seeds; checkpoints of
@@ -213,4 +213,8 @@ def main(cfg):
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Config))
+    try:
+        main(tyro.cli(Config))
+    except (eval_fewshot.UserError, data.UserError, FileNotFoundError) as e:
+        print(f"bench_eval_noise.py: error: {e}", file=sys.stderr)
+        sys.exit(2)
