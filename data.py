@@ -179,6 +179,32 @@ def eval_sets(train_x, train_y, test_x, test_y, support, query, test_size, devic
             "shots": tuple(k for k in (1, 5, 10, 25) if k <= fewest)}
 
 
+def train_subset(n, size, seed=0):
+    """Indices of a fixed subset of `size` of the n training images (all if fewer), chosen once by `seed` and
+    the same for every run: train_error is measured on these, un-augmented, beside test_error."""
+    return torch.randperm(n, generator=generator("train_subset", seed))[:size]
+
+
+def eval_images(train_x, train_y, test_x, test_y, support, query, test_size, train_size, device):
+    """Fixed image sets for eval_fewshot.evaluate_all, uint8 on `device` (normalised batch by batch there):
+    "support": the k-shot pool (the same `support` training images as eval_sets'), "test": the first
+    `test_size` test images, "query": indices into "test" of `query` k-shot query images (None: all of them,
+    the usual choice: one feature pass serves both metrics), "train": `train_size` training images
+    (train_subset; None if 0), "shots": the k with at least k pool images in every class."""
+    sup = torch.randperm(len(train_x), generator=generator("support"))[:support]
+    fewest = int(torch.bincount(train_y[sup], minlength=int(train_y.max()) + 1).min())
+    if fewest < 10:
+        raise UserError(f"--fewshot-support {support} holds only {fewest} images of some class; "
+                        "10-shot needs 10 per class: raise --fewshot-support")
+    n_test = min(test_size, len(test_x))
+    qry = None if query >= n_test else torch.randperm(n_test, generator=generator("query"))[:query].to(device)
+    sub = train_subset(len(train_x), train_size) if train_size > 0 else None
+    return {"support": (train_x[sup].to(device), train_y[sup].to(device)),
+            "test": (test_x[:n_test].to(device), test_y[:n_test].to(device)), "query": qry,
+            "train": None if sub is None else (train_x[sub].to(device), train_y[sub].to(device)),
+            "shots": tuple(k for k in (1, 5, 10, 25) if k <= fewest)}
+
+
 def augment(x, gen, flip, rows=None):
     """Random crop with zero padding and an optional horizontal flip, on a uint8 batch [B, C, H, W].
     rows=(lo, total): x is rows lo..lo+B of a global batch of `total` (one data-parallel rank's shard); the

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+import data
 import eval_fewshot
 import flexivit
 from eval_fewshot import evaluate, extract_features, fewshot_error, ridge_fit_predict
@@ -119,3 +120,133 @@ def test_cli_missing_checkpoint_exits_2(tmp_path):
                           capture_output=True, text=True, cwd=ROOT, timeout=120, check=False)
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"eval_fewshot.py: error: no checkpoint at {tmp_path / 'none.pt'}"
+
+
+# ----------------------------------------------------------------------------- cached features (evaluate_all)
+
+def test_draw_errors_equal_the_per_draw_computation():
+    """The cached-feature path scores exactly the draws the old loop drew: default_rng(seed), k per class."""
+    xtr, ytr = blobs(20, noise=8.0)
+    xte, yte = blobs(15, noise=8.0, seed=1)
+    errors = eval_fewshot.draw_errors(xtr, ytr, xte, yte, shots=5, seeds=range(4))
+    for seed, err in zip(range(4), errors):
+        rng = np.random.default_rng(seed)
+        pick = np.concatenate([rng.choice(np.flatnonzero(ytr == c), size=5, replace=False) for c in range(10)])
+        pred = ridge_fit_predict(xtr[pick].astype(np.float64), ytr[pick], xte.astype(np.float64), 10)
+        assert err == np.mean(pred != yte)
+    assert len(set(errors.tolist())) > 1   # the draws differ
+
+
+def tiny_eval_images(n_support=60, n_test=30, n_train=24):
+    g = torch.Generator().manual_seed(1)
+    u8 = lambda n: torch.randint(0, 256, (n, 1, 8, 8), generator=g, dtype=torch.uint8)  # noqa: E731
+    return {"support": (u8(n_support), torch.arange(n_support) % 3), "test": (u8(n_test), torch.arange(n_test) % 3),
+            "query": None, "train": (u8(n_train), torch.arange(n_train) % 3), "shots": (1, 5, 10)}
+
+
+def test_features_and_head_equal_forward():
+    model = tiny_model()
+    torch.nn.init.normal_(model.head.weight)   # a zero head would predict class 0 everywhere
+    x = torch.randn(20, 1, 8, 8)
+    assert torch.equal(model.head(model.features(x, 4)), model(x, 4))
+    ev = tiny_eval_images()
+    feats, pred = eval_fewshot.feature_pass(model.train(), 4, ev["test"][0], batch_size=7, predict=True)
+    model.eval()
+    with torch.no_grad():
+        logits = model(data.normalize(ev["test"][0]), 4)
+        assert torch.equal(pred, logits.argmax(1)) and len(set(pred.tolist())) > 1
+        torch.testing.assert_close(feats, model.features(data.normalize(ev["test"][0]), 4))
+    out = eval_fewshot.evaluate_all(model.train(), 4, ev, shots=(5,), draws=3)
+    assert model.training
+    assert out["test_error"] == pytest.approx(float((logits.argmax(1) != ev["test"][1]).float().mean()))
+    with torch.no_grad():
+        train_pred = model.eval()(data.normalize(ev["train"][0]), 4).argmax(1)
+    assert out["train_error"] == pytest.approx(float((train_pred != ev["train"][1]).float().mean()))
+
+
+def test_evaluate_all_equals_old_evaluate_on_the_same_draws():
+    """evaluate_all (one pass, uint8 images, queries = test set) gives evaluate's numbers (float images)."""
+    model, ev = tiny_model(), tiny_eval_images()
+    sx, sy = ev["support"]
+    tx, ty = ev["test"]
+    old = evaluate(model, 4, data.normalize(sx), sy, data.normalize(tx), ty, shots=(1, 5), seeds=range(6))
+    new = eval_fewshot.evaluate_all(model, 4, ev, shots=(1, 5), draws=6)
+    for k in (1, 5):
+        assert new[f"fewshot{k}_error"] == pytest.approx(old[f"fewshot{k}_error"])
+        assert new[f"fewshot{k}_error_std"] == pytest.approx(old[f"fewshot{k}_error_std"])
+        assert new[f"fewshot{k}_error_sem"] == pytest.approx(old[f"fewshot{k}_error_std"] / 6**0.5)
+    # a query subset: rows of the test features
+    q = torch.tensor([0, 3, 4, 8, 9, 20])
+    sub = eval_fewshot.evaluate_all(model, 4, {**ev, "query": q, "train": None}, shots=(5,), draws=4)
+    ref = evaluate(model, 4, data.normalize(sx), sy, data.normalize(tx[q]), ty[q], shots=(5,), seeds=range(4))
+    assert sub["fewshot5_error"] == pytest.approx(ref["fewshot5_error"]) and "train_error" not in sub
+
+
+def test_evaluate_all_accepts_an_autocast_context():
+    model, ev = tiny_model(), tiny_eval_images()
+    amp = torch.autocast("cpu", dtype=torch.bfloat16)
+    out = eval_fewshot.evaluate_all(model, 4, ev, shots=(5,), draws=2, amp=amp)
+    assert set(out) == {"fewshot5_error", "fewshot5_error_std", "fewshot5_error_sem", "test_error", "train_error"}
+    assert all(0.0 <= v <= 1.0 for v in out.values())
+    with pytest.raises(ValueError, match="draws"):
+        eval_fewshot.evaluate_all(model, 4, ev, draws=0)
+
+
+def test_reported_std_shrinks_with_more_draws():
+    """On overlapping blobs the draws disagree: the spread of one draw stays, the std of the mean falls."""
+    xtr, ytr = blobs(50, noise=14.0)
+    xte, yte = blobs(40, noise=14.0, seed=1)
+    feats = torch.tensor(np.concatenate([xtr, xte]))
+    model = FeatureModel(feats)   # evaluate_all only needs features: images are row numbers of a table
+    ev = {"support": (torch.arange(len(xtr)).float(), torch.tensor(ytr)),
+          "test": (torch.arange(len(xtr), len(feats)).float(), torch.tensor(yte)), "query": None, "train": None}
+    few = eval_fewshot.evaluate_all(model, 4, ev, shots=(5,), draws=4)
+    many = eval_fewshot.evaluate_all(model, 4, ev, shots=(5,), draws=64)
+    assert few["fewshot5_error_std"] > 0.01 and many["fewshot5_error_std"] > 0.01
+    assert many["fewshot5_error_sem"] < few["fewshot5_error_sem"] / 2
+    one = eval_fewshot.evaluate_all(model, 4, ev, shots=(5,), draws=1)
+    assert one["fewshot5_error_std"] == one["fewshot5_error_sem"] == 0.0
+
+
+class FeatureModel(torch.nn.Module):
+    """A 'model' whose images are row numbers (float, so feature_pass passes them as given) of a feature table."""
+
+    def __init__(self, table):
+        super().__init__()
+        self.table = table
+        self.head = torch.nn.Linear(table.shape[1], 10)
+
+    def features(self, idx, patch):
+        return self.table[idx.long()]
+
+
+def test_train_subset_is_fixed_by_seed():
+    a, b = data.train_subset(1000, 200), data.train_subset(1000, 200)
+    assert torch.equal(a, b) and len(set(a.tolist())) == 200 and int(a.max()) < 1000
+    assert not torch.equal(data.train_subset(1000, 200, seed=1), a)
+    assert torch.equal(data.train_subset(1000, 100), a[:100]) and len(data.train_subset(50, 200)) == 50
+
+
+def test_eval_images_fixed_sets():
+    g = torch.Generator().manual_seed(0)
+    tx, ty = torch.randint(0, 256, (400, 1, 8, 8), generator=g, dtype=torch.uint8), torch.arange(400) % 10
+    vx, vy = torch.randint(0, 256, (100, 1, 8, 8), generator=g, dtype=torch.uint8), torch.arange(100) % 10
+    ev = data.eval_images(tx, ty, vx, vy, 300, 1000, 80, 50, "cpu")
+    old = data.eval_sets(tx, ty, vx, vy, 300, 1000, 80, "cpu")
+    assert torch.equal(data.normalize(ev["support"][0]), old["fewshot"][0]) and ev["shots"] == old["shots"]
+    assert torch.equal(ev["test"][0], old["test"][0]) and ev["query"] is None
+    assert torch.equal(ev["train"][0], tx[data.train_subset(400, 50)]) and ev["train"][0].dtype == torch.uint8
+    sub = data.eval_images(tx, ty, vx, vy, 300, 20, 80, 0, "cpu")
+    assert sub["train"] is None and len(sub["query"]) == 20 and int(sub["query"].max()) < 80
+    with pytest.raises(ValueError, match="--fewshot-support"):
+        data.eval_images(tx, ty, vx, vy, 30, 1000, 80, 0, "cpu")
+
+
+def test_training_after_evaluation_at_a_new_patch_size(monkeypatch):
+    """The evaluation builds FlexiViT's cached resize matrix for a new patch size; training at that size must
+    still backpropagate (it would not if the matrix were an inference-mode tensor)."""
+    monkeypatch.setattr(flexivit, "_RESIZE_CACHE", {})
+    model, ev = tiny_model(), tiny_eval_images()
+    eval_fewshot.evaluate_all(model, 2, ev, shots=(5,), draws=2)
+    model(torch.randn(4, 1, 8, 8), 2).sum().backward()
+    assert model.patch_weight.grad is not None
