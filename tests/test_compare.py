@@ -15,6 +15,7 @@ import compare
 ROOT = Path(__file__).resolve().parent.parent
 C = np.geomspace(1e11, 1e13, 14)       # 14 log-spaced evaluations, like the real runs
 WOBBLE = 0.004 * np.array([1, -1, 0.5, -0.5, 1, 0, -1, 1, -0.5, 0.5, -1, 0, 1, -1])  # fixed, +-0.004
+QUIET = WOBBLE / 4   # where a saving is checked to +-3 points: +-0.004 on flat curves moves it by ~7 (bench)
 
 
 def law7(c):     # patch 7: slower start, lower end (the best static run)
@@ -41,14 +42,14 @@ def write_run(path, errors, configs, seed=0, kind=None, flops=C, wall=None, extr
     return str(path)
 
 
-def statics(root, seed=0, wobble=WOBBLE):
+def statics(root, seed=0, wobble=QUIET):
     return [write_run(root / "static_p7", law7(C) + wobble, [{"patch": 7}] * 14, seed),
             write_run(root / "static_p14", law14(C) + wobble[::-1], [{"patch": 14}] * 14, seed)]
 
 
 def scheduled(root, stage2, switch=7, seed=0, kind="law", name="sched_law", first=None, **kw):
     """Patch 14 up to evaluation `switch` (the static p14 run's own records), then patch 7 (stage2)."""
-    first = law14(C) + WOBBLE[::-1] if first is None else first
+    first = law14(C) + QUIET[::-1] if first is None else first
     e = np.concatenate([first[:switch], stage2[switch:]])
     cfg = [{"patch": 14}] * switch + [{"patch": 7}] * (14 - switch)
     return write_run(root / name, e, cfg, seed, kind, **kw)
@@ -98,15 +99,19 @@ def test_crossing_inside_the_shared_stretch_counts_only_after_the_switch(tmp_pat
 def test_known_saving_is_recovered_and_one_evaluation_barely_moves_it(tmp_path):
     paths = statics(tmp_path)
     s = 0.3                                                 # stage 2 = static p7 shifted: 30% fewer FLOPs
-    ahead = law7(C / (1 - s)) + WOBBLE
+    ahead = law7(C / (1 - s)) + QUIET
     got = row(run(paths + [scheduled(tmp_path, ahead)]), "sched_law")
     assert got["flops_savings"] == pytest.approx(s, abs=0.03)
     assert got["stages"][0]["read"] == "fit" and got["stages"][1]["compute_factor"] == pytest.approx(1 / (1 - s), rel=0.1)
-    for i in (11, 12, 13):                                  # one evaluation near the crossing moved by 0.01
+    moves = []
+    for i in (10, 11, 12, 13):                              # one evaluation near the crossing moved by 0.01
         moved = ahead.copy()
         moved[i] -= 0.01
         r = row(run(paths + [scheduled(tmp_path, moved, name=f"m{i}")]), f"m{i}")
-        assert abs(r["flops_savings"] - got["flops_savings"]) < 0.05
+        moves.append((abs(r["flops_savings"] - got["flops_savings"]),
+                      abs(r["raw"]["flops_savings"] - got["raw"]["flops_savings"])))
+    fitted, raw = np.max(moves, axis=0)
+    assert fitted < 0.10 and raw > fitted                   # the issue: one wobble moves it by < 10 points
 
 
 def test_same_as_static_is_labelled_and_never_credited(tmp_path):
