@@ -391,7 +391,8 @@ def measure(r: Run, ref: dict, laws: dict, static: list[Run]) -> dict:
     fit = fitted(r, st)
     row = {"run": r.name, "group": r.group, "seed": r.seed, "kind": r.kind,
            "final_error": float(r.error[-1]), "final_error_fitted": float(fit[-1]),
-           "best_error": float(r.error.min()), "final_flops": float(r.flops[-1]), "final_wall": at(r.wall, len(r.wall) - 1),
+           "best_error": float(r.error.min()), "final_flops": float(r.flops[-1]),
+           "final_wall": at(r.wall, len(r.wall) - 1),
            "flops_to_target": f, "wall_to_target": w,
            "flops_savings": _saving(f, ref["best_static_flops"]), "wall_savings": _saving(w, ref["best_static_wall"]),
            "raw": {"flops_to_target": f_raw, "wall_to_target": w_raw,
@@ -525,23 +526,28 @@ def table(result: dict, metric: str) -> str:
     cost = result["cost"]
     other = "wall" if cost == "flops" else "flops"
     lines = [f"target {metric} (fitted final value of the best static run, per seed): "
-             + ", ".join(f"seed {s['seed']}: {s['target_error']:.4f} ({s['best_static']}; raw {s['raw']['target_error']:.4f})"
+             + ", ".join(f"seed {s['seed']}: {s['target_error']:.4f} ({s['best_static']}; "
+                         f"raw {s['raw']['target_error']:.4f})"
                          for s in result["seeds"]),
-             f"{'run':<22} {'seed':>4} {'kind':<7} {'final*':>7} {cost + ' to target':>16} {'saved':>7} {'raw':>7} "
+             f"{'run':<22} {'seed':>4} {'kind':<7} {'fit end':>7} {cost + ' to target':>16} {'saved':>7} {'raw':>7} "
              f"{other + ' saved':>11} {'raw':>7}  note"]
     for r in result["runs"]:
         to = r[f"{cost}_to_target"]
         lines.append(f"{r['run'][:22]:<22} {str(r['seed']):>4} {r['kind'][:7]:<7} {r['final_error_fitted']:>7.4f} "
                      f"{'never' if to is None else format(to, '.3e' if cost == 'flops' else '.1f'):>16} "
                      f"{_pct(r[f'{cost}_savings'])} {_pct(r['raw'][f'{cost}_savings'])} "
-                     f"{_pct(r[f'{other}_savings']):>11} {_pct(r['raw'][f'{other}_savings'])}  {r['reason'] or ''}")
+                     f"{_pct(r[f'{other}_savings']):>11} {_pct(r['raw'][f'{other}_savings'])}  "
+                     + (f"test-train {r['final_train_test_gap']:+.4f}; " if r["final_train_test_gap"] is not None else "")
+                     + (r["reason"] or ""))
     if any(len(g["seeds"]) > 1 for g in result["groups"]):
         lines += ["", f"{'group':<22} {'kind':<7} {'seeds':>5} {cost + ' saved, mean [95% CI]':>30} {'raw mean':>9} "
                       f"{other + ' saved, mean [95% CI]':>30}"]
         for g in result["groups"]:
             raw = g[f"raw_{cost}_savings"]["mean"]
-            lines.append(f"{g['group'][:22]:<22} {g['kind'][:7]:<7} {len(g['seeds']):>5} {_ci(g[f'{cost}_savings']):>30} "
-                         f"{_pct(raw):>9} {_ci(g[f'{other}_savings']):>30}"
+            raw = f"{'-':>9}" if raw is None else f"{_pct(raw):>9}"
+            lines.append(f"{g['group'][:22]:<22} {g['kind'][:7]:<7} {len(g['seeds']):>5} "
+                         f"{_ci(g[f'{cost}_savings']):>30} "
+                         f"{raw} {_ci(g[f'{other}_savings']):>30}"
                          + (f"  same as static {g['same_as_static']}" if g["same_as_static"] else ""))
     gaps = result["final_train_test_gap_by_kind"]
     if gaps:
