@@ -135,8 +135,10 @@ def read_run(path: str, metric: str) -> Run:
         evals = [r for r in evals if float(r["flops"]) > 0 and math.isfinite(float(r[metric]))]
         flops, error = (np.array([float(r[k]) for r in evals]) for k in ("flops", metric))
         wall = np.array([float(r.get("wall", math.nan)) for r in evals])
+        both = [r for r in evals if "test_error" in r and "train_error" in r]   # the train/test gap
+        gap = float(both[-1]["test_error"]) - float(both[-1]["train_error"]) if both else None
     except (TypeError, ValueError) as e:
-        raise UserError(f"{log}: a record's flops, wall or {metric} is not a number ({e})") from None
+        raise UserError(f"{log}: a record's flops, wall, {metric} or train/test error is not a number ({e})") from None
     if len(evals) == 0 or np.any(np.diff(flops) <= 0):
         raise UserError(f"{log}: {'no record with flops > 0' if len(evals) == 0 else 'flops not increasing'}")
     cfg = header.get("config") if isinstance(header.get("config"), dict) else {}
@@ -149,8 +151,6 @@ def read_run(path: str, metric: str) -> Run:
         name = p.stem
     else:
         name = header.get("run") or (p.name if p.is_dir() else p.parent.name)
-    last = evals[-1]
-    gap = last["test_error"] - last["train_error"] if {"test_error", "train_error"} <= last.keys() else None
     return Run(name=name, kind=kind, flops=flops, wall=wall, error=error,
                configs=[r.get("config", {}) for r in evals], seed=cfg.get("seed"),
                group=re.sub(r"[-_.]?seed[-_]?\d+", "", name) or name, header=cfg, gap=gap)
@@ -312,14 +312,12 @@ def wall_at(r: Run, flops: float | None) -> float | None:
     return float(np.exp(np.interp(math.log(flops), np.log(r.flops[ok]), np.log(r.wall[ok]))))
 
 
-def crossing_at(curve: np.ndarray, target: float, start: int = 0, cuts: tuple = ()) -> float | None:
-    """First fractional index i + t at which `curve` reaches target, from index `start` on,
-    interpolating linearly (in ln C, later) between evaluations but not across a cut (a switch)."""
-    for i in range(start, len(curve)):
+def crossing_at(curve: np.ndarray, target: float) -> float | None:
+    """First fractional index i + t at which `curve` reaches target, interpolating linearly between
+    evaluations (in ln C once `at` turns the index into compute)."""
+    for i in range(len(curve)):
         if curve[i] <= target:
-            if i == start or i in cuts:
-                return float(i)
-            return i - 1 + (curve[i - 1] - target) / (curve[i - 1] - curve[i])
+            return float(i) if i == 0 else i - 1 + (curve[i - 1] - target) / (curve[i - 1] - curve[i])
     return None
 
 
@@ -533,11 +531,12 @@ def table(result: dict, metric: str) -> str:
              f"{other + ' saved':>11} {'raw':>7}  note"]
     for r in result["runs"]:
         to = r[f"{cost}_to_target"]
+        gap = r["final_train_test_gap"]
         lines.append(f"{r['run'][:22]:<22} {str(r['seed']):>4} {r['kind'][:7]:<7} {r['final_error_fitted']:>7.4f} "
                      f"{'never' if to is None else format(to, '.3e' if cost == 'flops' else '.1f'):>16} "
                      f"{_pct(r[f'{cost}_savings'])} {_pct(r['raw'][f'{cost}_savings'])} "
                      f"{_pct(r[f'{other}_savings']):>11} {_pct(r['raw'][f'{other}_savings'])}  "
-                     + (f"test-train {r['final_train_test_gap']:+.4f}; " if r["final_train_test_gap"] is not None else "")
+                     + (f"test-train {gap:+.4f}; " if gap is not None else "")
                      + (r["reason"] or ""))
     if any(len(g["seeds"]) > 1 for g in result["groups"]):
         lines += ["", f"{'group':<22} {'kind':<7} {'seeds':>5} {cost + ' saved, mean [95% CI]':>30} {'raw mean':>9} "
