@@ -395,7 +395,8 @@ def measure(r: Run, ref: dict, laws: dict, static: list[Run]) -> dict:
            "flops_savings": _saving(f, ref["best_static_flops"]), "wall_savings": _saving(w, ref["best_static_wall"]),
            "raw": {"flops_to_target": f_raw, "wall_to_target": w_raw,
                    "flops_savings": _saving(f_raw, raw["best_static_flops"]),
-                   "wall_savings": _saving(w_raw, raw["best_static_wall"])},
+                   "wall_savings": _saving(w_raw, raw["best_static_wall"]),
+                   "reason": None if f_raw is not None else "never reaches the raw target"},
            "same_as_static": whole, "shares_first_stage_with": shared,
            "counts_from_flops": float(r.flops[start]) if start < len(r.flops) else None,
            "stages": [{"from_flops": float(r.flops[a]), "evals": b - a, "read": how,
@@ -487,6 +488,7 @@ def compare(runs: list[Run], target: float | None = None, cost: str = "flops") -
             "best_static": ",".join(names),
             "best_static_flops": first["best_static_flops"] if len(refs) == 1 else None,
             "best_static_wall": first["best_static_wall"] if len(refs) == 1 else None,
+            "best_static_reason": None if len(refs) == 1 else f"{len(refs)} seeds: per seed under 'seeds'",
             "seeds": [{"seed": s, **{k: x for k, x in v.items() if k != "_law"}} for s, v in refs.items()],
             "runs": rows, "groups": summarize(rows, cost),
             "final_train_test_gap_by_kind": {k: float(np.mean(v)) for k, v in kinds.items()}}
