@@ -32,10 +32,12 @@ point moves the crossing by 15% of the compute. So this script reads every curve
     as a static run of the same seed *is* that run until its first switch (same seed, data and
     steps), so its crossing only counts after the switch. A scheduled run whose configs over the
     whole run equal one static run's is labelled "same as static" and gets no savings.
-  bench/bench_measure.py measures it against the raw first crossing on curves with a known saving:
-  moving one evaluation by 0.01 moves the saving by <= 4 points (raw: up to "never"), and it is
-  within 5 points of the truth about twice as often as the raw crossing; but no measure reaches
-  90% at +-0.01 wobble on 14 evaluations of one seed (see there); average seeds for that.
+  bench/bench_measure.py (curves shaped like `make reproduce`'s, a known saving of 10-40%): moving
+  one evaluation by 0.01 moves the saving by at most 8 points (the raw crossing: up to "never");
+  within 5 points of the truth in 63% of one-seed draws at noise sd 0.0025 (raw: 42%) and 30% at
+  sd 0.005 (raw: 22%); under AR(1) noise no better than raw. 90% is out of reach for any measure
+  at this noise on 14 evaluations: an oracle that knows the static law and the target exactly
+  gets 82% and 53%. Run seeds and read the t-interval.
 
 The raw first crossing (raw target, raw points, interpolated in log compute; what this script
 reported before) is printed beside it, labelled raw.
