@@ -105,6 +105,7 @@ class Run:
     group: str = ""  # name without its seed: runs of one group across seeds are averaged
     header: dict = dataclasses.field(default_factory=dict)  # header "config"
     gap: float | None = None  # final test_error - train_error, when the log has train_error
+    path: str = ""  # the log file
 
 
 # -----------------------------------------------------------------------------
@@ -155,7 +156,7 @@ def read_run(path: str, metric: str) -> Run:
         name = header.get("run") or (p.name if p.is_dir() else p.parent.name)
     return Run(name=name, kind=kind, flops=flops, wall=wall, error=error,
                configs=[r.get("config", {}) for r in evals], seed=cfg.get("seed"),
-               group=re.sub(r"[-_.]?seed[-_]?\d+", "", name) or name, header=cfg, gap=gap)
+               group=re.sub(r"[-_.]?seed[-_]?\d+", "", name) or name, header=cfg, gap=gap, path=str(log))
 
 
 def _schedule_kind(path: str) -> str:
@@ -414,7 +415,7 @@ def measure(r: Run, ref: dict, laws: dict, static: list[Run]) -> dict:
         short = st[-1][4] == "short"
         row["reason"] = (f"reaches the target only in the stretch it shares with static {shared}" if early else
                          f"last stage has < {MIN_STAGE} evaluations: not read" if short else
-                         f"never reaches the target (fitted final {fit[-1]:.4f} > {ref['target_error']:.4f})")
+                         f"never reaches the target (fitted final {fit[-1]:.5f} > {ref['target_error']:.5f})")
     elif row["wall_savings"] is None:
         row["reason"] = "no wall time in the log"
     return row
@@ -462,9 +463,9 @@ def compare(runs: list[Run], target: float | None = None, cost: str = "flops") -
     seen = {}
     for r in runs:
         if (r.group, r.seed) in seen:
-            raise UserError(f"runs {seen[r.group, r.seed]} and {r.name} are both {r.group!r} of seed {r.seed}: "
-                            "pass each run once, or give them different names")
-        seen[r.group, r.seed] = r.name
+            raise UserError(f"{seen[r.group, r.seed]} and {r.path or r.name} are both run {r.group!r} of seed "
+                            f"{r.seed}: pass each run once, or give them different names")
+        seen[r.group, r.seed] = r.path or r.name
     static = [r for r in runs if r.kind == "static"]
     laws = {id(r): fit_static(r) for r in runs}
     refs = {}

@@ -177,7 +177,7 @@ def test_train_test_gap_per_run_and_kind(tmp_path):
 
 def test_duplicate_run_of_one_seed_is_refused(tmp_path):
     paths = statics(tmp_path / "a") + statics(tmp_path / "b")
-    with pytest.raises(compare.UserError, match="both 'static_p7' of seed 0"):
+    with pytest.raises(compare.UserError, match="both run .static_p7. of seed 0"):
         run(paths)
 
 
