@@ -416,6 +416,8 @@ def measure(r: Run, ref: dict, laws: dict, static: list[Run]) -> dict:
         row["reason"] = (f"reaches the target only in the stretch it shares with static {shared}" if early else
                          f"last stage has < {MIN_STAGE} evaluations: not read" if short else
                          f"never reaches the target (fitted final {fit[-1]:.5f} > {ref['target_error']:.5f})")
+    elif ref["best_static_flops"] is None:
+        row["reason"] = "no static run reaches the target: nothing to compare with"
     elif row["wall_savings"] is None:
         row["reason"] = "no wall time in the log"
     return row
@@ -481,7 +483,7 @@ def compare(runs: list[Run], target: float | None = None, cost: str = "flops") -
             kinds.setdefault(r["kind"], []).append(r["final_train_test_gap"])
     first = refs[next(iter(refs))]
     names = list(dict.fromkeys(str(v["best_static"]) for v in refs.values()))
-    return {"version": 2, "cost": cost,
+    return {"version": 2, "cost": cost, "target_given": target is not None,
             "measure": {"method": "static runs: law a(C+d)^-b+c fitted (fit_laws.py); target = the best static "
                                   "law's final value; other runs: per stage the same-config static law shifted "
                                   "in compute, law(k C), k fitted (soft-L1 in ln E, Gaussian weights in ln C "
@@ -514,8 +516,10 @@ def strict(x):
 # output: table, plot, files
 
 
-def _pct(v) -> str:
-    return f"{'never':>7}" if v is None else f"{100 * v:6.1f}%"
+def _pct(v, reached: bool = False) -> str:
+    """A saving as a table cell: "never" where the run does not reach the target, "-" where it does
+    but has no saving (no reference, same as static, no wall time)."""
+    return f"{'-' if reached else 'never':>7}" if v is None else f"{100 * v:6.1f}%"
 
 
 def _ci(s: dict) -> str:
@@ -528,7 +532,8 @@ def _ci(s: dict) -> str:
 def table(result: dict, metric: str) -> str:
     cost = result["cost"]
     other = "wall" if cost == "flops" else "flops"
-    lines = [f"target {metric} (fitted final value of the best static run, per seed): "
+    given = "--target" if result["target_given"] else "fitted final value of the best static run"
+    lines = [f"target {metric} ({given}, per seed; best static run; raw target): "
              + ", ".join(f"seed {s['seed']}: {s['target_error']:.4f} ({s['best_static']}; "
                          f"raw {s['raw']['target_error']:.4f})"
                          for s in result["seeds"]),
@@ -539,8 +544,10 @@ def table(result: dict, metric: str) -> str:
         gap = r["final_train_test_gap"]
         lines.append(f"{r['run'][:22]:<22} {str(r['seed']):>4} {r['kind'][:7]:<7} {r['final_error_fitted']:>7.4f} "
                      f"{'never' if to is None else format(to, '.3e' if cost == 'flops' else '.1f'):>16} "
-                     f"{_pct(r[f'{cost}_savings'])} {_pct(r['raw'][f'{cost}_savings'])} "
-                     f"{_pct(r[f'{other}_savings']):>11} {_pct(r['raw'][f'{other}_savings'])}  "
+                     f"{_pct(r[f'{cost}_savings'], to is not None)} "
+                     f"{_pct(r['raw'][f'{cost}_savings'], r['raw'][f'{cost}_to_target'] is not None)} "
+                     f"{_pct(r[f'{other}_savings'], r[f'{other}_to_target'] is not None):>11} "
+                     f"{_pct(r['raw'][f'{other}_savings'], r['raw'][f'{other}_to_target'] is not None)}  "
                      + (f"test-train {gap:+.4f}; " if gap is not None else "")
                      + (r["reason"] or ""))
     if any(len(g["seeds"]) > 1 for g in result["groups"]):
