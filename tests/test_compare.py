@@ -217,9 +217,17 @@ def test_bad_input_is_one_line_exit_2_nothing_written(tmp_path):
     assert r.returncode == 2 and "is a file" in r.stderr and afile.read_text() == "x"
 
 
+def test_given_target_without_a_static_run_reaching_it(tmp_path):
+    r = run([scheduled(tmp_path, law7(C / 0.7))], target=0.2)["runs"][0]
+    assert r["flops_to_target"] is not None and r["flops_savings"] is None
+    assert r["reason"] == "no static run reaches the target: nothing to compare with"
+
+
 def test_cli_as_the_pipeline_calls_it(tmp_path):
     paths = statics(tmp_path) + [scheduled(tmp_path, law7(C / 0.7))]
-    r = cli("--runs", *paths, "--metric", "fewshot10_error", "--out-dir", tmp_path / "out")
+    laws = tmp_path / "laws.json"
+    laws.write_text(json.dumps({"version": 1, "metric": "fewshot10_error", "laws": []}))
+    r = cli("--runs", *paths, "--metric", "fewshot10_error", "--out-dir", tmp_path / "out", "--laws", laws)
     assert r.returncode == 0, r.stderr
     doc = json.loads((tmp_path / "out" / "comparison.json").read_text())
     assert doc["best_static"] == "static_p7" and doc["metric"] == "fewshot10_error"
