@@ -35,15 +35,13 @@ import pickle
 import sys
 from contextlib import nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from data import normalize
-
-
-class UserError(ValueError):
-    pass
+from data import load_dataset, normalize
+from runtime import UserError, atomic_write, run_cli
 
 
 def extract_features(model, patch, images, batch_size=512):
@@ -223,56 +221,55 @@ class Config:
 
 
 def load_checkpoint(path, device="cpu"):
-    """(FlexiViT, checkpoint dict) from a train_vit.py checkpoint."""
+    """(FlexiViT, checkpoint dict) from a train_vit.py checkpoint; anything else is one line naming the file."""
     import flexivit
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"no checkpoint at {path}")
+        raise UserError(f"no checkpoint at {path}")
     try:
         ckpt = torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError:   # a checkpoint of your own holding other Python objects
-        ckpt = torch.load(path, map_location=device, weights_only=False)
+        ckpt = _load_any(path, device)
+    except Exception as e:           # truncated or not a torch file: torch raises many kinds
+        raise UserError(f"{path} is not a readable checkpoint ({type(e).__name__})") from None
     if not isinstance(ckpt, dict) or "model_args" not in ckpt or "model" not in ckpt:
         raise UserError(f"{path} is not a train_vit.py checkpoint (needs keys 'model_args' and 'model')")
-    model = flexivit.FlexiViT(**ckpt["model_args"])
     try:
+        model = flexivit.FlexiViT(**ckpt["model_args"])
         model.load_state_dict(ckpt["model"])
-    except RuntimeError as e:
+    except (TypeError, ValueError, RuntimeError) as e:
         raise UserError(f"{path}: state dict does not fit model_args: {str(e).splitlines()[0]}") from None
     return model.to(device), ckpt
+
+
+def _load_any(path, device):
+    try:
+        return torch.load(path, map_location=device, weights_only=False)
+    except Exception as e:
+        raise UserError(f"{path} is not a readable checkpoint ({type(e).__name__})") from None
 
 
 def main(cfg):
     if cfg.seeds < 1 or not cfg.shots or min(cfg.shots) < 1:
         raise UserError("--seeds and every --shots value must be >= 1")
+    if not cfg.reg > 0:
+        raise UserError(f"--reg {cfg.reg}: the ridge regulariser must be > 0")
     model, ckpt = load_checkpoint(cfg.ckpt, cfg.device)
     patch = cfg.patch or ckpt.get("patch") or (ckpt.get("config") or {}).get("patch") or model.base_patch
-    import train_vit  # lazily: only the CLI needs the data loader
-    train_x, train_y, test_x, test_y = train_vit.load_dataset(cfg.data_dir)
+    train_x, train_y, test_x, test_y = load_dataset(cfg.data_dir)
     if cfg.pool_size:
         train_x, train_y = train_x[:cfg.pool_size], train_y[:cfg.pool_size]
     if cfg.query_size:
         test_x, test_y = test_x[:cfg.query_size], test_y[:cfg.query_size]
-    if hasattr(train_vit, "normalize"):
-        norm = train_vit.normalize
-    else:
-        def norm(x):
-            return (x.float() / 255 - 0.5) / 0.5
+    norm = normalize
     result = evaluate(model, patch, norm(train_x), train_y, norm(test_x), test_y,
                       shots=cfg.shots, seeds=tuple(range(cfg.seeds)), reg=cfg.reg, batch_size=cfg.batch_size)
     result = {"patch": patch, **result}
-    line = json.dumps(result)
+    line = json.dumps(result, allow_nan=False)
     print(line)
     if cfg.out:
-        with open(cfg.out + ".tmp", "w") as f:
-            f.write(line + "\n")
-        os.replace(cfg.out + ".tmp", cfg.out)
+        atomic_write(cfg.out, lambda tmp: Path(tmp).write_text(line + "\n"))
     return result
 
 
 if __name__ == "__main__":
-    import tyro
-    try:
-        main(tyro.cli(Config))
-    except (UserError, ValueError, FileNotFoundError) as e:
-        print(f"eval_fewshot.py: error: {e}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(run_cli(main, Config, "eval_fewshot.py"))

@@ -58,13 +58,14 @@ PRESETS = {
         "demo": dict(VIT, patches=(4, 7, 2, 14), flops=6e12, short={14: 0.6, 2: 0.3}),
         "full": dict(VIT, patches=(4, 7, 2, 14), flops=2.5e13, evals=14, short={14: 0.4, 2: 0.3}),
         # a pipeline check in a minute or two (no claim about savings)
-        "smoke": dict(VIT, patches=(14, 7, 4, 2), flops=2e11, evals=6, fewshot_query=300, test_size=500, short={}),
+        "smoke": dict(VIT, patches=(14, 7, 4, 2), flops=2e11, evals=10, fewshot_query=300, test_size=500, short={},
+                      warmup=10),
     },
     "context": {   # the same tokens a step at every context; scheduled runs get 10% more (sched_flops)
         "full": dict(model="L64-4", contexts=(128, 64, 32, 16), flops=2e13, sched_flops=2.2e13, evals=24,
                      val_tokens=32768, tokens_per_step=4096, data="", metric="val_loss", min_flops_frac=0.02,
                      max_extrap_error=0.3, compare_metric="val_loss_max_context"),
-        "smoke": dict(model="L64-4", contexts=(64, 32, 16, 8), flops=6e11, sched_flops=6.6e11, evals=6,
+        "smoke": dict(model="L64-4", contexts=(64, 32, 16, 8), flops=6e11, sched_flops=6.6e11, evals=10, warmup=10,
                       val_tokens=8192, tokens_per_step=4096, data="", metric="val_loss", min_flops_frac=0.02,
                       max_extrap_error=0.3, compare_metric="val_loss_max_context"),
     },
@@ -72,7 +73,7 @@ PRESETS = {
         "full": dict(HP, batch_sizes=(32, 256), lr_scaling="sqrt", flops=3e13),
         "demo": dict(HP, batch_sizes=(32, 256), lr_scaling="none", flops=3e12, evals=12, fewshot_query=1000,
                      test_size=2000),
-        "smoke": dict(HP, batch_sizes=(32, 128), lr_scaling="none", flops=4e10, evals=6, fewshot_query=300,
+        "smoke": dict(HP, batch_sizes=(32, 128), lr_scaling="none", flops=4e10, evals=10, fewshot_query=300,
                       test_size=500, warmup=10),
     },
     "distill": {   # teacher: a bigger model trained longer ('' = train it here; or a train_vit.py ckpt.pt)
@@ -81,12 +82,12 @@ PRESETS = {
         "demo": dict(HP, flops=2e12, teacher="", teacher_model="V96-4", teacher_patch=7, teacher_flops=8e12,
                      temperature=2.0, evals=12, fewshot_query=1000, test_size=2000),
         "smoke": dict(HP, batch_size=32, flops=4e10, teacher="", teacher_model="V96-4", teacher_patch=7,
-                      teacher_flops=5e10, temperature=2.0, evals=6, fewshot_query=300, test_size=500, warmup=10),
+                      teacher_flops=5e10, temperature=2.0, evals=10, fewshot_query=300, test_size=500, warmup=10),
     },
     # Sec. 6.1: a model that grows (expand.py); static runs at each width (depth), the schedule's stages carry it
-    "width": {"smoke": dict(VIT, patch=7, depth=2, widths=(32, 64), flops=2e11, evals=6, fewshot_query=300,
+    "width": {"smoke": dict(VIT, patch=7, depth=2, widths=(32, 64), flops=2e11, evals=10, fewshot_query=300,
                             test_size=500, warmup=20)},
-    "depth": {"smoke": dict(VIT, patch=7, width=32, depths=(1, 2), flops=2e11, evals=6, fewshot_query=300,
+    "depth": {"smoke": dict(VIT, patch=7, width=32, depths=(1, 2), flops=2e11, evals=10, fewshot_query=300,
                             test_size=500, warmup=20)},
 }
 # per experiment: the trainer, and the baselines it can train (train_vit.py's random mode draws patch sizes only)
@@ -194,7 +195,7 @@ def common_flags(cfg: Config, p: dict) -> list[str]:
     """What every run of the experiment shares: data, evaluation, warm-up."""
     if cfg.experiment == "context":
         return ["--tokens-per-step", str(p["tokens_per_step"]), "--val-tokens", str(p["val_tokens"]),
-                "--data", p["data"]]
+                "--data", p["data"], "--warmup", str(p.get("warmup", 100))]      # 100: train_lm.py's default
     return ["--data-dir", cfg.data_dir, "--fewshot-support", str(p["fewshot_support"]), "--fewshot-query",
             str(p["fewshot_query"]), "--test-size", str(p["test_size"]), "--warmup", str(p["warmup"])]
 

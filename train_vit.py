@@ -59,7 +59,7 @@ import eval_fewshot
 import expand
 import flexivit
 import runtime
-from data import augment, batch_indices, eval_sets, generator, key_seed, load_dataset, normalize
+from data import augment, batch_indices, eval_images, generator, key_seed, load_dataset, normalize
 from runtime import UserError
 from stages import log_config, plan_shapes, schedule_hash, stage_in_force
 
@@ -120,12 +120,14 @@ class Config:
     """evaluations log-spaced in compute from 1% of the budget to the end (plus one at the end)"""
     fewshot_support: int = 2000
     """fixed subset of the training set the k-shot examples are drawn from (>= 10 per class: ~5000 for CIFAR-100)"""
-    fewshot_query: int = 2000
-    """fixed subset of the test set on which the k-shot error is measured"""
-    fewshot_seeds: int = 3
-    """draws of the k-shot examples averaged per evaluation"""
+    fewshot_query: int = 10000
+    """k-shot query images, a fixed subset of the --test-size test images (all of them if not fewer)"""
+    fewshot_seeds: int = 50
+    """draws of the k-shot examples averaged per evaluation (50: one evaluation's std ~0.002, bench_eval_noise)"""
     test_size: int = 10000
     """test images for test_error (all if fewer)"""
+    train_size: int = 2000
+    """fixed training subset (un-augmented) for train_error, the train/test gap (0: none)"""
     out_dir: str | None = None
     """run folder for log.jsonl and ckpt.pt; None: runs/<data>-<model>-<shape>"""
     seed: int = 0
@@ -184,18 +186,11 @@ def learning_rate(cfg, step, batch_size, rewarm_from):
     return lr
 
 
-@torch.no_grad()
 def evaluate(model, patch, ev, cfg, amp):
-    """fewshot10_error (k-shot ridge on frozen features, eval_fewshot) and test_error (top-1) at `patch`."""
-    model.eval()
-    with amp:
-        out = eval_fewshot.evaluate(model, patch, *ev["fewshot"], shots=ev["shots"],
-                                    seeds=tuple(range(cfg.fewshot_seeds)))
-        x, y = ev["test"]
-        wrong = sum((model(normalize(x[i:i + 500]), patch).argmax(1) != y[i:i + 500]).sum().item()
-                    for i in range(0, len(x), 500))
-    model.train()
-    return {**{k: float(v) for k, v in out.items()}, "test_error": wrong / len(x)}
+    """At `patch`, from one feature pass per image set (eval_fewshot.evaluate_all): fewshot10_error, the paper's
+    E (10-shot ridge on frozen features, mean over --fewshot-seeds draws), its spread and standard error,
+    test_error (top-1) and train_error (top-1 on a fixed training subset: the train/test gap)."""
+    return eval_fewshot.evaluate_all(model, patch, ev, shots=(10,), draws=cfg.fewshot_seeds, amp=amp)
 
 
 @dataclass
@@ -220,7 +215,7 @@ def check_flags(cfg):
                      ("weight_decay", cfg.weight_decay >= 0), ("label_smoothing", 0 <= cfg.label_smoothing < 1),
                      ("clip", cfg.clip > 0), ("evals", cfg.evals >= 0), ("fewshot_seeds", cfg.fewshot_seeds > 0),
                      ("fewshot_support", cfg.fewshot_support > 0), ("fewshot_query", cfg.fewshot_query > 0),
-                     ("test_size", cfg.test_size > 0), ("rewarm", cfg.rewarm >= 0), ("temperature", cfg.temperature > 0),
+                     ("test_size", cfg.test_size > 0), ("train_size", cfg.train_size >= 0), ("rewarm", cfg.rewarm >= 0), ("temperature", cfg.temperature > 0),
                      ("threads", cfg.threads is None or cfg.threads > 0), ("ckpt_every", cfg.ckpt_every >= 0),
                      ("ckpt_minutes", cfg.ckpt_minutes > 0), ("patch", cfg.patch is None or cfg.patch > 0)):
         if not ok:
@@ -268,8 +263,8 @@ class Run:
         self.ckpt_path, self.log = self.out / "ckpt.pt", runtime.RunLog(self.out / "log.jsonl")
         self.ckpts = runtime.Checkpoints(self.ckpt_path, self.world.main)
         self.shash = schedule_hash(self.sched)
-        self.ev = eval_sets(self.train_x, self.train_y, test_x, test_y, cfg.fewshot_support, cfg.fewshot_query,
-                            cfg.test_size, self.device)
+        self.ev = eval_images(self.train_x, self.train_y, test_x, test_y, cfg.fewshot_support, cfg.fewshot_query,
+                              cfg.test_size, cfg.train_size, self.device)
         self.data_sizes = {"train": len(self.train_x), "test": len(test_x), "image_size": self.size}
         self.state, self.saved_at = State(world_size=self.world.size), time.time()
 

@@ -4,7 +4,6 @@ import json
 import os
 import subprocess
 import sys
-import types
 
 import numpy as np
 import pytest
@@ -107,7 +106,7 @@ def test_cli_on_checkpoint(tmp_path, monkeypatch, capsys):
     g = torch.Generator().manual_seed(0)
     data = (torch.randint(0, 256, (40, 1, 8, 8), generator=g, dtype=torch.uint8), torch.arange(40) % 3,
             torch.randint(0, 256, (20, 1, 8, 8), generator=g, dtype=torch.uint8), torch.arange(20) % 3)
-    monkeypatch.setitem(sys.modules, "train_vit", types.SimpleNamespace(load_dataset=lambda d: data))
+    monkeypatch.setattr(eval_fewshot, "load_dataset", lambda d: data)      # data.load_dataset, as imported
     out = tmp_path / "fewshot.json"
     result = eval_fewshot.main(eval_fewshot.Config(ckpt=str(ckpt), data_dir="unused", shots=(1, 5), seeds=2, out=str(out)))
     assert result["patch"] == 4 and "fewshot5_error_std" in result
