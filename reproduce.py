@@ -51,7 +51,8 @@ from runtime import UserError, write_json
 # share of the budget given to static runs whose law only matters early (patch 14 plateaus within the first third;
 # four tokens run at a small fraction of the CPU's FLOP rate) or late (patch 2 wins only far past the budget).
 VIT = dict(model="V64-4", evals=12, fewshot_support=2000, fewshot_query=1000, test_size=2000, batch_size=128,
-           warmup=200, lr=1e-3, metric="fewshot10_error", min_flops_frac=0.0, max_extrap_error=0.3)
+           warmup=200, lr=1e-3, metric="fewshot10_error", min_flops_frac=0.0, max_extrap_error=0.3,
+           allow_bound_laws=False)
 HP = dict(VIT, patch=7, evals=20, fewshot_query=2000, test_size=5000)     # Sec. 6.2: batch size, distillation
 PRESETS = {
     "patch": {
@@ -64,10 +65,10 @@ PRESETS = {
     "context": {   # the same tokens a step at every context; scheduled runs get 10% more (sched_flops)
         "full": dict(model="L64-4", contexts=(128, 64, 32, 16), flops=2e13, sched_flops=2.2e13, evals=24,
                      val_tokens=32768, tokens_per_step=4096, data="", metric="val_loss", min_flops_frac=0.02,
-                     max_extrap_error=0.3, compare_metric="val_loss_max_context"),
+                     max_extrap_error=0.3, compare_metric="val_loss_max_context", allow_bound_laws=False),
         "smoke": dict(model="L64-4", contexts=(64, 32, 16, 8), flops=6e11, sched_flops=6.6e11, evals=10, warmup=10,
                       val_tokens=8192, tokens_per_step=4096, data="", metric="val_loss", min_flops_frac=0.02,
-                      max_extrap_error=0.3, compare_metric="val_loss_max_context"),
+                      max_extrap_error=0.3, compare_metric="val_loss_max_context", allow_bound_laws=False),
     },
     "batch": {     # the LR of batch B is lr x lr_scaling(B / smallest B), the scheduled run's too
         "full": dict(HP, batch_sizes=(32, 256), lr_scaling="sqrt", flops=3e13),
@@ -119,6 +120,9 @@ class Config:
     """CPU threads per run; default: the cores divided by --jobs (a teacher gets all cores)."""
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     """Passed to the trainers' --precision."""
+    cost: Literal["flops", "wall"] = "flops"
+    """What the laws and the schedule minimise, and the headline savings: FLOPs (the paper), or training seconds
+    on this machine (App. F); the comparison shows both either way."""
 
 
 # ----------------------------------------------------------------------------- the parameters, checked
@@ -133,6 +137,10 @@ def number(key: str, text: str, like):
         return tuple(number(key, t, like[0] if like else 1) for t in parts)
     if isinstance(like, str):
         return text
+    if isinstance(like, bool):
+        if text.lower() not in ("true", "false"):
+            raise UserError(f"--set {key}={text}: expected true or false")
+        return text.lower() == "true"
     try:
         v = float(text)
     except ValueError:
@@ -402,7 +410,7 @@ def open_manifest(root: Path, want: dict) -> None:
         root.mkdir(parents=True, exist_ok=True)
         return write_json(path, want)
     have = json.loads(path.read_text())
-    for key in ("experiment", "preset", "seeds", "budget", "precision", "params"):
+    for key in ("experiment", "preset", "seeds", "budget", "precision", "cost", "params"):
         if have.get(key) != want[key]:
             if key == "params":
                 keys = sorted(k for k in {*have[key], *want[key]} if have[key].get(k) != want[key].get(k))
@@ -425,7 +433,8 @@ def command(cfg: Config, p: dict, seeds) -> str:
             + (f" --seeds {' '.join(map(str, seeds))}" if list(seeds) != [0] else "")
             + (f" --flops {p['flops']:g}" if p["flops"] != preset["flops"] else "")
             + (f" --set {' '.join(sets)}" if sets else "") + (f" --precision {cfg.precision}"
-                                                              if cfg.precision != "auto" else ""))
+                                                              if cfg.precision != "auto" else "")
+            + (f" --cost {cfg.cost}" if cfg.cost != "flops" else ""))
 
 
 def main(cfg: Config) -> bool:
@@ -436,7 +445,8 @@ def main(cfg: Config) -> bool:
         raise UserError(f"--set teacher={p['teacher']}: no such checkpoint (a train_vit.py ckpt.pt)")
     static, sched = plan(cfg, p, root, seeds, threads)
     open_manifest(root, dict(version=1, experiment=cfg.experiment, preset=cfg.preset, seeds=list(seeds),
-                             budget=p["flops"], precision=cfg.precision, params=p, command=command(cfg, p, seeds),
+                             budget=p["flops"], precision=cfg.precision, cost=cfg.cost, params=p,
+                             command=command(cfg, p, seeds),
                              data_dir=cfg.data_dir, runs=[dict(name=j.name, kind=j.kind, seed=j.seed, budget=j.budget)
                                                           for j in static + sched]))
     t0, bar = time.time(), Bar(static + sched)
@@ -459,11 +469,15 @@ def steps(cfg: Config, p: dict, root: Path, static: list[Job], sched: list[Job],
     train([j for j in static if j.kind == "static"], cfg.jobs, bar, "1/6 static runs")
     bar.show("2/6 laws", force=True)
     step("fit_laws.py", [py, "fit_laws.py", "--logs", *runs, "--metric", p["metric"], "--min-flops-frac",
-                         str(p["min_flops_frac"]), "--out", str(root / "laws.json"), "--skip-bad"], root / "laws.txt")
+                         str(p["min_flops_frac"]), "--cost", cfg.cost, "--out", str(root / "laws.json"), "--skip-bad"],
+         root / "laws.txt")
     bar.show("3/6 schedule", force=True)
-    step("schedule.py", [py, "schedule.py", "--laws", str(root / "laws.json"), "--budget", repr(p["flops"]),
+    budget = p["flops"] if cfg.cost == "flops" else max(      # wall: the seconds the longest static run took
+        float(report.last_eval(Path(r))["wall"]) for r in runs)
+    step("schedule.py", [py, "schedule.py", "--laws", str(root / "laws.json"), "--budget", repr(budget),
                          "--max-extrap-error", str(p["max_extrap_error"]), "--out", str(root / "schedule.json"),
-                         "--baselines"], root / "schedule.txt")
+                         "--baselines", *(["--allow-bound-laws"] if p.get("allow_bound_laws") else [])],
+         root / "schedule.txt")
     stages = json.loads((root / "schedule.json").read_text())["stages"]
     if len(stages) < 2:   # law, linear and log runs would repeat a static run: only a random baseline differs
         say(f"== the laws do not cross within {p['flops']:.3g} FLOPs ({stages[0].get('name')} is best "
@@ -474,7 +488,8 @@ def steps(cfg: Config, p: dict, root: Path, static: list[Job], sched: list[Job],
     if sched:
         bar.show("5/6 compare", force=True)
         step("compare.py", [py, "compare.py", "--runs", *runs, *[str(j.out) for j in sched], "--metric",
-                            p.get("compare_metric", p["metric"]), "--out-dir", str(root)], root / "compare.txt")
+                            p.get("compare_metric", p["metric"]), "--cost", cfg.cost, "--out-dir", str(root)],
+             root / "compare.txt")
     bar.show("6/6 report", force=True)
 
 

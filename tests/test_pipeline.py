@@ -326,3 +326,25 @@ def test_smoke_pipeline_end_to_end(tmp_path):
             assert reproduce.finished(out / run["name"], run["budget"])
     started = {p.parent.name: p.read_text().count("$ ") for p in out.glob("*/stdout.txt")}
     assert {"static_p8_s0", "static_p4_s0"} <= set(started) and set(started.values()) == {1}
+
+
+def test_smoke_pipeline_with_time_as_the_cost(tmp_path):
+    """--cost wall (App. F): laws on training seconds, a schedule in seconds turned into FLOPs switch points, and a
+    comparison that shows both costs."""
+    rng = np.random.default_rng(1)
+    (xt, yt), (xs, ys) = make_images(300, rng), make_images(100, rng)
+    np.savez(tmp_path / "tiny.npz", x_train=xt, y_train=yt, x_test=xs, y_test=ys)
+    args = ["--experiment", "patch", "--preset", "smoke", "--flops", "2e9", "--data-dir", str(tmp_path / "tiny.npz"),
+            "--out-dir", str(tmp_path / "out"), "--jobs", "2", "--threads", "1", "--cost", "wall", "--set",
+            "model=V32-2", "patches=8,4", "fewshot_support=200", "fewshot_query=60", "test_size=100", "batch_size=32",
+            "warmup=2", "evals=10", "allow_bound_laws=true"]      # tiny curves: laws at the box's limits
+    r = cli(*args)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = tmp_path / "out"
+    laws, sched = (json.loads((out / f).read_text()) for f in ("laws.json", "schedule.json"))
+    assert laws["cost"] == "wall" and all(law["flops_per_second"] > 0 for law in laws["laws"])
+    assert sched["cost"] == "wall" and all("cost_start" in s and "flops_start" in s for s in sched["stages"])
+    comp = json.loads((out / "comparison.json").read_text())
+    assert comp["cost"] == "wall" and all("flops_savings" in g and "wall_savings" in g for g in comp["groups"])
+    again = cli(*[a if a != "wall" else "flops" for a in args])             # the manifest remembers the cost
+    assert again.returncode == 2 and "cost" in again.stderr and len(again.stderr.strip().splitlines()) == 1
