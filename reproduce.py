@@ -50,10 +50,10 @@ from runtime import UserError, write_json
 # patch: patch sizes in the order the runs start (longest first, so two workers finish together); `short`: the
 # share of the budget given to static runs whose law only matters early (patch 14 plateaus within the first third;
 # four tokens run at a small fraction of the CPU's FLOP rate) or late (patch 2 wins only far past the budget).
-VIT = dict(model="V64-4", evals=12, fewshot_support=2000, fewshot_query=1000, test_size=2000, batch_size=128,
+VIT = dict(model="V64-4", evals=12, fewshot_support=2000, fewshot_query=10000, test_size=10000, batch_size=128,
            warmup=200, lr=1e-3, metric="fewshot10_error", min_flops_frac=0.0, max_extrap_error=0.3,
            allow_bound_laws=False)
-HP = dict(VIT, patch=7, evals=20, fewshot_query=2000, test_size=5000)     # Sec. 6.2: batch size, distillation
+HP = dict(VIT, patch=7, evals=20)     # Sec. 6.2: batch size, distillation
 PRESETS = {
     "patch": {
         "demo": dict(VIT, patches=(4, 7, 2, 14), flops=6e12, short={14: 0.6, 2: 0.3}),
@@ -72,8 +72,7 @@ PRESETS = {
     },
     "batch": {     # the LR of batch B is lr x lr_scaling(B / smallest B), the scheduled run's too
         "full": dict(HP, batch_sizes=(32, 256), lr_scaling="sqrt", flops=3e13),
-        "demo": dict(HP, batch_sizes=(32, 256), lr_scaling="none", flops=3e12, evals=12, fewshot_query=1000,
-                     test_size=2000),
+        "demo": dict(HP, batch_sizes=(32, 256), lr_scaling="none", flops=3e12, evals=12),
         "smoke": dict(HP, batch_sizes=(32, 128), lr_scaling="none", flops=4e10, evals=10, fewshot_query=300,
                       test_size=500, warmup=10),
     },
@@ -81,7 +80,7 @@ PRESETS = {
         "full": dict(HP, flops=1e13, teacher="", teacher_model="V96-4", teacher_patch=7, teacher_flops=4e13,
                      temperature=2.0),
         "demo": dict(HP, flops=2e12, teacher="", teacher_model="V96-4", teacher_patch=7, teacher_flops=8e12,
-                     temperature=2.0, evals=12, fewshot_query=1000, test_size=2000),
+                     temperature=2.0, evals=12),
         "smoke": dict(HP, batch_size=32, flops=4e10, teacher="", teacher_model="V96-4", teacher_patch=7,
                       teacher_flops=5e10, temperature=2.0, evals=10, fewshot_query=300, test_size=500, warmup=10),
     },
