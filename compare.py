@@ -66,13 +66,9 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import tyro
 
 from fit_laws import UserError as FitError, fit_law
-
-
-class UserError(ValueError):
-    """Bad input: reported as one line, exit code 2."""
+from runtime import UserError, atomic_write, run_cli, write_json
 
 
 @dataclasses.dataclass
@@ -156,7 +152,12 @@ def read_run(path: str, metric: str) -> Run:
         name = header.get("run") or (p.name if p.is_dir() else p.parent.name)
     return Run(name=name, kind=kind, flops=flops, wall=wall, error=error,
                configs=[r.get("config", {}) for r in evals], seed=cfg.get("seed"),
-               group=re.sub(r"[-_.]?seed[-_]?\d+", "", name) or name, header=cfg, gap=gap, path=str(log))
+               group=group_of(name), header=cfg, gap=gap, path=str(log))
+
+
+def group_of(name: str) -> str:
+    """A run's name without its seed: "sched_law_s1" (reproduce.py's folders) and "seed1/sched_law" -> "sched_law"."""
+    return re.sub(r"^seed[-_]?\d+[-_.]?|[-_.]seed[-_]?\d+|[-_]s\d+$", "", name) or name
 
 
 def _schedule_kind(path: str) -> str:
@@ -499,19 +500,6 @@ def compare(runs: list[Run], target: float | None = None, cost: str = "flops") -
             "final_train_test_gap_by_kind": {k: float(np.mean(v)) for k, v in kinds.items()}}
 
 
-def strict(x):
-    """Strict JSON: numpy numbers to Python, non-finite floats to None (each has a reason field)."""
-    if isinstance(x, dict):
-        return {str(k): strict(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [strict(v) for v in x]
-    if isinstance(x, (float, np.floating)):
-        return float(x) if math.isfinite(x) else None
-    if isinstance(x, np.integer):
-        return int(x)
-    return x
-
-
 # -----------------------------------------------------------------------------
 # output: table, plot, files
 
@@ -596,26 +584,10 @@ def plot(runs: list[Run], result: dict, metric: str, path: str) -> None:
     ax.set_title("error against compute (band: min-max over seeds; crosses: switches)")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    tmp = path + ".tmp.png"
     try:
-        fig.savefig(tmp, dpi=120)
-        os.replace(tmp, path)
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def write_json(doc: dict, path: str) -> None:
-    """Strict JSON, atomically (a temp file beside, then os.replace)."""
-    tmp = path + ".tmp"
-    try:
-        with open(tmp, "w") as f:
-            json.dump(strict(doc), f, indent=1, allow_nan=False)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def main(cfg: Config) -> dict:
@@ -630,7 +602,7 @@ def main(cfg: Config) -> dict:
         os.makedirs(cfg.out_dir, exist_ok=True)
     except OSError as e:
         raise UserError(f"--out-dir {cfg.out_dir}: cannot create ({e.strerror})") from None
-    write_json(result, os.path.join(cfg.out_dir, "comparison.json"))
+    write_json(os.path.join(cfg.out_dir, "comparison.json"), result)
     if cfg.plot:
         plot(runs, result, cfg.metric, os.path.join(cfg.out_dir, "comparison.png"))
     print(table(result, cfg.metric))
@@ -638,8 +610,4 @@ def main(cfg: Config) -> dict:
 
 
 if __name__ == "__main__":
-    try:
-        main(tyro.cli(Config))
-    except UserError as e:
-        print(f"compare.py: error: {e}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(run_cli(main, Config, "compare.py", errors=(FitError,)))

@@ -57,11 +57,14 @@ def atomic_write(path, write):
 
 
 def strict(obj):
-    """`obj` with every non-finite float replaced by None: JSON without NaN or Infinity."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
+    """`obj` as plain JSON values: every non-finite float replaced by None (JSON without NaN or Infinity),
+    numpy numbers as Python numbers, keys as strings."""
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(obj) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
     if isinstance(obj, dict):
-        return {k: strict(v) for k, v in obj.items()}
+        return {str(k): strict(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [strict(v) for v in obj]
     return obj

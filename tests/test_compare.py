@@ -234,3 +234,8 @@ def test_cli_as_the_pipeline_calls_it(tmp_path):
     assert row(doc, "sched_law")["flops_savings"] == pytest.approx(0.3, abs=0.03)
     assert not list((tmp_path / "out").glob("*.tmp*")) and (tmp_path / "out" / "comparison.png").exists()
     assert "sched_law" in r.stdout and "raw" in r.stdout
+
+
+def test_pipeline_run_names_group_across_seeds():
+    assert [compare.group_of(n) for n in ("static_p7_s0", "sched_law_s12", "ctx128_s1", "static_bs32", "seed3-x")] == \
+        ["static_p7", "sched_law", "ctx128", "static_bs32", "x"]
