@@ -15,6 +15,7 @@ avx512_bf16 dot products, slower than float32, and the bf16 column shows that.
 
     python bench/bench_precision.py --threads 1
     python bench/bench_precision.py --threads 1 --shapes V128-6/4 --lm ''     # one shape
+    python bench/bench_precision.py --threads 1 --clock cpu                    # on a busy machine
 """
 import os
 import sys
@@ -86,12 +87,12 @@ def lm_step(name, context, variant, tokens=4096):
     return step, 6 * model.macs_per_token(context) * tokens, model
 
 
-def matmul_rate(dtype, n=2048):
+def matmul_rate(dtype, clock, n=2048):
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    return 2 * n**3 / best_seconds(lambda: a @ b, time.perf_counter, repeats=5) / 1e9
+    return 2 * n**3 / best_seconds(lambda: a @ b, clock, repeats=5) / 1e9
 
 
-def bf16_ceiling(model, patch, batch):
+def bf16_ceiling(model, patch, batch, clock):
     """Seconds of the step's GEMMs alone in bf16 (bench_vit_speed.gemm_ceiling at bf16 inputs)."""
     class C:   # gemm_ceiling reads cfg.batch
         pass
@@ -100,8 +101,7 @@ def bf16_ceiling(model, patch, batch):
     default = torch.get_default_dtype()
     try:
         torch.set_default_dtype(torch.bfloat16)
-        return gemm_ceiling(c, model.width, model.depth, model.heads, model.mlp_dim, model.tokens(patch),
-                            time.perf_counter)
+        return gemm_ceiling(c, model.width, model.depth, model.heads, model.mlp_dim, model.tokens(patch), clock)
     finally:
         torch.set_default_dtype(default)
 
@@ -110,7 +110,8 @@ def main(cfg):
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     units, what = runtime.bf16_matrix_units(torch.device("cpu"))
-    rate = {"fp32": matmul_rate(torch.float32), "bf16": matmul_rate(torch.bfloat16)}
+    clock = time.process_time if cfg.clock == "cpu" else time.perf_counter
+    rate = {"fp32": matmul_rate(torch.float32, clock), "bf16": matmul_rate(torch.bfloat16, clock)}
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s); bf16 matrix units: "
           f"{'yes (' + what + ')' if units else 'no (lacks ' + what + ')'}; 2048^2 matmul: "
           f"fp32 {rate['fp32']:.0f} GFLOP/s, bf16 {rate['bf16']:.0f} GFLOP/s; median of {cfg.repeats} x {cfg.steps} steps")
@@ -127,7 +128,7 @@ def main(cfg):
             print(f"{shape:<14} {v:<7} {s * 1e3:8.1f} {flops / s / 1e9:8.1f} {sec['before'] / s:8.2f}x "
                   f"{100 * flops / s / 1e9 / rate[prec]:10.0f}%")
         if kind == "vit":
-            ceil = bf16_ceiling(made["bf16"][2], int(n), cfg.batch)
+            ceil = bf16_ceiling(made["bf16"][2], int(n), cfg.batch, clock)
             print(f"{shape:<14} {'ceiling':<7} {ceil * 1e3:8.1f} {flops / ceil / 1e9:8.1f} {sec['before'] / ceil:8.2f}x "
                   f"{100 * flops / ceil / 1e9 / rate['bf16']:10.0f}%   (bf16 GEMMs alone)")
 
