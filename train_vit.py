@@ -291,7 +291,7 @@ class Run:
             w0, d0 = self.stages[0]["width"], self.stages[0]["depth"]
             self.model = t if (w0, d0) == (t.width, t.depth) else flexivit.FlexiViT(
                 **{**t.model_args(), "width": w0, "depth": d0, "heads": w0 // t.head_dim})
-            self.opt, self.ck = make_optimizer(self.model, cfg, self.device), None
+            self.ck = None
             return False
         ck = self.ck = load_checkpoint(path)
         saved = {k: ck["config"].get(k, getattr(Config, k)) for k in RESUME_KEYS}  # older ckpts: the default

@@ -6,6 +6,8 @@ three training steps (forward, loss, backward, AdamW) are timed in interleaved r
   before  the float32 path the trainers had before --precision: fused SDPA attention, unfused AdamW
   fp32    today's float32 path: attention() picks its kernel, fused AdamW
   bf16    bf16 autocast (master weights and AdamW state float32), attention() picks the matmul path
+  compile fp32 under torch.compile (inductor; compiled before timing)     (only with --variants ... compile)
+  tanh    fp32 with the tanh-approximated GELU (big_vision's choice)      (only with --variants ... tanh)
 
 and reported as ms per step, GFLOP/s (6 x blocks-only MACs per example, the paper's count), the ratio to
 "before", and the share of this process's own 2048^2 matmul rate in that precision. The "ceiling" column
@@ -16,6 +18,8 @@ avx512_bf16 dot products, slower than float32, and the bf16 column shows that.
     python bench/bench_precision.py --threads 1
     python bench/bench_precision.py --threads 1 --shapes V128-6/4 --lm ''     # one shape
     python bench/bench_precision.py --threads 1 --clock cpu                    # on a busy machine
+    python bench/bench_precision.py --threads 1 --clock cpu --shapes V64-4/14 V64-4/7 --lm '' \
+        --variants before fp32 compile tanh                                    # torch.compile, tanh GELU
 """
 import os
 import sys
@@ -53,18 +57,23 @@ class Config:
     """untimed steps of each variant first"""
     clock: str = "wall"
     """'wall' (perf_counter) or 'cpu' (this process's CPU time: steadier on a loaded machine)"""
+    variants: tuple[str, ...] = ("before", "fp32", "bf16")
+    """which steps to time: before, fp32, bf16, compile, tanh (ViT only for the last two)"""
 
 
 def vit_step(name, patch, batch, variant):
     torch.manual_seed(0)
     model = flexivit.build(name).set_attention("sdpa" if variant == "before" else "auto")
+    for block in model.blocks:
+        block.mlp.act.approximate = "tanh" if variant == "tanh" else "none"
+    fwd = torch.compile(model, dynamic=False) if variant == "compile" else model
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=variant != "before")
     amp = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if variant == "bf16" else nullcontext
     x, y = torch.randn(batch, 1, 28, 28), torch.randint(0, 10, (batch,))
 
     def step():
         with amp():
-            loss = F.cross_entropy(model(x, patch), y)
+            loss = F.cross_entropy(fwd(x, patch), y)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -119,17 +128,18 @@ def main(cfg):
     cases = [(s, "vit") for s in cfg.shapes] + ([(cfg.lm, "lm")] if cfg.lm else [])
     for shape, kind in cases:
         name, n = shape.split("/")
+        variants = [v for v in cfg.variants if kind == "vit" or v not in ("compile", "tanh")]
         made = {v: (vit_step(name, int(n), cfg.batch, v) if kind == "vit" else lm_step(name, int(n), v))
-                for v in ("before", "fp32", "bf16")}
+                for v in variants}
         sec = time_interleaved({v: m[0] for v, m in made.items()}, cfg)   # A B C A B C ..., median
-        flops = made["fp32"][1]
+        flops = next(iter(made.values()))[1]
         for v, s in sec.items():
             prec = "bf16" if v == "bf16" else "fp32"
-            print(f"{shape:<14} {v:<7} {s * 1e3:8.1f} {flops / s / 1e9:8.1f} {sec['before'] / s:8.2f}x "
+            print(f"{shape:<14} {v:<7} {s * 1e3:8.1f} {flops / s / 1e9:8.1f} {sec.get('before', s) / s:8.2f}x "
                   f"{100 * flops / s / 1e9 / rate[prec]:10.0f}%")
-        if kind == "vit":
+        if kind == "vit" and "bf16" in made:
             ceil = bf16_ceiling(made["bf16"][2], int(n), cfg.batch, clock)
-            print(f"{shape:<14} {'ceiling':<7} {ceil * 1e3:8.1f} {flops / ceil / 1e9:8.1f} {sec['before'] / ceil:8.2f}x "
+            print(f"{shape:<14} {'ceiling':<7} {ceil * 1e3:8.1f} {flops / ceil / 1e9:8.1f} {sec.get('before', ceil) / ceil:8.2f}x "
                   f"{100 * flops / ceil / 1e9 / rate['bf16']:10.0f}%   (bf16 GEMMs alone)")
 
 
