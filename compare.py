@@ -66,13 +66,9 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import tyro
 
 from fit_laws import UserError as FitError, fit_law
-
-
-class UserError(ValueError):
-    """Bad input: reported as one line, exit code 2."""
+from runtime import UserError, run_cli  # the project's one bad-input type: one line, exit code 2
 
 
 @dataclasses.dataclass
@@ -125,8 +121,8 @@ def read_run(path: str, metric: str) -> Run:
                 rows.append(json.loads(ln))
                 if not isinstance(rows[-1], dict):
                     raise UserError(f"{log}:{i}: a record must be a JSON object")
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UserError(f"{log}:{i}: cannot read ({e})") from None
+    except (OSError, ValueError, RecursionError) as e:  # ValueError: bad JSON, bad UTF-8, a 5000-digit number
+        raise UserError(f"{log}:{i}: cannot read ({type(e).__name__}: {str(e)[:200]})") from None
     header = next((r for r in rows if r.get("type") == "header"), {})
     evals = [r for r in rows if r.get("type", "eval") == "eval" and "flops" in r]
     if not evals:
@@ -136,6 +132,8 @@ def read_run(path: str, metric: str) -> Run:
         raise UserError(f"{log}: no record has metric {metric!r}; pass the --metric the runs logged")
     try:
         evals = [r for r in evals if float(r["flops"]) > 0 and math.isfinite(float(r[metric]))]
+        if any(not math.isfinite(float(r["flops"])) for r in evals):
+            raise UserError(f"{log}: a record's flops is not finite")
         flops, error = (np.array([float(r[k]) for r in evals]) for k in ("flops", metric))
         wall = np.array([float(r.get("wall", math.nan)) for r in evals])
         both = [r for r in evals if "test_error" in r and "train_error" in r]   # the train/test gap
@@ -162,7 +160,7 @@ def read_run(path: str, metric: str) -> Run:
 def _schedule_kind(path: str) -> str:
     try:
         return json.loads(Path(path).read_text()).get("kind", "law")
-    except (OSError, json.JSONDecodeError, AttributeError):
+    except (OSError, ValueError, RecursionError, AttributeError):
         return "scheduled"
 
 
@@ -170,8 +168,8 @@ def check_laws(path: str, metric: str) -> None:
     """--laws: refuse a laws.json fitted on another metric than the one compared at."""
     try:
         doc = json.loads(Path(path).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UserError(f"{path}: cannot read laws ({e})") from None
+    except (OSError, ValueError, RecursionError) as e:
+        raise UserError(f"{path}: cannot read laws ({type(e).__name__}: {str(e)[:200]})") from None
     got = doc.get("metric") if isinstance(doc, dict) else None
     if got and got != metric:
         raise UserError(f"{path}: runs fitted on another metric ({got!r}, not --metric {metric!r}); "
@@ -619,6 +617,8 @@ def write_json(doc: dict, path: str) -> None:
 
 
 def main(cfg: Config) -> dict:
+    if cfg.target is not None and not (math.isfinite(cfg.target) and cfg.target > 0):
+        raise UserError(f"--target {cfg.target}: give a finite error > 0, or leave it out (the best static run's)")
     if os.path.exists(cfg.out_dir) and not os.path.isdir(cfg.out_dir):
         raise UserError(f"--out-dir {cfg.out_dir}: is a file; pass a folder")
     if cfg.laws:
@@ -637,9 +637,10 @@ def main(cfg: Config) -> dict:
     return result
 
 
+def cli(args=None):
+    """Flags in, exit code out: bad input is one line and code 2 (runtime.run_cli)."""
+    return run_cli(main, Config, "compare.py", args)
+
+
 if __name__ == "__main__":
-    try:
-        main(tyro.cli(Config))
-    except UserError as e:
-        print(f"compare.py: error: {e}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(cli())

@@ -217,7 +217,8 @@ def check_flags(cfg):
                      ("fewshot_support", cfg.fewshot_support > 0), ("fewshot_query", cfg.fewshot_query > 0),
                      ("test_size", cfg.test_size > 0), ("train_size", cfg.train_size >= 0), ("rewarm", cfg.rewarm >= 0), ("temperature", cfg.temperature > 0),
                      ("threads", cfg.threads is None or cfg.threads > 0), ("ckpt_every", cfg.ckpt_every >= 0),
-                     ("ckpt_minutes", cfg.ckpt_minutes > 0), ("patch", cfg.patch is None or cfg.patch > 0)):
+                     ("ckpt_minutes", cfg.ckpt_minutes > 0), ("patch", cfg.patch is None or cfg.patch > 0),
+                     ("stop_after_steps", cfg.stop_after_steps is None or cfg.stop_after_steps > 0)):
         if not ok:
             raise UserError(f"--{name.replace('_', '-')} {getattr(cfg, name)} is out of range")
 
@@ -260,6 +261,8 @@ class Run:
         self.teacher = distill.load_teacher(cfg.teacher, self.size, self.chans, self.num_classes,
                                             self.device) if self.distilling else None
         self.out = Path(cfg.out_dir or f"runs/{self.default_name()}")
+        if self.out.exists() and not self.out.is_dir():
+            raise UserError(f"--out-dir {self.out} is a file; give a folder")
         self.ckpt_path, self.log = self.out / "ckpt.pt", runtime.RunLog(self.out / "log.jsonl")
         self.ckpts = runtime.Checkpoints(self.ckpt_path, self.world.main)
         self.shash = schedule_hash(self.sched)
