@@ -148,13 +148,13 @@ class Law:
             raise UserError(f"{where}: must be an object with a dict field 'config'")
         for k in "abcd":
             v = d.get(k)
-            if type(v) not in (int, float) or not math.isfinite(v) or v < 0 or (k in "ab" and v == 0):
+            if type(v) not in (int, float) or not abs(v) < 1e300 or v < 0 or (k in "ab" and v == 0):  # NaN, inf, 10**400
                 raise UserError(f"{where}: field '{k}' must be a finite number > 0 (>= 0 for c, d), got {v!r}")
         ranges = {}
         for k in ("flops_range", "cost_range"):
             fr = d.get(k) or d.get("flops_range") or [0.0, None]
-            if not (isinstance(fr, list) and len(fr) == 2 and type(fr[0]) in (int, float)
-                    and type(fr[1]) in (int, float, type(None))):
+            if not (isinstance(fr, list) and len(fr) == 2 and type(fr[0]) in (int, float) and abs(fr[0]) < 1e300
+                    and (fr[1] is None or (type(fr[1]) in (int, float) and abs(fr[1]) < 1e300))):
                 raise UserError(f"{where}: field '{k}' must be [lo, hi] (hi null: open)")
             ranges[k] = (float(fr[0]), math.inf if fr[1] is None else float(fr[1]))
         known = {k: d[k] for k in vars(cls()) if k in d and k != "boot"}

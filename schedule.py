@@ -256,8 +256,8 @@ def _law_from(r, w, cost):
     for k in ("flops_range", "cost_range"):
         fr = r.get(k)
         if fr is not None and not (isinstance(fr, list) and len(fr) == 2 and type(fr[0]) in (int, float)
-                                   and 0 <= fr[0] < math.inf and (fr[1] is None or (type(fr[1]) in (int, float)
-                                                                                   and fr[0] <= fr[1]))):
+                                   and 0 <= fr[0] < 1e300 and (fr[1] is None or (type(fr[1]) in (int, float)
+                                                                                  and fr[0] <= fr[1] < 1e300))):
             raise ScheduleError(f"{w}.{k}' must be [lo, hi], 0 <= lo <= hi, hi null if open (got {fr!r})")
         lo[k] = (float(fr[0]) or None) if fr else None
     fps = r.get("flops_per_second")
@@ -271,7 +271,10 @@ def _law_from(r, w, cost):
     law = Law(name, dict(cfg), **p, flops_lo=lo["flops_range"],
               cost_lo=lo["cost_range"] if "cost_range" in r else (lo["flops_range"] if cost == "flops" else None),
               flops_per_second=fps if cost == "wall" else None, at_bound=tuple(map(str, bound)), cost=cost)
-    return law, (r.get("extrapolation") or {}).get("rel_max")
+    ex = r.get("extrapolation") or {}
+    if not isinstance(ex, dict):
+        raise ScheduleError(f"{w}.extrapolation' must be an object such as {{\"rel_max\": 0.05}} (got {ex!r:.60})")
+    return law, _number(ex.get("rel_max"), f"{w}.extrapolation.rel_max'", optional=True, low=0.0)
 
 
 def load_laws(path, max_extrap_error=math.inf, allow_bound_laws=False):
