@@ -191,6 +191,10 @@ class Checkpoints:
 
     def save(self, obj, step):
         if self.main:
+            if not self.written:                         # a process killed mid-write left its temporary file
+                for name in (self.path.name, self.prev.name):
+                    for stale in self.path.parent.glob(f".{name}.*.tmp"):
+                        stale.unlink(missing_ok=True)
             if self.path.exists():
                 atomic_write(self.prev, lambda tmp: shutil.copyfile(self.path, tmp))
             atomic_write(self.path, lambda tmp: torch.save(obj, tmp))
