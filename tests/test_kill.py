@@ -140,7 +140,7 @@ def test_killed_at_ten_moments_then_completes_like_an_uninterrupted_run(data, tm
     outcomes = [launch(script, args, **m) for m in moments]
     assert outcomes == ["killed"] * 10, list(zip(moments, outcomes))
     step = torch.load(out / "ckpt.pt", weights_only=False)["state"]["step"]
-    assert 10 <= step < 60                                       # killed mid-run, past two checkpoints
+    assert 0 < step < 60                                         # killed mid-run, a checkpoint kept
     assert kill_in_subprocess(script, args, out) in ("killed", 0)
     assert launch(script, args) == 0                             # the same command completes
     assert evals(out) == reference
