@@ -138,7 +138,7 @@ def read_run(path: str, metric: str) -> Run:
         wall = np.array([float(r.get("wall", math.nan)) for r in evals])
         both = [r for r in evals if "test_error" in r and "train_error" in r]   # the train/test gap
         gap = float(both[-1]["test_error"]) - float(both[-1]["train_error"]) if both else None
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError, OverflowError) as e:   # OverflowError: a 400-digit integer
         raise UserError(f"{log}: a record's flops, wall, {metric} or train/test error is not a number ({e})") from None
     if len(evals) == 0 or np.any(np.diff(flops) <= 0):
         raise UserError(f"{log}: {'no record with flops > 0' if len(evals) == 0 else 'flops not increasing'}")

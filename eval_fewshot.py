@@ -224,7 +224,7 @@ def load_checkpoint(path, device="cpu"):
     """(FlexiViT, checkpoint dict) from a train_vit.py checkpoint; anything else is one line naming the file."""
     import flexivit
     if not os.path.isfile(path):
-        raise UserError(f"--ckpt {path}: " + ("a folder; give its ckpt.pt" if os.path.isdir(path) else "no such file"))
+        raise UserError(f"--ckpt {path} is a folder; give its ckpt.pt" if os.path.isdir(path) else f"no checkpoint at {path}")
     try:
         ckpt = torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError:   # a checkpoint of your own holding other Python objects

@@ -148,18 +148,23 @@ class Law:
             raise UserError(f"{where}: must be an object with a dict field 'config'")
         for k in "abcd":
             v = d.get(k)
-            if type(v) not in (int, float) or not abs(v) < 1e300 or v < 0 or (k in "ab" and v == 0):  # NaN, inf, 10**400
+            if not _finite(v) or v < 0 or (k in "ab" and v == 0):
                 raise UserError(f"{where}: field '{k}' must be a finite number > 0 (>= 0 for c, d), got {v!r}")
         ranges = {}
         for k in ("flops_range", "cost_range"):
             fr = d.get(k) or d.get("flops_range") or [0.0, None]
-            if not (isinstance(fr, list) and len(fr) == 2 and type(fr[0]) in (int, float) and abs(fr[0]) < 1e300
-                    and (fr[1] is None or (type(fr[1]) in (int, float) and abs(fr[1]) < 1e300))):
+            if not (isinstance(fr, list) and len(fr) == 2 and _finite(fr[0])
+                    and (fr[1] is None or fr[1] == math.inf or _finite(fr[1]))):
                 raise UserError(f"{where}: field '{k}' must be [lo, hi] (hi null: open)")
             ranges[k] = (float(fr[0]), math.inf if fr[1] is None else float(fr[1]))
         known = {k: d[k] for k in vars(cls()) if k in d and k != "boot"}
         known.update(ranges, metric=metric, cost=cost, name=d.get("name") or name_of(d.get("config", {})))
         return cls(**known)
+
+
+def _finite(v):
+    """A JSON number that float64 holds: not NaN, not infinite, not a 400-digit integer."""
+    return type(v) in (int, float) and (math.isfinite(v) if type(v) is float else abs(v) < 1.7e308)
 
 
 def _finite_or_null(x, where, nulls):
@@ -450,7 +455,7 @@ def _run_curve(run, path, evals, metric, cost="flops"):
         raise UserError(f"{where}: line {line}: no 'wall' (training seconds), which --cost wall needs; "
                         "use --cost flops or logs of trainers that record 'wall'")
     for k in dict.fromkeys(("flops", cost, metric)):
-        bad = [r for r in recs if type(r[k] if k in r else None) not in (int, float) or not math.isfinite(r[k])
+        bad = [r for r in recs if not _finite(r.get(k))
                or (k == metric and r[k] <= 0)]
         if bad:
             raise UserError(f"{where}: line {bad[0]['_line']}: '{k}' is {bad[0].get(k)!r}, need a finite "

@@ -257,7 +257,8 @@ def _law_from(r, w, cost):
         fr = r.get(k)
         if fr is not None and not (isinstance(fr, list) and len(fr) == 2 and type(fr[0]) in (int, float)
                                    and 0 <= fr[0] < 1e300 and (fr[1] is None or (type(fr[1]) in (int, float)
-                                                                                  and fr[0] <= fr[1] < 1e300))):
+                                                                                  and fr[0] <= fr[1] and
+                                                                                  (fr[1] < 1e300 or fr[1] == math.inf)))):
             raise ScheduleError(f"{w}.{k}' must be [lo, hi], 0 <= lo <= hi, hi null if open (got {fr!r})")
         lo[k] = (float(fr[0]) or None) if fr else None
     fps = r.get("flops_per_second")

@@ -180,6 +180,10 @@ CASES = {
     "vit-teacher-missing": ("train_vit.py", run_vit("--steps", 2, "--objective", "distill", "--teacher", "/no/ckpt.pt"),
                             "--teacher"),
     "vit-distill-no-teacher": ("train_vit.py", run_vit("--steps", 2, "--objective", "distill"), "--teacher"),
+    "vit-teacher-garbage": ("train_vit.py", lambda w, b: vit(b, w / "new", "--steps", 2, "--objective", "distill",
+                                                            "--teacher", put(w, "t.pt", b"junk")), "t.pt"),
+    "vit-teacher-lm-ckpt": ("train_vit.py", lambda w, b: vit(b, w / "new", "--steps", 2, "--objective", "distill",
+                                                            "--teacher", b.lm_ckpt), "ckpt.pt"),
     # ---- train_vit.py: outputs and earlier runs
     "vit-out-is-file": ("train_vit.py", lambda w, b: vit(b, w / "out" / "laws.json", "--steps", 2), "--out-dir"),
     "vit-fresh-over-run": ("train_vit.py", lambda w, b: vit(b, w / "out", "--steps", 2), "--resume"),
@@ -262,6 +266,9 @@ CASES = {
     "lm-fresh-over-run": ("train_lm.py", lambda w, b: lm(b, shutil.copytree(b.root / "lm", w / "l"), "--steps", 2),
                           "--resume"),
     "lm-resume-vit-ckpt": ("train_lm.py", lambda w, b: lm(b, w / "out", "--steps", 4, "--resume"), "ckpt.pt"),
+    "lm-resume-half-ckpt": ("train_lm.py", lambda w, b: (
+        shutil.copytree(b.root / "lm", w / "l"), (w / "l" / "ckpt.pt").write_bytes(b.lm_ckpt.read_bytes()[:3000]),
+        lm(b, w / "l", "--steps", 4, "--resume"))[-1], "ckpt.pt"),
     "lm-resume-other-context": ("train_lm.py", lambda w, b: lm(b, shutil.copytree(b.root / "lm", w / "l"), "--steps", 4,
                                                              "--resume", "--context", 8), "context"),
     "lm-sched-missing": ("train_lm.py", run_lm("--steps", 2, "--schedule", "/no/schedule.json"), "schedule.json"),
@@ -294,6 +301,9 @@ CASES = {
         "--out", w / "out/laws.json"], "log.jsonl"),
     "fit-log-neg-flops": ("fit_laws.py", lambda w, b: ["--logs", put(
         w, "r/log.jsonl", (b.logs / "static_p7/log.jsonl").read_text().replace('"flops": ', '"flops": -1, "f": ')),
+        "--out", w / "out/laws.json"], "log.jsonl"),
+    "fit-log-hugeint-metric": ("fit_laws.py", lambda w, b: ["--logs", put(
+        w, "r/log.jsonl", (b.logs / "static_p7/log.jsonl").read_text().replace('"fewshot10_error": 0', '"fewshot10_error": 1' + '0' * 400 + ', "o": 0')),
         "--out", w / "out/laws.json"], "log.jsonl"),
     "fit-log-str-metric": ("fit_laws.py", lambda w, b: ["--logs", put(
         w, "r/log.jsonl", (b.logs / "static_p7/log.jsonl").read_text().replace('"fewshot10_error": 0', '"fewshot10_error": "x", "o": 0')),
@@ -383,6 +393,8 @@ CASES = {
     "sch-check-garbage": ("schedule.py", lambda w, b: ["--check", put(w, "s.json", "[[[")], "s.json"),
     "sch-check-neg-flops": ("schedule.py", lambda w, b: ["--check", jput(w, "s.json", sched_doc(b, flops_end=-5.0))],
                             "s.json"),
+    "sch-check-hugeint": ("schedule.py", lambda w, b: ["--check", put(w, "s.json", b.sched.read_text().replace(
+        '"flops_start": ', '"flops_start": 1' + "0" * 400 + ', "x": ', 1))], "s.json"),
     "sch-check-nested": ("schedule.py", lambda w, b: ["--check", put(w, "s.json", NESTED)], "s.json"),
     "sch-grid-abc": ("schedule.py", lambda w, b: ["--grid", "abc"], "--grid"),
     # ---- compare.py
@@ -398,6 +410,9 @@ CASES = {
                                                    w / "out"], "log.jsonl"),
     "cmp-log-huge-flops": ("compare.py", lambda w, b: ["--runs", put(w, "r/log.jsonl", (
         b.logs / "static_p7/log.jsonl").read_text().replace('"flops": ', '"flops": 1e400, "f": ')).parent,
+        "--out-dir", w / "out"], "log.jsonl"),
+    "cmp-log-hugeint-flops": ("compare.py", lambda w, b: ["--runs", put(w, "r/log.jsonl", (
+        b.logs / "static_p7/log.jsonl").read_text().replace('"flops": ', '"flops": 1' + "0" * 400 + ', "f": ')).parent,
         "--out-dir", w / "out"], "log.jsonl"),
     "cmp-log-is-dir": ("compare.py", lambda w, b: ["--runs", ((w / "in/r/log.jsonl").mkdir(parents=True) or
                                                              w / "in/r"), "--out-dir", w / "out"], "log.jsonl"),
@@ -428,6 +443,8 @@ CASES = {
                                                          ["--ckpt", w / "in/c.pt", "--data-dir", b.npz])[-1], "c.pt"),
     "ev-ckpt-lm": ("eval_fewshot.py", lambda w, b: ["--ckpt", b.lm_ckpt, "--data-dir", b.npz], "ckpt.pt"),
     "ev-ckpt-is-dir": ("eval_fewshot.py", lambda w, b: ["--ckpt", w / "out", "--data-dir", b.npz], "--ckpt"),
+    "ev-data-garbage": ("eval_fewshot.py", lambda w, b: ["--ckpt", b.vit_ckpt, "--data-dir", put(w, "d.npz", b"PK\x03")],
+                        "d.npz"),
     "ev-shots-0": ("eval_fewshot.py", lambda w, b: ["--ckpt", b.vit_ckpt, "--data-dir", b.npz, "--shots", 0], "--shots"),
     "ev-reg-neg": ("eval_fewshot.py", lambda w, b: ["--ckpt", b.vit_ckpt, "--data-dir", b.npz, "--reg", -1], "--reg"),
     "ev-seeds-0": ("eval_fewshot.py", lambda w, b: ["--ckpt", b.vit_ckpt, "--data-dir", b.npz, "--seeds", 0], "--seeds"),
@@ -484,6 +501,14 @@ def test_bad_input_is_one_line_and_loses_nothing(case, w, b, capsys):
     assert "Traceback" not in cap.err + cap.out
     assert says in err[0], err[0]
     assert snapshot(w) == before                          # nothing new, nothing changed, no *.tmp, no header-only log
+
+
+def test_report_reads_a_garbage_log_as_no_evaluation(tmp_path):
+    """reproduce.py asks report.last_eval whether a run is finished: garbage there means "not finished", not a crash."""
+    import report
+    for junk in (b"\xff\xfe", b"[1, 2]\n", NESTED.encode(), b'{"type": "eval", "flops": 1e400}\n'):
+        (tmp_path / "log.jsonl").write_bytes(junk)
+        assert report.last_eval(tmp_path) is None
 
 
 def test_count_of_cases():
