@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from data import load_dataset, normalize
-from runtime import UserError, atomic_write, dumps, resolve_device, run_cli
+from runtime import UserError, atomic_write, check_out_dir, dumps, resolve_device, run_cli
 
 
 def extract_features(model, patch, images, batch_size=512):
@@ -259,6 +259,8 @@ def check_flags(cfg):
             raise UserError(f"--{name.replace('_', '-')} {getattr(cfg, name)} is out of range")
     if cfg.out and (os.path.isdir(cfg.out) or cfg.out.endswith(os.sep)):
         raise UserError(f"--out {cfg.out} is a folder; give a file name such as fewshot.json")
+    if cfg.out:
+        check_out_dir(Path(cfg.out).parent, "--out")
     return resolve_device(cfg.device)
 
 
@@ -280,6 +282,7 @@ def main(cfg):
     line = dumps(result)                                 # strict JSON: a NaN error is null
     print(line)
     if cfg.out:
+        Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
         atomic_write(cfg.out, lambda tmp: Path(tmp).write_text(line + "\n"))
     return result
 

@@ -269,9 +269,7 @@ class Run:
         torch.manual_seed(cfg.seed)
         self.model = LM(**self.margs).to(self.device)
         self.opt = make_optimizer(self.model, cfg, self.device)
-        self.out = Path(cfg.out_dir)
-        if self.out.exists() and not self.out.is_dir():
-            raise UserError(f"--out-dir {self.out} is a file; give a folder")
+        self.out = runtime.check_out_dir(cfg.out_dir)
         self.ckpt_path, self.log = self.out / "ckpt.pt", runtime.RunLog(self.out / "log.jsonl")
         self.ckpts = runtime.Checkpoints(self.ckpt_path, self.world.main)
         sched = self.schedule

@@ -260,9 +260,7 @@ class Run:
         self.distilling = any(s["objective"] == "distill" for s in self.stages)
         self.teacher = distill.load_teacher(cfg.teacher, self.size, self.chans, self.num_classes,
                                             self.device) if self.distilling else None
-        self.out = Path(cfg.out_dir or f"runs/{self.default_name()}")
-        if self.out.exists() and not self.out.is_dir():
-            raise UserError(f"--out-dir {self.out} is a file; give a folder")
+        self.out = runtime.check_out_dir(cfg.out_dir or f"runs/{self.default_name()}")
         self.ckpt_path, self.log = self.out / "ckpt.pt", runtime.RunLog(self.out / "log.jsonl")
         self.ckpts = runtime.Checkpoints(self.ckpt_path, self.world.main)
         self.shash = schedule_hash(self.sched)

@@ -186,6 +186,15 @@ CASES = {
                                                             "--teacher", b.lm_ckpt), "ckpt.pt"),
     # ---- train_vit.py: outputs and earlier runs
     "vit-out-is-file": ("train_vit.py", lambda w, b: vit(b, w / "out" / "laws.json", "--steps", 2), "--out-dir"),
+    "vit-out-under-file": ("train_vit.py", lambda w, b: vit(b, w / "out" / "laws.json" / "sub", "--steps", 2), "--out-dir"),
+    "lm-out-under-file": ("train_lm.py", lambda w, b: lm(b, w / "out" / "laws.json" / "sub", "--steps", 2), "--out-dir"),
+    "fit-out-under-file": ("fit_laws.py", lambda w, b: ["--logs", b.logs, "--out", w / "out/laws.json/x.json"], "laws.json"),
+    "sch-out-under-file": ("schedule.py", lambda w, b: ["--laws", b.laws, "--budget", 3e13, "--out",
+                                                        w / "out/laws.json/x.json"], "laws.json"),
+    "cmp-out-under-file": ("compare.py", lambda w, b: ["--runs", *b.logs.iterdir(), "--out-dir", w / "out/laws.json/x"],
+                           "--out-dir"),
+    "ev-out-under-file": ("eval_fewshot.py", lambda w, b: ["--ckpt", b.vit_ckpt, "--data-dir", b.npz, "--shots", 10,
+                                                           "--out", w / "out/laws.json/x.json"], "laws.json"),
     "vit-fresh-over-run": ("train_vit.py", lambda w, b: vit(b, w / "out", "--steps", 2), "--resume"),
     "vit-resume-lm-ckpt": ("train_vit.py", lambda w, b: vit(b, shutil.copytree(b.root / "lm", w / "l"), "--steps", 4,
                                                           "--resume"), "ckpt.pt"),
@@ -503,6 +512,20 @@ def test_bad_input_is_one_line_and_loses_nothing(case, w, b, capsys):
     assert snapshot(w) == before                          # nothing new, nothing changed, no *.tmp, no header-only log
 
 
+@pytest.mark.parametrize("script", ["train_vit.py", "train_lm.py"])
+@pytest.mark.parametrize("env", [{"WORLD_SIZE": "abc"}, {"RANK": "5", "WORLD_SIZE": "2"}, {"LOCAL_RANK": "x"}])
+def test_bad_launcher_environment_is_one_line(script, env, w, b, capsys, monkeypatch):
+    """torchrun's variables set by hand: every process, not only rank 0, says what is wrong."""
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    args = [str(a) for a in (vit if script == "train_vit.py" else lm)(b, w / "new", "--steps", 2)]
+    before = snapshot(w)
+    capsys.readouterr()
+    rc = CLIS[script](args)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "RANK" in err[0] and snapshot(w) == before, err
+
+
 def test_report_reads_a_garbage_log_as_no_evaluation(tmp_path):
     """reproduce.py asks report.last_eval whether a run is finished: garbage there means "not finished", not a crash."""
     import report
@@ -512,8 +535,9 @@ def test_report_reads_a_garbage_log_as_no_evaluation(tmp_path):
 
 
 def test_count_of_cases():
-    """The issue asks for at least 120 distinct bad inputs: these plus tests/test_reliability.py's 33."""
-    assert len(CASES) + 33 >= 120
+    """The issue asks for at least 120 distinct bad inputs: these, the launcher environments (6) and the end-to-end
+    checks (5), plus tests/test_reliability.py's 33."""
+    assert len(CASES) + 6 + len(E2E) + 33 >= 120
 
 
 # ---- end to end: the real entry points, as a user runs them
