@@ -675,8 +675,9 @@ class Config:
 
 def check_args(cfg):
     """Bad flags and an output path that cannot be written, before any work."""
-    if cfg.points < MIN_POINTS or cfg.bootstrap < 0 or not 0 < cfg.extrap_frac < 1 or cfg.delta <= 0:
-        raise UserError("need --points >= 5, --bootstrap >= 0, 0 < --extrap-frac < 1, --delta > 0")
+    if not (MIN_POINTS <= cfg.points <= 100_000 and 0 <= cfg.bootstrap <= 100_000 and 0 < cfg.extrap_frac < 1
+            and cfg.delta > 0):
+        raise UserError("need 5 <= --points <= 100000, 0 <= --bootstrap <= 100000, 0 < --extrap-frac < 1, --delta > 0")
     if cfg.cost not in COSTS:
         raise UserError(f"--cost must be one of {', '.join(COSTS)} (got {cfg.cost!r})")
     if not (math.isfinite(cfg.min_flops) and cfg.min_flops >= 0):

@@ -474,8 +474,8 @@ def make_schedule(laws, target, rules=None, switch_cost=0.0, switch_cost_key=Non
     """The law schedule as a schedule.json dict: stages and the predicted cost vs every static config.
     The maths runs on the laws' cost axis (FLOPs, or seconds with cost "wall"; switch costs in that unit);
     each stage carries cost_start/cost_end and, converted, flops_start/flops_end (see with_flops)."""
-    if grid < 10:
-        raise ScheduleError(f"--grid must be at least 10 error levels (got {grid})")
+    if not 10 <= grid <= 1_000_000:
+        raise ScheduleError(f"--grid must be 10 to 1000000 error levels (got {grid})")
     rules = DEFAULT_RULES if rules is None else rules
     cost = laws[0].cost
     S = switch_costs(laws, switch_cost, switch_cost_key)

@@ -213,7 +213,7 @@ def check_flags(cfg):
     runtime.check_budget(cfg.steps, cfg.flops)
     for name, ok in (("batch_size", cfg.batch_size > 0), ("lr", cfg.lr > 0), ("warmup", cfg.warmup >= 0),
                      ("weight_decay", cfg.weight_decay >= 0), ("label_smoothing", 0 <= cfg.label_smoothing < 1),
-                     ("clip", cfg.clip > 0), ("evals", cfg.evals >= 0), ("fewshot_seeds", cfg.fewshot_seeds > 0),
+                     ("clip", cfg.clip > 0), ("evals", 0 <= cfg.evals <= 10_000), ("fewshot_seeds", cfg.fewshot_seeds > 0),
                      ("fewshot_support", cfg.fewshot_support > 0), ("fewshot_query", cfg.fewshot_query > 0),
                      ("test_size", cfg.test_size > 0), ("train_size", cfg.train_size >= 0), ("rewarm", cfg.rewarm >= 0), ("temperature", cfg.temperature > 0),
                      ("threads", cfg.threads is None or cfg.threads > 0), ("ckpt_every", cfg.ckpt_every >= 0),

@@ -161,6 +161,14 @@ def run_lm(*extra):
 CASES = {
     # ---- train_vit.py: numbers
     "vit-evals-neg": ("train_vit.py", run_vit("--steps", 2, "--evals", -1), "--evals"),
+    "vit-evals-huge": ("train_vit.py", run_vit("--steps", 2, "--evals", 10**9), "--evals"),
+    "lm-evals-huge": ("train_lm.py", run_lm("--steps", 2, "--evals", 10**9), "--evals"),
+    "fit-points-huge": ("fit_laws.py", lambda w, b: ["--logs", b.logs, "--points", 10**9, "--out", w / "out/laws.json"],
+                        "--points"),
+    "fit-bootstrap-huge": ("fit_laws.py", lambda w, b: ["--logs", b.logs, "--bootstrap", 10**9, "--out",
+                                                        w / "out/laws.json"], "--bootstrap"),
+    "sch-grid-huge": ("schedule.py", lambda w, b: ["--laws", b.laws, "--budget", 3e13, "--grid", 10**10, "--out",
+                                                   w / "out/schedule.json"], "--grid"),
     "vit-lr-neg": ("train_vit.py", run_vit("--steps", 2, "--lr", -1), "--lr"),
     "vit-lr-nan": ("train_vit.py", run_vit("--steps", 2, "--lr", "nan"), "--lr"),
     "vit-wd-neg": ("train_vit.py", run_vit("--steps", 2, "--weight-decay", -1), "--weight-decay"),
