@@ -29,7 +29,6 @@ the test set):
     python eval_fewshot.py --ckpt runs/p7/ckpt.pt --data-dir /usr/share/datasets/fashion-mnist
 It prints one JSON line, e.g. {"fewshot10_error": 0.21, "fewshot10_error_std": 0.01, ...}.
 """
-import json
 import os
 import pickle
 import sys

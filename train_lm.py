@@ -46,7 +46,6 @@ import json
 import sys
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -195,7 +194,8 @@ def check_flags(cfg):
                      ("weight_decay", cfg.weight_decay >= 0), ("val_tokens", cfg.val_tokens > 0),
                      ("val_fraction", 0 < cfg.val_fraction < 1), ("eval_from", 0 < cfg.eval_from <= 1),
                      ("threads", cfg.threads >= 0), ("ckpt_minutes", cfg.ckpt_minutes > 0),
-                     ("ckpt_every", cfg.ckpt_every >= 0), ("evals", 0 <= cfg.evals <= 10_000), ("vocab_size", cfg.vocab_size >= 0),
+                     ("ckpt_every", cfg.ckpt_every >= 0), ("evals", 0 <= cfg.evals <= 10_000),
+                     ("vocab_size", cfg.vocab_size >= 0),
                      ("stop_after_steps", cfg.stop_after_steps is None or cfg.stop_after_steps > 0)):
         if not ok:
             raise UserError(f"--{name.replace('_', '-')} {getattr(cfg, name)} is out of range")

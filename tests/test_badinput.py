@@ -149,6 +149,28 @@ def idx_dir(w, b, corrupt):
     return d
 
 
+HUGEINT = "1" + "0" * 400
+
+
+def text(content):
+    """A run log holding `content`."""
+    return lambda w, b: put(w, "r/log.jsonl", content)
+
+
+def edited(old=None, new="", append="", keep=None):
+    """A copy of a valid run log: `old` replaced by `new` everywhere, `append` added as a last line, or only the first
+    `keep` lines."""
+    def make(w, b):
+        lines = (b.logs / "static_p7/log.jsonl").read_text().replace(old or "\0", new).splitlines()[:keep]
+        return put(w, "r/log.jsonl", "\n".join(lines + ([append] if append else [])) + "\n")
+    return make
+
+
+def fit(log, *flags):
+    """fit_laws.py on the valid logs (log None) or on one made by `log`, with `flags`, over the earlier laws.json."""
+    return lambda w, b: ["--logs", log(w, b) if log else b.logs, *flags, "--out", w / "out/laws.json"]
+
+
 def run_vit(*extra):
     return lambda w, b: vit(b, w / "new", *extra)
 
@@ -163,10 +185,6 @@ CASES = {
     "vit-evals-neg": ("train_vit.py", run_vit("--steps", 2, "--evals", -1), "--evals"),
     "vit-evals-huge": ("train_vit.py", run_vit("--steps", 2, "--evals", 10**9), "--evals"),
     "lm-evals-huge": ("train_lm.py", run_lm("--steps", 2, "--evals", 10**9), "--evals"),
-    "fit-points-huge": ("fit_laws.py", lambda w, b: ["--logs", b.logs, "--points", 10**9, "--out", w / "out/laws.json"],
-                        "--points"),
-    "fit-bootstrap-huge": ("fit_laws.py", lambda w, b: ["--logs", b.logs, "--bootstrap", 10**9, "--out",
-                                                        w / "out/laws.json"], "--bootstrap"),
     "sch-grid-huge": ("schedule.py", lambda w, b: ["--laws", b.laws, "--budget", 3e13, "--grid", 10**10, "--out",
                                                    w / "out/schedule.json"], "--grid"),
     "vit-lr-neg": ("train_vit.py", run_vit("--steps", 2, "--lr", -1), "--lr"),
@@ -196,7 +214,6 @@ CASES = {
     "vit-out-is-file": ("train_vit.py", lambda w, b: vit(b, w / "out" / "laws.json", "--steps", 2), "--out-dir"),
     "vit-out-under-file": ("train_vit.py", lambda w, b: vit(b, w / "out" / "laws.json" / "sub", "--steps", 2), "--out-dir"),
     "lm-out-under-file": ("train_lm.py", lambda w, b: lm(b, w / "out" / "laws.json" / "sub", "--steps", 2), "--out-dir"),
-    "fit-out-under-file": ("fit_laws.py", lambda w, b: ["--logs", b.logs, "--out", w / "out/laws.json/x.json"], "laws.json"),
     "sch-out-under-file": ("schedule.py", lambda w, b: ["--laws", b.laws, "--budget", 3e13, "--out",
                                                         w / "out/laws.json/x.json"], "laws.json"),
     "cmp-out-under-file": ("compare.py", lambda w, b: ["--runs", *b.logs.iterdir(), "--out-dir", w / "out/laws.json/x"],
@@ -297,58 +314,38 @@ CASES = {
     "lm-sched-context-0": ("train_lm.py", lambda w, b: lm(b, w / "new", "--steps", 2, "--schedule", jput(
         w, "s.json", sched_doc(b, config={"context": 0}))), "context"),
     # ---- fit_laws.py
-    "fit-logs-missing": ("fit_laws.py", lambda w, b: ["--logs", w / "nope", "--out", w / "out" / "laws.json"], "nope"),
-    "fit-log-empty": ("fit_laws.py", lambda w, b: ["--logs", put(w, "r/log.jsonl", ""), "--out", w / "out/laws.json"],
-                      "log.jsonl"),
-    "fit-log-header-only": ("fit_laws.py", lambda w, b: [
-        "--logs", put(w, "r/log.jsonl", (b.logs / "static_p7/log.jsonl").read_text().splitlines()[0]),
-        "--out", w / "out/laws.json"], "log.jsonl"),
-    "fit-log-garbage": ("fit_laws.py", lambda w, b: ["--logs", put(w, "r/log.jsonl", "{oops\n[1,\n"),
-                                                     "--out", w / "out/laws.json"], "log.jsonl"),
-    "fit-log-binary": ("fit_laws.py", lambda w, b: ["--logs", put(w, "r/log.jsonl", b"\xff\xfe\x00" * 50),
-                                                    "--out", w / "out/laws.json"], "log.jsonl"),
-    "fit-log-nan-metric": ("fit_laws.py", lambda w, b: ["--logs", put(
-        w, "r/log.jsonl", (b.logs / "static_p7/log.jsonl").read_text().replace('"fewshot10_error": 0', '"fewshot10_error": NaN, "o": 0')),
-        "--out", w / "out/laws.json"], "log.jsonl"),
-    "fit-log-nested": ("fit_laws.py", lambda w, b: ["--logs", put(
-        w, "r/log.jsonl", (b.logs / "static_p7/log.jsonl").read_text() + NESTED + "\n"),
-        "--out", w / "out/laws.json"], "log.jsonl"),
-    "fit-log-huge-flops": ("fit_laws.py", lambda w, b: ["--logs", put(
-        w, "r/log.jsonl", (b.logs / "static_p7/log.jsonl").read_text().replace('"flops": ', '"flops": 1e400, "f": ')),
-        "--out", w / "out/laws.json"], "log.jsonl"),
-    "fit-log-neg-flops": ("fit_laws.py", lambda w, b: ["--logs", put(
-        w, "r/log.jsonl", (b.logs / "static_p7/log.jsonl").read_text().replace('"flops": ', '"flops": -1, "f": ')),
-        "--out", w / "out/laws.json"], "log.jsonl"),
-    "fit-log-hugeint-metric": ("fit_laws.py", lambda w, b: ["--logs", put(
-        w, "r/log.jsonl", (b.logs / "static_p7/log.jsonl").read_text().replace('"fewshot10_error": 0', '"fewshot10_error": 1' + '0' * 400 + ', "o": 0')),
-        "--out", w / "out/laws.json"], "log.jsonl"),
-    "fit-log-str-metric": ("fit_laws.py", lambda w, b: ["--logs", put(
-        w, "r/log.jsonl", (b.logs / "static_p7/log.jsonl").read_text().replace('"fewshot10_error": 0', '"fewshot10_error": "x", "o": 0')),
-        "--out", w / "out/laws.json"], "log.jsonl"),
-    "fit-log-record-list": ("fit_laws.py", lambda w, b: ["--logs", put(
-        w, "r/log.jsonl", (b.logs / "static_p7/log.jsonl").read_text() + "[1, 2]\n"), "--out", w / "out/laws.json"],
-                            "log.jsonl"),
-    "fit-log-header-config-int": ("fit_laws.py", lambda w, b: ["--logs", put(
-        w, "r/log.jsonl", (b.logs / "static_p7/log.jsonl").read_text().replace('"config": {"model"', '"config": 5, "c": {"model"', 1)),
-        "--out", w / "out/laws.json"], "log.jsonl"),
-    "fit-metric-missing": ("fit_laws.py", lambda w, b: ["--logs", b.logs, "--metric", "nope", "--out",
-                                                        w / "out/laws.json"], "nope"),
-    "fit-points-2": ("fit_laws.py", lambda w, b: ["--logs", b.logs, "--points", 2, "--out", w / "out/laws.json"], "--points"),
-    "fit-bootstrap-neg": ("fit_laws.py", lambda w, b: ["--logs", b.logs, "--bootstrap", -1, "--out", w / "out/laws.json"],
-                          "--bootstrap"),
-    "fit-extrap-frac": ("fit_laws.py", lambda w, b: ["--logs", b.logs, "--extrap-frac", 1.5, "--out", w / "out/laws.json"],
-                        "--extrap-frac"),
-    "fit-delta-0": ("fit_laws.py", lambda w, b: ["--logs", b.logs, "--delta", 0, "--out", w / "out/laws.json"], "--delta"),
-    "fit-cost-foo": ("fit_laws.py", lambda w, b: ["--logs", b.logs, "--cost", "foo", "--out", w / "out/laws.json"], "--cost"),
+    "fit-logs-missing": ("fit_laws.py", fit(lambda w, b: w / "nope"), "nope"),
+    "fit-log-empty": ("fit_laws.py", fit(text("")), "log.jsonl"),
+    "fit-log-header-only": ("fit_laws.py", fit(edited(keep=1)), "log.jsonl"),
+    "fit-log-garbage": ("fit_laws.py", fit(text("{oops\n[1,\n")), "log.jsonl"),
+    "fit-log-binary": ("fit_laws.py", fit(text(b"\xff\xfe\x00" * 50)), "log.jsonl"),
+    "fit-log-nan-metric": ("fit_laws.py", fit(edited('"fewshot10_error": 0', '"fewshot10_error": NaN, "o": 0')),
+                           "log.jsonl"),
+    "fit-log-nested": ("fit_laws.py", fit(edited(append=NESTED)), "log.jsonl"),
+    "fit-log-huge-flops": ("fit_laws.py", fit(edited('"flops": ', '"flops": 1e400, "f": ')), "log.jsonl"),
+    "fit-log-neg-flops": ("fit_laws.py", fit(edited('"flops": ', '"flops": -1, "f": ')), "log.jsonl"),
+    "fit-log-hugeint-metric": ("fit_laws.py", fit(edited('"fewshot10_error": 0', f'"fewshot10_error": {HUGEINT}, "o": 0')),
+                               "log.jsonl"),
+    "fit-log-str-metric": ("fit_laws.py", fit(edited('"fewshot10_error": 0', '"fewshot10_error": "x", "o": 0')),
+                           "log.jsonl"),
+    "fit-log-record-list": ("fit_laws.py", fit(edited(append="[1, 2]")), "log.jsonl"),
+    "fit-log-header-config-int": ("fit_laws.py", fit(edited('"config": {"model"', '"config": 5, "c": {"model"')),
+                                  "log.jsonl"),
+    "fit-metric-missing": ("fit_laws.py", fit(None, "--metric", "nope"), "nope"),
+    "fit-points-2": ("fit_laws.py", fit(None, "--points", 2), "--points"),
+    "fit-points-huge": ("fit_laws.py", fit(None, "--points", 10**9), "--points"),
+    "fit-bootstrap-neg": ("fit_laws.py", fit(None, "--bootstrap", -1), "--bootstrap"),
+    "fit-bootstrap-huge": ("fit_laws.py", fit(None, "--bootstrap", 10**9), "--bootstrap"),
+    "fit-extrap-frac": ("fit_laws.py", fit(None, "--extrap-frac", 1.5), "--extrap-frac"),
+    "fit-delta-0": ("fit_laws.py", fit(None, "--delta", 0), "--delta"),
+    "fit-cost-foo": ("fit_laws.py", fit(None, "--cost", "foo"), "--cost"),
+    "fit-min-flops-nan": ("fit_laws.py", fit(None, "--min-flops", "nan"), "--min-flops"),
+    "fit-min-flops-frac-2": ("fit_laws.py", fit(None, "--min-flops-frac", 2), "--min-flops-frac"),
+    "fit-predict-at-neg": ("fit_laws.py", fit(None, "--predict-at", -1), "--predict-at"),
     "fit-out-dir": ("fit_laws.py", lambda w, b: ["--logs", b.logs, "--out", w / "out"], "--out"),
     "fit-out-png": ("fit_laws.py", lambda w, b: ["--logs", b.logs, "--out", w / "out/laws.png"], "--out"),
     "fit-out-is-a-log": ("fit_laws.py", lambda w, b: ["--logs", b.logs, w / "out", "--out", w / "out/log.jsonl"], "--out"),
-    "fit-min-flops-nan": ("fit_laws.py", lambda w, b: ["--logs", b.logs, "--min-flops", "nan", "--out", w / "out/laws.json"],
-                          "--min-flops"),
-    "fit-min-flops-frac-2": ("fit_laws.py", lambda w, b: ["--logs", b.logs, "--min-flops-frac", 2, "--out",
-                                                          w / "out/laws.json"], "--min-flops-frac"),
-    "fit-predict-at-neg": ("fit_laws.py", lambda w, b: ["--logs", b.logs, "--predict-at", -1, "--out",
-                                                        w / "out/laws.json"], "--predict-at"),
+    "fit-out-under-file": ("fit_laws.py", lambda w, b: ["--logs", b.logs, "--out", w / "out/laws.json/x.json"], "laws.json"),
     "fit-points-abc": ("fit_laws.py", lambda w, b: ["--logs", b.logs, "--points", "abc"], "--points"),
     "fit-unknown-flag": ("fit_laws.py", lambda w, b: ["--logs", b.logs, "--pointz", 3], "--pointz"),
     # ---- schedule.py
