@@ -68,7 +68,7 @@ from typing import Literal
 import numpy as np
 
 from fit_laws import UserError as FitError, fit_law
-from runtime import UserError, atomic_write, run_cli, write_json
+from runtime import UserError, atomic_write, run_cli, write_json  # UserError: the one bad-input type
 
 
 @dataclasses.dataclass
@@ -121,8 +121,8 @@ def read_run(path: str, metric: str) -> Run:
                 rows.append(json.loads(ln))
                 if not isinstance(rows[-1], dict):
                     raise UserError(f"{log}:{i}: a record must be a JSON object")
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UserError(f"{log}:{i}: cannot read ({e})") from None
+    except (OSError, ValueError, RecursionError) as e:  # ValueError: bad JSON, bad UTF-8, a 5000-digit number
+        raise UserError(f"{log}:{i}: cannot read ({type(e).__name__}: {str(e)[:200]})") from None
     header = next((r for r in rows if r.get("type") == "header"), {})
     evals = [r for r in rows if r.get("type", "eval") == "eval" and "flops" in r]
     if not evals:
@@ -132,11 +132,13 @@ def read_run(path: str, metric: str) -> Run:
         raise UserError(f"{log}: no record has metric {metric!r}; pass the --metric the runs logged")
     try:
         evals = [r for r in evals if float(r["flops"]) > 0 and math.isfinite(float(r[metric]))]
+        if any(not math.isfinite(float(r["flops"])) for r in evals):
+            raise UserError(f"{log}: a record's flops is not finite")
         flops, error = (np.array([float(r[k]) for r in evals]) for k in ("flops", metric))
         wall = np.array([float(r.get("wall", math.nan)) for r in evals])
         both = [r for r in evals if "test_error" in r and "train_error" in r]   # the train/test gap
         gap = float(both[-1]["test_error"]) - float(both[-1]["train_error"]) if both else None
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError, OverflowError) as e:   # OverflowError: a 400-digit integer
         raise UserError(f"{log}: a record's flops, wall, {metric} or train/test error is not a number ({e})") from None
     if len(evals) == 0 or np.any(np.diff(flops) <= 0):
         raise UserError(f"{log}: {'no record with flops > 0' if len(evals) == 0 else 'flops not increasing'}")
@@ -163,7 +165,7 @@ def group_of(name: str) -> str:
 def _schedule_kind(path: str) -> str:
     try:
         return json.loads(Path(path).read_text()).get("kind", "law")
-    except (OSError, json.JSONDecodeError, AttributeError):
+    except (OSError, ValueError, RecursionError, AttributeError):
         return "scheduled"
 
 
@@ -171,8 +173,8 @@ def check_laws(path: str, metric: str) -> None:
     """--laws: refuse a laws.json fitted on another metric than the one compared at."""
     try:
         doc = json.loads(Path(path).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UserError(f"{path}: cannot read laws ({e})") from None
+    except (OSError, ValueError, RecursionError) as e:
+        raise UserError(f"{path}: cannot read laws ({type(e).__name__}: {str(e)[:200]})") from None
     got = doc.get("metric") if isinstance(doc, dict) else None
     if got and got != metric:
         raise UserError(f"{path}: runs fitted on another metric ({got!r}, not --metric {metric!r}); "
@@ -591,6 +593,8 @@ def plot(runs: list[Run], result: dict, metric: str, path: str) -> None:
 
 
 def main(cfg: Config) -> dict:
+    if cfg.target is not None and not (math.isfinite(cfg.target) and cfg.target > 0):
+        raise UserError(f"--target {cfg.target}: give a finite error > 0, or leave it out (the best static run's)")
     if os.path.exists(cfg.out_dir) and not os.path.isdir(cfg.out_dir):
         raise UserError(f"--out-dir {cfg.out_dir}: is a file; pass a folder")
     if cfg.laws:
@@ -609,5 +613,10 @@ def main(cfg: Config) -> dict:
     return result
 
 
+def cli(args=None):
+    """Flags in, exit code out: bad input is one line and code 2 (runtime.run_cli)."""
+    return run_cli(main, Config, "compare.py", args, errors=(FitError,))
+
+
 if __name__ == "__main__":
-    sys.exit(run_cli(main, Config, "compare.py", errors=(FitError,)))
+    sys.exit(cli())

@@ -29,7 +29,6 @@ the test set):
     python eval_fewshot.py --ckpt runs/p7/ckpt.pt --data-dir /usr/share/datasets/fashion-mnist
 It prints one JSON line, e.g. {"fewshot10_error": 0.21, "fewshot10_error_std": 0.01, ...}.
 """
-import json
 import os
 import pickle
 import sys
@@ -41,7 +40,7 @@ import numpy as np
 import torch
 
 from data import load_dataset, normalize
-from runtime import UserError, atomic_write, run_cli
+from runtime import UserError, atomic_write, check_out_dir, dumps, resolve_device, run_cli
 
 
 def extract_features(model, patch, images, batch_size=512):
@@ -224,7 +223,7 @@ def load_checkpoint(path, device="cpu"):
     """(FlexiViT, checkpoint dict) from a train_vit.py checkpoint; anything else is one line naming the file."""
     import flexivit
     if not os.path.isfile(path):
-        raise UserError(f"no checkpoint at {path}")
+        raise UserError(f"--ckpt {path} is a folder; give its ckpt.pt" if os.path.isdir(path) else f"no checkpoint at {path}")
     try:
         ckpt = torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError:   # a checkpoint of your own holding other Python objects
@@ -248,14 +247,29 @@ def _load_any(path, device):
         raise UserError(f"{path} is not a readable checkpoint ({type(e).__name__})") from None
 
 
-def main(cfg):
+def check_flags(cfg):
+    """Every flag in range, before any work."""
     if cfg.seeds < 1 or not cfg.shots or min(cfg.shots) < 1:
         raise UserError("--seeds and every --shots value must be >= 1")
     if not cfg.reg > 0:
         raise UserError(f"--reg {cfg.reg}: the ridge regulariser must be > 0")
-    model, ckpt = load_checkpoint(cfg.ckpt, cfg.device)
+    for name in ("patch", "pool_size", "query_size", "batch_size"):
+        if getattr(cfg, name) < (1 if name == "batch_size" else 0):
+            raise UserError(f"--{name.replace('_', '-')} {getattr(cfg, name)} is out of range")
+    if cfg.out and (os.path.isdir(cfg.out) or cfg.out.endswith(os.sep)):
+        raise UserError(f"--out {cfg.out} is a folder; give a file name such as fewshot.json")
+    if cfg.out:
+        check_out_dir(Path(cfg.out).parent, "--out")
+    return resolve_device(cfg.device)
+
+
+def main(cfg):
+    device = check_flags(cfg)
+    model, ckpt = load_checkpoint(cfg.ckpt, device)
     patch = cfg.patch or ckpt.get("patch") or (ckpt.get("config") or {}).get("patch") or model.base_patch
     train_x, train_y, test_x, test_y = load_dataset(cfg.data_dir)
+    if not isinstance(patch, int) or train_x.shape[-1] % patch:
+        raise UserError(f"--patch {patch} does not divide the images' side {train_x.shape[-1]}")
     if cfg.pool_size:
         train_x, train_y = train_x[:cfg.pool_size], train_y[:cfg.pool_size]
     if cfg.query_size:
@@ -264,9 +278,10 @@ def main(cfg):
     result = evaluate(model, patch, norm(train_x), train_y, norm(test_x), test_y,
                       shots=cfg.shots, seeds=tuple(range(cfg.seeds)), reg=cfg.reg, batch_size=cfg.batch_size)
     result = {"patch": patch, **result}
-    line = json.dumps(result, allow_nan=False)
+    line = dumps(result)                                 # strict JSON: a NaN error is null
     print(line)
     if cfg.out:
+        Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
         atomic_write(cfg.out, lambda tmp: Path(tmp).write_text(line + "\n"))
     return result
 

@@ -148,18 +148,23 @@ class Law:
             raise UserError(f"{where}: must be an object with a dict field 'config'")
         for k in "abcd":
             v = d.get(k)
-            if type(v) not in (int, float) or not math.isfinite(v) or v < 0 or (k in "ab" and v == 0):
+            if not _finite(v) or v < 0 or (k in "ab" and v == 0):
                 raise UserError(f"{where}: field '{k}' must be a finite number > 0 (>= 0 for c, d), got {v!r}")
         ranges = {}
         for k in ("flops_range", "cost_range"):
             fr = d.get(k) or d.get("flops_range") or [0.0, None]
-            if not (isinstance(fr, list) and len(fr) == 2 and type(fr[0]) in (int, float)
-                    and type(fr[1]) in (int, float, type(None))):
+            if not (isinstance(fr, list) and len(fr) == 2 and _finite(fr[0])
+                    and (fr[1] is None or fr[1] == math.inf or _finite(fr[1]))):
                 raise UserError(f"{where}: field '{k}' must be [lo, hi] (hi null: open)")
             ranges[k] = (float(fr[0]), math.inf if fr[1] is None else float(fr[1]))
         known = {k: d[k] for k in vars(cls()) if k in d and k != "boot"}
         known.update(ranges, metric=metric, cost=cost, name=d.get("name") or name_of(d.get("config", {})))
         return cls(**known)
+
+
+def _finite(v):
+    """A JSON number that float64 holds: not NaN, not infinite, not a 400-digit integer."""
+    return type(v) in (int, float) and (math.isfinite(v) if type(v) is float else abs(v) < 1.7e308)
 
 
 def _finite_or_null(x, where, nulls):
@@ -199,8 +204,8 @@ def load_laws(path):
     file and field on a bad file. schedule.load_laws reads the same file into the same list[Law] shape."""
     try:
         doc = json.loads(Path(path).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UserError(f"{path}: cannot read laws ({e})") from None
+    except (OSError, ValueError, RecursionError) as e:  # ValueError: bad JSON, bad UTF-8, a 5000-digit number
+        raise UserError(f"{path}: cannot read laws ({type(e).__name__}: {str(e)[:200]})") from None
     if not isinstance(doc, dict) or doc.get("version") != 1:
         raise UserError(f"{path}: field 'version' must be 1")
     if not isinstance(doc.get("laws"), list) or not doc["laws"]:
@@ -423,13 +428,17 @@ def _read_run(path):
                 header = rec
             elif rec.get("type") == "eval":
                 evals.append({**rec, "_line": i})
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UserError(f"{path}:{i}: cannot read ({e})") from None
-    run = (header or {}).get("run") or path.parent.name
+    except UserError:
+        raise
+    except (OSError, ValueError, RecursionError) as e:  # ValueError: bad JSON, bad UTF-8, a 5000-digit number
+        raise UserError(f"{path}:{i}: cannot read ({type(e).__name__}: {str(e)[:200]})") from None
+    run = str((header or {}).get("run") or path.parent.name)
     if not evals:
         raise UserError(f"run {run} ({path}): {'empty log' if not lines else 'no eval records'}")
-    config = (header or {}).get("config")
-    return run, config if isinstance(config, dict) else {}, evals
+    config = (header or {}).get("config", {})
+    if not isinstance(config, dict):
+        raise UserError(f"{path}: the header's 'config' must be an object (got {config!r:.60})")
+    return run, config, evals
 
 
 def _run_curve(run, path, evals, metric, cost="flops"):
@@ -446,7 +455,7 @@ def _run_curve(run, path, evals, metric, cost="flops"):
         raise UserError(f"{where}: line {line}: no 'wall' (training seconds), which --cost wall needs; "
                         "use --cost flops or logs of trainers that record 'wall'")
     for k in dict.fromkeys(("flops", cost, metric)):
-        bad = [r for r in recs if type(r[k] if k in r else None) not in (int, float) or not math.isfinite(r[k])
+        bad = [r for r in recs if not _finite(r.get(k))
                or (k == metric and r[k] <= 0)]
         if bad:
             raise UserError(f"{where}: line {bad[0]['_line']}: '{k}' is {bad[0].get(k)!r}, need a finite "
@@ -517,7 +526,7 @@ def read_logs(paths, metric, *, min_flops=0.0, min_flops_frac=0.0, skip_bad=Fals
     runs = [(path, got) for path in find_logs(paths) if (got := attempt(_read_run, path))]
     seen = {k for _, (_, _, evals) in runs for r in evals for k, v in r.items()
             if k not in NOT_METRICS and not k.startswith("_") and type(v) in (int, float)}
-    if runs and metric not in seen:
+    if runs and metric not in seen and not any(metric in r for _, (_, _, evals) in runs for r in evals):
         raise UserError(f"unknown metric '{metric}'; the logs contain: {', '.join(sorted(seen)) or 'none'}")
     groups = {}
     for path, (run, header, evals) in runs:
@@ -666,13 +675,22 @@ class Config:
 
 def check_args(cfg):
     """Bad flags and an output path that cannot be written, before any work."""
-    if cfg.points < MIN_POINTS or cfg.bootstrap < 0 or not 0 < cfg.extrap_frac < 1 or cfg.delta <= 0:
-        raise UserError("need --points >= 5, --bootstrap >= 0, 0 < --extrap-frac < 1, --delta > 0")
+    if not (MIN_POINTS <= cfg.points <= 100_000 and 0 <= cfg.bootstrap <= 100_000 and 0 < cfg.extrap_frac < 1
+            and cfg.delta > 0):
+        raise UserError("need 5 <= --points <= 100000, 0 <= --bootstrap <= 100000, 0 < --extrap-frac < 1, --delta > 0")
     if cfg.cost not in COSTS:
         raise UserError(f"--cost must be one of {', '.join(COSTS)} (got {cfg.cost!r})")
+    if not (math.isfinite(cfg.min_flops) and cfg.min_flops >= 0):
+        raise UserError(f"--min-flops {cfg.min_flops}: give a finite compute >= 0")
+    if not 0 <= cfg.min_flops_frac < 1:
+        raise UserError(f"--min-flops-frac {cfg.min_flops_frac}: give a fraction in [0, 1)")
+    if not all(math.isfinite(c) and c > 0 for c in cfg.predict_at):
+        raise UserError(f"--predict-at {' '.join(map(str, cfg.predict_at))}: give finite cost values > 0")
     out = Path(cfg.out)
     if out.is_dir() or cfg.out.endswith(os.sep):
         raise UserError(f"--out {cfg.out} is a folder; give a file name such as {out / 'laws.json'}")
+    if out.suffix.lower() == ".jsonl" or out.name == "log.jsonl":
+        raise UserError(f"--out {cfg.out} would overwrite a run log; give a .json name such as laws.json")
     if cfg.plot and out.suffix.lower() == ".png":
         raise UserError(f"--out {cfg.out} is the plot's own path (laws.json's name with .png); "
                         "give a .json name such as laws.json")
@@ -724,10 +742,35 @@ def main(cfg):
     print(f"wrote {out}" + (f" and {png}" if cfg.plot else ""))
 
 
-if __name__ == "__main__":
+def cli(args=None):
+    """The command line: tyro's flags, bad input (a flag, a file) as one line on stderr and exit code 2; any
+    other exception is a bug and keeps its traceback. Returns the exit code."""
+    import contextlib
+    import io
+
     import tyro
+    box = io.StringIO()
     try:
-        main(tyro.cli(Config))
+        with contextlib.redirect_stderr(box):
+            cfg = tyro.cli(Config, args=args, prog="fit_laws.py")
+    except SystemExit as e:                      # tyro's 6-15-line box, cut to its first paragraph
+        if not e.code:
+            sys.stderr.write(box.getvalue())
+            raise
+        words = []
+        for ln in (ln.strip("\u2502\u256d\u2570\u256e\u256f| ").strip("\u2500 ") for ln in box.getvalue().splitlines()):
+            if ln.startswith(("For full", "Argument", "Perhaps")) or (len(words) > 1 and not ln.strip("-")):
+                break
+            words += [ln] if ln.strip("-") else []   # the title, then its first paragraph
+        print(f"fit_laws.py: error: {' '.join(words) or 'bad flags'}; see fit_laws.py --help", file=sys.stderr)
+        return 2
+    try:
+        main(cfg)
     except (UserError, OSError) as e:
         print(f"fit_laws.py: error: {e}", file=sys.stderr)
-        sys.exit(2)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

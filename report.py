@@ -28,14 +28,15 @@ def last_eval(run: Path) -> dict | None:
     """The last evaluation record of run/log.jsonl (None before the first one)."""
     try:
         lines = (run / "log.jsonl").read_text().splitlines()
-    except OSError:
+    except (OSError, ValueError):          # not there, or not text
         return None
     for line in reversed(lines):
         try:
             r = json.loads(line)
-        except json.JSONDecodeError:       # a line cut short by a kill
+        except (ValueError, RecursionError):   # a line cut short by a kill, or garbage
             continue
-        if r.get("type", "eval") == "eval" and isinstance(r.get("flops"), (int, float)):
+        if isinstance(r, dict) and r.get("type", "eval") == "eval" and type(r.get("flops")) in (int, float) \
+                and abs(r["flops"]) < 1e300:   # not NaN, inf or a 400-digit integer
             return r
     return None
 

@@ -410,10 +410,17 @@ def open_manifest(root: Path, want: dict) -> None:
     """Write pipeline.json, or check that the one there describes the same pipeline (then it resumes)."""
     path = root / "pipeline.json"
     want = json.loads(json.dumps(want))                     # tuples as lists, int keys as strings
+    if root.exists() and not root.is_dir():
+        raise UserError(f"--out-dir {root} is a file; give a folder")
     if not path.exists():
         root.mkdir(parents=True, exist_ok=True)
         return write_json(path, want)
-    have = json.loads(path.read_text())
+    try:
+        have = json.loads(path.read_text())
+    except (OSError, ValueError, RecursionError) as e:
+        raise UserError(f"{path} is unreadable ({type(e).__name__}); delete it, or pass another --out-dir") from None
+    if not isinstance(have, dict) or not isinstance(have.get("params"), dict):
+        raise UserError(f"{path} is not a reproduce.py pipeline.json; delete it, or pass another --out-dir")
     for key in ("experiment", "preset", "seeds", "budget", "precision", "cost", "params"):
         if have.get(key) != want[key]:
             if key == "params":

@@ -75,6 +75,14 @@ def dumps(obj):
     return json.dumps(strict(obj), allow_nan=False)
 
 
+def check_out_dir(path, flag="--out-dir"):
+    """An output folder that can be made: neither it nor a folder above it is a file."""
+    path = Path(path)
+    if file := next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None):
+        raise UserError(f"{flag} {path}: {file} is a file; give a folder")
+    return path
+
+
 def write_json(path, obj):
     atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(strict(obj), indent=1, allow_nan=False) + "\n"))
 
@@ -194,6 +202,10 @@ class Checkpoints:
 
     def save(self, obj, step):
         if self.main:
+            if not self.written:                         # a process killed mid-write left its temporary file
+                for name in (self.path.name, self.prev.name):
+                    for stale in self.path.parent.glob(f".{name}.*.tmp"):
+                        stale.unlink(missing_ok=True)
             if self.path.exists():
                 atomic_write(self.prev, lambda tmp: shutil.copyfile(self.path, tmp))
             atomic_write(self.path, lambda tmp: torch.save(obj, tmp))
@@ -283,8 +295,9 @@ def run_cli(main, config_cls, script, args=None, errors=(), renamed=None, interr
     """Parse the flags (tyro) and run main(cfg). UserError (and the `errors` classes of copy-alone modules)
     is one line on stderr, printed by rank 0 only under torchrun, and exit code 2; any other exception is a
     bug and keeps its traceback. Ctrl-C says how to resume. Always leaves the process group. Returns the code."""
-    rank = os.environ.get("RANK", "0")
-    main_rank = rank == "0" or not rank.isdigit()        # a RANK that is no number: say so, from every process
+    rank, world = os.environ.get("RANK", "0"), os.environ.get("WORLD_SIZE", "1")
+    # rank 0 speaks for the job; a RANK that is no number, or outside WORLD_SIZE: every process says so
+    main_rank = rank == "0" or not (rank.isdigit() and world.isdigit() and int(rank) < int(world))
     try:
         main(parse(config_cls, script, args, renamed))
     except (UserError, *errors) as e:

@@ -74,6 +74,8 @@ class Stage:
 def _number(x, where, optional=False, low=None, strict=False):
     if x is None and optional:
         return None
+    if isinstance(x, int) and not isinstance(x, bool) and abs(x) > 1e300:
+        x = math.inf                                   # a 400-digit integer: no float holds it
     if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x) \
             or (low is not None and (x <= low if strict else x < low)):
         bound = "" if low is None else f" {'>' if strict else '>='} {low:g}"
@@ -87,8 +89,10 @@ def _read_json(path):
             data = json.load(f)
     except FileNotFoundError:
         raise ScheduleError(f"{path}: file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ScheduleError(f"{path}: not valid JSON ({e})") from None
+    except OSError as e:                               # a folder, no permission, ...
+        raise ScheduleError(f"{path}: cannot read ({e.strerror})") from None
+    except (ValueError, RecursionError) as e:          # bad JSON or UTF-8, a 5000-digit number, [[[[...]]]]
+        raise ScheduleError(f"{path}: not valid JSON ({type(e).__name__}: {str(e)[:200]})") from None
     if not isinstance(data, dict) or data.get("version") != VERSION:
         got = data.get("version") if isinstance(data, dict) else data
         raise ScheduleError(f"{path}: field 'version' must be {VERSION} (got {got!r})")
@@ -124,7 +128,7 @@ class Schedule:
                 raise ScheduleError(f"{w(f'stages[{i}].config')} must be a non-empty object such as {{\"patch\": 7}}")
             if "flops_start" not in s:
                 raise ScheduleError(f"{w(f'stages[{i}].flops_start')} is missing")
-            v = {k: _number(s.get(k), w(f"stages[{i}].{k}"), optional=k != "flops_start")
+            v = {k: _number(s.get(k), w(f"stages[{i}].{k}"), optional=k != "flops_start", low=0.0)
                  for k in ("error_start", "error_end", "flops_start", "flops_end")}
             if stages and v["flops_start"] < stages[-1].flops_start:
                 raise ScheduleError(f"{w(f'stages[{i}].flops_start')} must not decrease "
@@ -252,8 +256,9 @@ def _law_from(r, w, cost):
     for k in ("flops_range", "cost_range"):
         fr = r.get(k)
         if fr is not None and not (isinstance(fr, list) and len(fr) == 2 and type(fr[0]) in (int, float)
-                                   and 0 <= fr[0] < math.inf and (fr[1] is None or (type(fr[1]) in (int, float)
-                                                                                   and fr[0] <= fr[1]))):
+                                   and 0 <= fr[0] < 1e300 and (fr[1] is None or (type(fr[1]) in (int, float)
+                                                                                  and fr[0] <= fr[1] and
+                                                                                  (fr[1] < 1e300 or fr[1] == math.inf)))):
             raise ScheduleError(f"{w}.{k}' must be [lo, hi], 0 <= lo <= hi, hi null if open (got {fr!r})")
         lo[k] = (float(fr[0]) or None) if fr else None
     fps = r.get("flops_per_second")
@@ -267,7 +272,10 @@ def _law_from(r, w, cost):
     law = Law(name, dict(cfg), **p, flops_lo=lo["flops_range"],
               cost_lo=lo["cost_range"] if "cost_range" in r else (lo["flops_range"] if cost == "flops" else None),
               flops_per_second=fps if cost == "wall" else None, at_bound=tuple(map(str, bound)), cost=cost)
-    return law, (r.get("extrapolation") or {}).get("rel_max")
+    ex = r.get("extrapolation") or {}
+    if not isinstance(ex, dict):
+        raise ScheduleError(f"{w}.extrapolation' must be an object such as {{\"rel_max\": 0.05}} (got {ex!r:.60})")
+    return law, _number(ex.get("rel_max"), f"{w}.extrapolation.rel_max'", optional=True, low=0.0)
 
 
 def load_laws(path, max_extrap_error=math.inf, allow_bound_laws=False):
@@ -435,7 +443,7 @@ def target_for(laws, target_error=None, budget=None):
         raise ScheduleError("give exactly one of --target-error E or --budget FLOPS")
     if budget is not None:
         target_error = min(float(l(_number(budget, "--budget", low=0.0, strict=True))) for l in laws)
-    target_error = _number(target_error, "--target-error")
+    target_error = _number(target_error, "--target-error", low=0.0, strict=True)
     low, first = min(laws, key=lambda l: l.c), min(laws, key=lambda l: l.start)
     if target_error <= low.c:
         raise ScheduleError(f"target error {target_error:g} is at or below every law's c (lowest: c={low.c:g} "
@@ -466,8 +474,8 @@ def make_schedule(laws, target, rules=None, switch_cost=0.0, switch_cost_key=Non
     """The law schedule as a schedule.json dict: stages and the predicted cost vs every static config.
     The maths runs on the laws' cost axis (FLOPs, or seconds with cost "wall"; switch costs in that unit);
     each stage carries cost_start/cost_end and, converted, flops_start/flops_end (see with_flops)."""
-    if grid < 10:
-        raise ScheduleError(f"--grid must be at least 10 error levels (got {grid})")
+    if not 10 <= grid <= 1_000_000:
+        raise ScheduleError(f"--grid must be 10 to 1000000 error levels (got {grid})")
     rules = DEFAULT_RULES if rules is None else rules
     cost = laws[0].cost
     S = switch_costs(laws, switch_cost, switch_cost_key)
@@ -661,6 +669,8 @@ def main(cfg):
         Schedule.load(cfg.check).check_transitions(rules)
         return print(f"{cfg.check}: all transitions allowed")
     check_out(cfg)
+    if not cfg.max_extrap_error >= 0:
+        raise ScheduleError(f"--max-extrap-error {cfg.max_extrap_error}: give a relative error >= 0 (e.g. 0.3)")
     base, per_key = parse_switch_cost(cfg.switch_cost)
     laws = load_laws(cfg.laws, cfg.max_extrap_error, cfg.allow_bound_laws)
     target = target_for(laws, cfg.target_error, cfg.budget)
@@ -681,10 +691,35 @@ def main(cfg):
     return doc
 
 
-if __name__ == "__main__":
+def cli(args=None):
+    """The command line: tyro's flags, bad input (a flag, a file) as one line on stderr and exit code 2; any
+    other exception is a bug and keeps its traceback. Returns the exit code."""
+    import contextlib
+    import io
+
     import tyro
+    box = io.StringIO()
     try:
-        main(tyro.cli(Config))
+        with contextlib.redirect_stderr(box):
+            cfg = tyro.cli(Config, args=args, prog="schedule.py")
+    except SystemExit as e:                      # tyro's 6-15-line box, cut to its first paragraph
+        if not e.code:
+            sys.stderr.write(box.getvalue())
+            raise
+        words = []
+        for ln in (ln.strip("\u2502\u256d\u2570\u256e\u256f| ").strip("\u2500 ") for ln in box.getvalue().splitlines()):
+            if ln.startswith(("For full", "Argument", "Perhaps")) or (len(words) > 1 and not ln.strip("-")):
+                break
+            words += [ln] if ln.strip("-") else []   # the title, then its first paragraph
+        print(f"schedule.py: error: {' '.join(words) or 'bad flags'}; see schedule.py --help", file=sys.stderr)
+        return 2
+    try:
+        main(cfg)
     except (ScheduleError, OSError) as e:
         print(f"schedule.py: error: {e}", file=sys.stderr)
-        sys.exit(2)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

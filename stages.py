@@ -41,7 +41,10 @@ def plan_shapes(cfg, size, width, depth, head_dim, world=None):
         shape["patch"] = patches[0]
     if cfg.schedule:
         import schedule                                             # numpy/scipy only; needed for --schedule
-        sched = schedule.Schedule.load(cfg.schedule)
+        try:
+            sched = schedule.Schedule.load(cfg.schedule)
+        except schedule.ScheduleError as e:                       # schedule.py is copy-alone: its own error type
+            raise UserError(f"--schedule {e}") from None
         configs, random = sched.configs, sched.random
         if cfg.patch or cfg.random or cfg.patch_sizes:
             raise UserError("--schedule sets the shape: drop --patch / --random / --patch-sizes")
@@ -52,6 +55,8 @@ def plan_shapes(cfg, size, width, depth, head_dim, world=None):
             raise UserError(f"{where}: unknown config key(s) {sorted(unknown)}; "
                             f"train_vit.py changes {', '.join(SHAPE_KEYS)}")
         new = {**shape, "objective": cfg.objective, **c}
+        if bad := [k for k in ("patch", "width", "depth", "batch_size") if type(new[k]) is not int or new[k] < 1]:
+            raise UserError(f"{where}: {bad[0]} {new[bad[0]]!r} must be a positive integer")
         if i and (new["width"] < shape["width"] or new["depth"] < shape["depth"]):
             raise UserError(f"{where}: width/depth {new['width']}/{new['depth']} would shrink the model "
                             f"({shape['width']}/{shape['depth']}); a model can only grow")

@@ -46,7 +46,6 @@ import json
 import sys
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -195,7 +194,9 @@ def check_flags(cfg):
                      ("weight_decay", cfg.weight_decay >= 0), ("val_tokens", cfg.val_tokens > 0),
                      ("val_fraction", 0 < cfg.val_fraction < 1), ("eval_from", 0 < cfg.eval_from <= 1),
                      ("threads", cfg.threads >= 0), ("ckpt_minutes", cfg.ckpt_minutes > 0),
-                     ("ckpt_every", cfg.ckpt_every >= 0)):
+                     ("ckpt_every", cfg.ckpt_every >= 0), ("evals", 0 <= cfg.evals <= 10_000),
+                     ("vocab_size", cfg.vocab_size >= 0),
+                     ("stop_after_steps", cfg.stop_after_steps is None or cfg.stop_after_steps > 0)):
         if not ok:
             raise UserError(f"--{name.replace('_', '-')} {getattr(cfg, name)} is out of range")
 
@@ -268,7 +269,7 @@ class Run:
         torch.manual_seed(cfg.seed)
         self.model = LM(**self.margs).to(self.device)
         self.opt = make_optimizer(self.model, cfg, self.device)
-        self.out = Path(cfg.out_dir)
+        self.out = runtime.check_out_dir(cfg.out_dir)
         self.ckpt_path, self.log = self.out / "ckpt.pt", runtime.RunLog(self.out / "log.jsonl")
         self.ckpts = runtime.Checkpoints(self.ckpt_path, self.world.main)
         sched = self.schedule

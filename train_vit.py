@@ -213,11 +213,12 @@ def check_flags(cfg):
     runtime.check_budget(cfg.steps, cfg.flops)
     for name, ok in (("batch_size", cfg.batch_size > 0), ("lr", cfg.lr > 0), ("warmup", cfg.warmup >= 0),
                      ("weight_decay", cfg.weight_decay >= 0), ("label_smoothing", 0 <= cfg.label_smoothing < 1),
-                     ("clip", cfg.clip > 0), ("evals", cfg.evals >= 0), ("fewshot_seeds", cfg.fewshot_seeds > 0),
+                     ("clip", cfg.clip > 0), ("evals", 0 <= cfg.evals <= 10_000), ("fewshot_seeds", cfg.fewshot_seeds > 0),
                      ("fewshot_support", cfg.fewshot_support > 0), ("fewshot_query", cfg.fewshot_query > 0),
                      ("test_size", cfg.test_size > 0), ("train_size", cfg.train_size >= 0), ("rewarm", cfg.rewarm >= 0), ("temperature", cfg.temperature > 0),
                      ("threads", cfg.threads is None or cfg.threads > 0), ("ckpt_every", cfg.ckpt_every >= 0),
-                     ("ckpt_minutes", cfg.ckpt_minutes > 0), ("patch", cfg.patch is None or cfg.patch > 0)):
+                     ("ckpt_minutes", cfg.ckpt_minutes > 0), ("patch", cfg.patch is None or cfg.patch > 0),
+                     ("stop_after_steps", cfg.stop_after_steps is None or cfg.stop_after_steps > 0)):
         if not ok:
             raise UserError(f"--{name.replace('_', '-')} {getattr(cfg, name)} is out of range")
 
@@ -259,7 +260,7 @@ class Run:
         self.distilling = any(s["objective"] == "distill" for s in self.stages)
         self.teacher = distill.load_teacher(cfg.teacher, self.size, self.chans, self.num_classes,
                                             self.device) if self.distilling else None
-        self.out = Path(cfg.out_dir or f"runs/{self.default_name()}")
+        self.out = runtime.check_out_dir(cfg.out_dir or f"runs/{self.default_name()}")
         self.ckpt_path, self.log = self.out / "ckpt.pt", runtime.RunLog(self.out / "log.jsonl")
         self.ckpts = runtime.Checkpoints(self.ckpt_path, self.world.main)
         self.shash = schedule_hash(self.sched)
