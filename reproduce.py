@@ -21,7 +21,7 @@ Six steps, each a run of one of the project's scripts; what a step prints goes t
   5. compare       compare.py at the best static run's final error                       -> comparison.json, .png
   6. report        report.py: the verdict, laws, schedule, comparison and the sweep's compute -> report.md
 
-Presets are data (PRESETS below); `--set KEY=VALUE` changes one of their values, `--flops` the budget. The
+Presets are data (presets.py); `--set KEY=VALUE` changes one of their values, `--flops` the budget. The
 output folder keeps a manifest, pipeline.json (experiment, preset, parameters, seeds, budget): the same
 command run again resumes (a finished run, one whose log reached its budget, is kept; an interrupted one
 continues from its checkpoint), and a command that differs from the manifest is refused, so runs of two
@@ -44,57 +44,9 @@ from tqdm import tqdm
 
 import report
 import runtime
+from presets import PRESETS
 from runtime import UserError, write_json
 
-# ----------------------------------------------------------------------------- presets (the numbers of each run)
-# patch: patch sizes in the order the runs start (longest first, so two workers finish together); `short`: the
-# share of the budget given to static runs whose law only matters early (patch 14 plateaus within the first third;
-# four tokens run at a small fraction of the CPU's FLOP rate) or late (patch 2 wins only far past the budget). Only
-# the demo shortens runs; in `full` every static run gets the whole budget, so the best static run is a measured
-# run, never an extrapolated one.
-VIT = dict(model="V64-4", evals=12, fewshot_support=2000, fewshot_query=10000, test_size=10000, batch_size=128,
-           warmup=200, lr=1e-3, metric="fewshot10_error", min_flops_frac=0.0, max_extrap_error=0.3,
-           allow_bound_laws=False)
-HP = dict(VIT, patch=7, evals=20)     # Sec. 6.2: batch size, distillation
-PRESETS = {
-    "patch": {
-        # demo: 2000 query and test images (an evaluation of 14,000 images would cost patch 2's short run 10x its
-        # training); one evaluation's std is then ~0.004 instead of ~0.002
-        "demo": dict(VIT, patches=(4, 7, 2, 14), flops=6e12, short={14: 0.6, 2: 0.3}, fewshot_query=2000,
-                     test_size=2000),
-        "full": dict(VIT, patches=(4, 7, 2, 14), flops=2.5e13, evals=14, short={}),
-        # a pipeline check in a minute or two (no claim about savings)
-        "smoke": dict(VIT, patches=(14, 7, 4, 2), flops=2e11, evals=10, fewshot_query=300, test_size=500, short={},
-                      warmup=10),
-    },
-    "context": {   # the same tokens a step at every context; scheduled runs get 10% more (sched_flops)
-        "full": dict(model="L64-4", contexts=(128, 64, 32, 16), flops=2e13, sched_flops=2.2e13, evals=24,
-                     val_tokens=32768, tokens_per_step=4096, data="", metric="val_loss", min_flops_frac=0.02,
-                     max_extrap_error=0.3, compare_metric="val_loss_max_context", allow_bound_laws=False),
-        "smoke": dict(model="L64-4", contexts=(64, 32, 16, 8), flops=6e11, sched_flops=6.6e11, evals=10, warmup=10,
-                      val_tokens=8192, tokens_per_step=4096, data="", metric="val_loss", min_flops_frac=0.02,
-                      max_extrap_error=0.3, compare_metric="val_loss_max_context", allow_bound_laws=False),
-    },
-    "batch": {     # the LR of batch B is lr x lr_scaling(B / smallest B), the scheduled run's too
-        "full": dict(HP, batch_sizes=(32, 256), lr_scaling="sqrt", flops=3e13),
-        "demo": dict(HP, batch_sizes=(32, 256), lr_scaling="none", flops=3e12, evals=12),
-        "smoke": dict(HP, batch_sizes=(32, 128), lr_scaling="none", flops=4e10, evals=10, fewshot_query=300,
-                      test_size=500, warmup=10),
-    },
-    "distill": {   # teacher: a bigger model trained longer ('' = train it here; or a train_vit.py ckpt.pt)
-        "full": dict(HP, flops=1e13, teacher="", teacher_model="V96-4", teacher_patch=7, teacher_flops=4e13,
-                     temperature=2.0),
-        "demo": dict(HP, flops=2e12, teacher="", teacher_model="V96-4", teacher_patch=7, teacher_flops=8e12,
-                     temperature=2.0, evals=12),
-        "smoke": dict(HP, batch_size=32, flops=4e10, teacher="", teacher_model="V96-4", teacher_patch=7,
-                      teacher_flops=5e10, temperature=2.0, evals=10, fewshot_query=300, test_size=500, warmup=10),
-    },
-    # Sec. 6.1: a model that grows (expand.py); static runs at each width (depth), the schedule's stages carry it
-    "width": {"smoke": dict(VIT, patch=7, depth=2, widths=(32, 64), flops=2e11, evals=10, fewshot_query=300,
-                            test_size=500, warmup=20)},
-    "depth": {"smoke": dict(VIT, patch=7, width=32, depths=(1, 2), flops=2e11, evals=10, fewshot_query=300,
-                            test_size=500, warmup=20)},
-}
 # per experiment: the trainer, and the baselines it can train (train_vit.py's random mode draws patch sizes only)
 TRAINER = {"context": "train_lm.py"}
 BASELINES = {"patch": ("linear", "log", "random"), "context": ("linear", "log", "random")}
