@@ -14,9 +14,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import sys
 from pathlib import Path
+
+from runtime import UserError, atomic_write, run_cli
 
 
 def load(path: Path):
@@ -95,6 +96,34 @@ def blocks(doc: dict, keys=()) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- the sections
+
+
+def saved(s: dict | None) -> str:
+    """A savings block {per_seed, n, mean, ci95, reason} as 'mean% [lo, hi]', or why there is none."""
+    if not s:
+        return "—"
+    if s.get("mean") is None:
+        reason = s.get("reason") or "—"
+        return "never reached" if reason.startswith("no value") else reason
+    ci = s.get("ci95")
+    return f"{100 * s['mean']:.1f}%" + (f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci else "")
+
+
+def summary(comp: dict) -> list[str]:
+    """What a reader wants first: per group of runs (a shape or a schedule over its seeds) the final error and
+    the savings with their 95% interval; then per run whether and why it reached the target."""
+    groups = [{"runs": g["group"], "kind": g["kind"], "seeds": len(g.get("seeds", [])),
+               "final error": cell((g.get("final_error") or {}).get("mean")),
+               "FLOPs saved [95% CI]": saved(g.get("flops_savings")), "seconds saved": saved(g.get("wall_savings")),
+               "raw first crossing": saved(g.get("raw_flops_savings")),
+               "train/test gap": cell(g.get("final_train_test_gap"))} for g in comp.get("groups", [])]
+    runs = [{"run": r["run"], "final error": cell(r.get("final_error")),
+             "FLOPs to target": cell(r.get("flops_to_target"), "flops_to_target"),
+             "saved": cell(r.get("flops_savings"), "flops_savings"),
+             "raw": cell((r.get("raw") or {}).get("flops_savings"), "flops_savings"),
+             "why": r.get("reason") or (f"same as {r['same_as_static']}" if r.get("same_as_static") else "—")}
+            for r in comp.get("runs", [])]
+    return [table(groups), table(runs)] if groups else []
 
 
 def law_flags(law: dict, max_extrap: float) -> list[str]:
@@ -230,7 +259,9 @@ def write_report(root: Path) -> tuple[bool, str]:
     if comp:
         keys = {part.split("=")[0] for x in (laws or {}).get("laws", []) for part in x["name"].split(",")}
         out += ["## Comparison", f"Each run's FLOPs and wall time to the best static run's final "
-                f"`{comp.get('metric', params.get('metric'))}` (compare.py)."] + blocks(comp, keys)
+                f"`{comp.get('metric', params.get('metric'))}` (compare.py; savings read off fitted curves, the raw "
+                "first crossing beside them)."] + summary(comp)
+        out += ["<details><summary>Every field of comparison.json</summary>", *blocks(comp, keys), "</details>"]
         out += ["![comparison](comparison.png)"] if (root / "comparison.png").exists() else []
     runs = man.get("runs", [])
     static = [last_eval(root / r["name"]) for r in runs if r["kind"] == "static"]
@@ -242,9 +273,7 @@ def write_report(root: Path) -> tuple[bool, str]:
         out += sweep_section(s, len(static), len(man.get("seeds", [0])), teacher[0]["flops"] if teacher and
                              teacher[0] else None)
     text = "\n\n".join(out) + "\n"
-    tmp = root / "report.md.tmp"
-    tmp.write_text(text)
-    os.replace(tmp, root / "report.md")
+    atomic_write(root / "report.md", lambda tmp: Path(tmp).write_text(text))
     return ok, line
 
 
@@ -254,11 +283,11 @@ class Config:
     """A pipeline's output folder (reproduce.py's --out-dir), holding pipeline.json and the results."""
 
 
-if __name__ == "__main__":
-    import tyro
-    cfg = tyro.cli(Config)
+def main(cfg: Config) -> None:
     if not (Path(cfg.out_dir) / "pipeline.json").exists():
-        print(f"report.py: error: {cfg.out_dir}/pipeline.json: no pipeline there; give reproduce.py's --out-dir",
-              file=sys.stderr)
-        sys.exit(2)
+        raise UserError(f"{cfg.out_dir}/pipeline.json: no pipeline there; give reproduce.py's --out-dir")
     print(write_report(Path(cfg.out_dir))[1])
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main, Config, "report.py"))
