@@ -15,7 +15,7 @@ not divide, a checkpoint from another world size) are found by every rank alike,
 
 Use from a trainer (imports runtime.py for its error type; torch otherwise):
     world = dist.World.from_env()              # RANK / WORLD_SIZE / LOCAL_RANK as torchrun sets them
-    device = world.device(cfg.device)          # cuda:LOCAL_RANK under torchrun on GPUs
+    device = runtime.resolve_device(cfg.device, world)   # cuda:LOCAL_RANK under torchrun on GPUs
     lo, hi = world.shard(batch_size, "--batch-size")   # this rank's rows of the global batch
     ... every check that may fail ...
     world.init(device)                         # the process group: NCCL on GPU, gloo on CPU
@@ -62,13 +62,6 @@ class World:
     @property
     def active(self):
         return self.size > 1 and tdist.is_initialized()
-
-    def device(self, name="auto"):
-        """The torch device: `name` ("auto": cuda if available), the local GPU under a multi-process launch."""
-        dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
-        if dev.type == "cuda" and self.size > 1:
-            dev = torch.device("cuda", self.local_rank)
-        return dev
 
     def shard(self, batch_size, where="--batch-size"):
         """(lo, hi): this rank's rows of a global batch; DistError if it does not split evenly."""
