@@ -63,6 +63,11 @@ bench: venv $(BENCH_VENV)/.installed
 	$(PY) bench/bench_schedule.py
 	$(PY) bench/bench_growth.py
 	$(PY) bench/bench_accuracy.py
+	$(PY) bench/bench_precision.py --threads 1 --clock cpu
+	$(PY) bench/bench_attention.py --threads 1
+	$(PY) bench/bench_eval_noise.py
+	$(PY) bench/bench_measure.py
+	$(PY) bench/bench_precision_accuracy.py --threads 1
 
 clean:
 	rm -rf runs .pytest_cache __pycache__ tests/__pycache__
