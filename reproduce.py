@@ -177,11 +177,11 @@ def static_shapes(e: str, p: dict, teacher: str) -> list[tuple[str, list[str], f
     if e == "context":
         return [(f"ctx{T}", ["--model", m, "--context", str(T)], f) for T in p["contexts"]]
     if e == "batch":   # the LR of batch b follows lr_scaling, as the scheduled run's does
-        b0, scale = min(p["batch_sizes"]), {"none": lambda r: 1.0, "linear": lambda r: r, "sqrt": math.sqrt}
-        if p["lr_scaling"] not in scale:
+        b0 = min(p["batch_sizes"])
+        if p["lr_scaling"] not in ("none", "linear", "sqrt"):
             raise UserError(f"--set lr_scaling={p['lr_scaling']}: use none, linear or sqrt")
-        return [(f"static_bs{b}", ["--model", m, "--patch", str(p["patch"]),
-                                   *opt(b, p["lr"] * scale[p["lr_scaling"]](b / b0))], f)
+        return [(f"static_bs{b}", ["--model", m, "--patch", str(p["patch"]),      # the trainer's own rule
+                                   *opt(b, p["lr"] * runtime.lr_scale(p["lr_scaling"], b / b0))], f)
                 for b in sorted(p["batch_sizes"])]
     if e == "distill":
         base = ["--model", m, "--patch", str(p["patch"]), *opt()]

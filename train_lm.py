@@ -270,8 +270,8 @@ class Run:
         self.model = LM(**self.margs).to(self.device)
         self.opt = make_optimizer(self.model, cfg, self.device)
         self.out = runtime.check_out_dir(cfg.out_dir)
-        self.ckpt_path, self.log = self.out / "ckpt.pt", runtime.RunLog(self.out / "log.jsonl")
-        self.ckpts = runtime.Checkpoints(self.ckpt_path, self.world.main)
+        self.ckpts, self.log = runtime.Checkpoints(self.out / "ckpt.pt", self.world.main), runtime.RunLog(
+            self.out / "log.jsonl")
         sched = self.schedule
         self.identity = json.loads(json.dumps({  # what --resume must find unchanged (JSON: tuples become lists)
             "model": self.margs, "data": data_name, "stages": self.stages, "tokens_per_step": cfg.tokens_per_step,
@@ -286,7 +286,7 @@ class Run:
 
     def restore(self):
         """Continue from ckpt.pt (--resume), or start afresh; a folder with a checkpoint needs --resume."""
-        cfg, path = self.cfg, self.ckpt_path
+        cfg, path = self.cfg, self.ckpts.path
         if not path.exists():
             if cfg.resume and self.world.main:
                 print(f"train_lm.py: no checkpoint in {self.out} yet; starting the run afresh", file=sys.stderr)

@@ -261,8 +261,8 @@ class Run:
         self.teacher = distill.load_teacher(cfg.teacher, self.size, self.chans, self.num_classes,
                                             self.device) if self.distilling else None
         self.out = runtime.check_out_dir(cfg.out_dir or f"runs/{self.default_name()}")
-        self.ckpt_path, self.log = self.out / "ckpt.pt", runtime.RunLog(self.out / "log.jsonl")
-        self.ckpts = runtime.Checkpoints(self.ckpt_path, self.world.main)
+        self.ckpts, self.log = runtime.Checkpoints(self.out / "ckpt.pt", self.world.main), runtime.RunLog(
+            self.out / "log.jsonl")
         self.shash = schedule_hash(self.sched)
         self.ev = eval_images(self.train_x, self.train_y, test_x, test_y, cfg.fewshot_support, cfg.fewshot_query,
                               cfg.test_size, cfg.train_size, self.device)
@@ -283,7 +283,7 @@ class Run:
         """The model: from ckpt.pt (--resume), or new at the first stage's width and depth. A folder holding a
         checkpoint needs --resume; --resume without one starts afresh (a run killed before its first checkpoint
         is started again by the same command)."""
-        cfg, path, t = self.cfg, self.ckpt_path, self.template
+        cfg, path, t = self.cfg, self.ckpts.path, self.template
         if path.exists() and not cfg.resume:
             raise UserError(f"{self.out} holds a run already: pass --resume to continue it, or another --out-dir")
         if not path.exists():
