@@ -134,6 +134,19 @@ def _labels(y, path, split):
     return y.long()
 
 
+def resize_images(x, size, chunk=4096):
+    """uint8 images [N, C, H, W] -> [N, C, size, size]: bilinear, antialiased when shrinking, rounded back to
+    uint8; in chunks, so the float copy stays small. The same side returns `x` itself."""
+    if x.shape[-1] == size and x.shape[-2] == size:
+        return x
+    out = torch.empty((len(x), x.shape[1], size, size), dtype=torch.uint8)
+    for i in range(0, len(x), chunk):
+        part = F.interpolate(x[i:i + chunk].float(), size=(size, size), mode="bilinear",
+                             align_corners=False, antialias=True)
+        out[i:i + chunk] = part.round_().clamp_(0, 255).to(torch.uint8)
+    return out
+
+
 def normalize(x):
     """uint8 images -> float in [-1, 1]."""
     return x.float().div_(127.5).sub_(1.0)

@@ -183,7 +183,7 @@ class FlexiViT(nn.Module):
     the forward pass takes any square side that `patch` divides. `patch_sizes` (default: every
     valid patch) is a record of the sizes meant for this model (e.g. FlexiViT's random draw).
     `resize_mode` ('bilinear' | 'bicubic') and `antialias` set the PI-resize of the patch
-    embedding; the position embedding is always resized bilinearly, without antialiasing."""
+    embedding; the position embedding is always resized bilinearly, antialiased (see embed())."""
 
     def __init__(self, image_size=28, in_chans=1, num_classes=10, width=128, depth=6, heads=4,
                  mlp_ratio=4, base_patch=7, posemb_grid=7, patch_sizes=None,
@@ -270,7 +270,11 @@ class FlexiViT(nn.Module):
         # patchify by reshape, then one matmul (faster on CPU than a strided conv, same result)
         x = x.reshape(B, C, gh, patch, gw, patch).permute(0, 2, 4, 1, 3, 5).reshape(B, gh * gw, C * patch * patch)
         x = F.linear(x, w.reshape(w.shape[0], C * patch * patch), self.patch_bias)
-        return x + resize_posemb(self.posemb, (gh, gw)).reshape(1, gh * gw, -1)
+        # Antialiased, as big_vision (jax.image.resize) and timm resize position embeddings: when the grid
+        # shrinks (posemb_grid 7 -> 2 at patch 14 of 28 px), plain bilinear reads 4 of the 7 rows, so the other
+        # rows never train and a later, finer patch (grid 4 at patch 7) reads untrained rows. Antialiasing
+        # averages every row into the small grid. Growing the grid, it is plain bilinear (the same numbers).
+        return x + resize_posemb(self.posemb, (gh, gw), antialias=True).reshape(1, gh * gw, -1)
 
     def features(self, x, patch):
         """Pre-logits [B, width]: blocks, final norm, global average pool."""

@@ -161,7 +161,8 @@ def common_flags(cfg: Config, p: dict) -> list[str]:
         return ["--tokens-per-step", str(p["tokens_per_step"]), "--val-tokens", str(p["val_tokens"]),
                 "--data", p["data"], "--warmup", str(p.get("warmup", 100))]      # 100: train_lm.py's default
     return ["--data-dir", cfg.data_dir, "--fewshot-support", str(p["fewshot_support"]), "--fewshot-query",
-            str(p["fewshot_query"]), "--test-size", str(p["test_size"]), "--warmup", str(p["warmup"])]
+            str(p["fewshot_query"]), "--test-size", str(p["test_size"]), "--warmup", str(p["warmup"]),
+            *(["--image-size", str(p["image_size"])] if p.get("image_size") else [])]
 
 
 def static_shapes(e: str, p: dict, teacher: str) -> list[tuple[str, list[str], float]]:

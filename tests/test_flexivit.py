@@ -56,6 +56,20 @@ def test_resize_posemb():
     torch.testing.assert_close(resize_posemb(const, 14), torch.ones(1, 14, 14, 3) * torch.tensor([1.0, -2.0, 3.0]))
 
 
+
+def test_posemb_trains_every_row_at_a_coarse_patch():
+    """Training at patch 14 of 28 px (a 2x2 grid of the 7x7 position embedding) reaches every underlying row, so
+    a later switch to a finer patch reads no untrained entry; and growing the grid is plain bilinear."""
+    torch.manual_seed(0)
+    model = FlexiViT(image_size=28, width=32, depth=1, heads=1, posemb_grid=7)
+    model.features(torch.randn(2, 1, 28, 28), 14).square().sum().backward()
+    rows = model.posemb.grad.abs().sum(dim=(0, 2, 3))
+    assert (rows > 0).all(), rows
+    pe = torch.randn(1, 7, 7, 8)
+    plain = torch.nn.functional.interpolate(pe.permute(0, 3, 1, 2), size=(14, 14), mode="bilinear",
+                                            align_corners=False).permute(0, 2, 3, 1)
+    torch.testing.assert_close(resize_posemb(pe, 14, antialias=True), plain)
+
 # Paper Fig. 2(b): name -> (GFLOPs at patch 8, at patch 24), 120 px images, no class token.
 FIG2B = {"V256-6": (1.22, 0.120), "V192-12": (1.43, 0.136), "V256-12": (2.44, 0.240), "V384-12": (5.25, 0.538),
          "V512-12": (9.13, 0.953), "V640-12": (14.1, 1.49), "V768-12": (20.1, 2.14)}
@@ -106,7 +120,7 @@ def test_embed_matches_strided_conv():
     for patch in (4, 6, 12):
         w = pi_resize(model.patch_weight, patch)
         ref = F.conv2d(x, w, model.patch_bias, stride=patch).flatten(2).transpose(1, 2)
-        ref = ref + resize_posemb(model.posemb, 24 // patch).reshape(1, -1, 16)
+        ref = ref + resize_posemb(model.posemb, 24 // patch, antialias=True).reshape(1, -1, 16)
         torch.testing.assert_close(model.embed(x, patch), ref, rtol=1e-5, atol=1e-5)
 
 

@@ -261,3 +261,17 @@ def test_schedule_switch_on_error_and_random_kind(npz, tmp_path):
     header, recs = read_log(tmp_path / "r")
     assert header["schedule_kind"] == "random" and recs[-1]["config"]["random"] == [4, 8]
     assert recs[-1]["config"]["patch"] == 4
+
+
+def test_image_size_resizes_train_and_evaluation_images(npz, tmp_path):
+    """--image-size 12 trains on 12-pixel images (the 16-pixel data resized once): the FLOPs follow the 12-pixel
+    token count, and the resize keeps a constant image constant."""
+    train_vit.main(tiny(npz, tmp_path / "r", image_size=12, patch=6, steps=6))
+    header, recs = read_log(tmp_path / "r")
+    macs = flexivit.build("V32-2", image_size=12).macs(6)
+    assert recs[-1]["flops"] == 6 * macs * 32 * 6
+    assert header["data"]["image_size"] == 12
+    from data import resize_images
+    x = torch.full((3, 1, 28, 28), 200, dtype=torch.uint8)
+    assert resize_images(x, 24).shape == (3, 1, 24, 24) and (resize_images(x, 24) == 200).all()
+    assert resize_images(x, 28) is x
