@@ -118,9 +118,8 @@ def resolve(cfg: Config) -> dict:
     p = dict(PRESETS[cfg.experiment][cfg.preset])
     for item in cfg.set:
         key, eq, text = item.partition("=")
-        if not eq or key not in p or key == "short":
-            raise UserError(f"--set {item}: give KEY=VALUE with KEY one of "
-                            f"{', '.join(k for k in p if k != 'short')}")
+        if not eq or key not in p:
+            raise UserError(f"--set {item}: give KEY=VALUE with KEY one of {', '.join(p)}")
         p[key] = number(key, text, p[key])
     if cfg.flops is not None:
         if not (math.isfinite(cfg.flops) and cfg.flops > 0):
@@ -173,7 +172,7 @@ def static_shapes(e: str, p: dict, teacher: str) -> list[tuple[str, list[str], f
         return ["--batch-size", str(b or p["batch_size"]), "--lr", str(lr or p["lr"])]
 
     if e == "patch":
-        return [(f"static_p{q}", ["--model", m, "--patch", str(q), *opt()], f * p["short"].get(q, 1.0))
+        return [(f"static_p{q}", ["--model", m, "--patch", str(q), *opt()], f)
                 for q in p["patches"]]
     if e == "context":
         return [(f"ctx{T}", ["--model", m, "--context", str(T)], f) for T in p["contexts"]]

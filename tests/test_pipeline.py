@@ -56,12 +56,15 @@ def test_every_run_of_every_preset_has_its_budget_seed_and_folder(tmp_path, expe
         "schedule.json", *[f"schedule_{k}.json" for k in kinds[1:]])}
 
 
-def test_patch_plan_shortens_the_runs_whose_law_matters_early_or_late(tmp_path):
+def test_patch_plan_resizes_the_demo_images(tmp_path):
     p, static, sched = make_plan(tmp_path, experiment="patch", preset="demo")
     budget = {flag(j.cmd, "--patch"): j.budget for j in static}
-    assert budget == {"4": 6e12, "7": 6e12, "2": 0.3 * 6e12, "14": 0.6 * 6e12}
-    assert [j.name for j in static] == ["static_p4_s0", "static_p7_s0", "static_p2_s0", "static_p14_s0"]
+    assert budget == {"6": 6e12, "12": 6e12, "8": 6e12}
+    assert [j.name for j in static] == ["static_p6_s0", "static_p12_s0", "static_p8_s0"]
     assert all(j.budget == 6e12 and flag(j.cmd, "--model") == "V64-4" for j in sched)
+    assert all(flag(j.cmd, "--image-size") == "24" for j in static + sched)
+    p, static, _ = make_plan(tmp_path, experiment="patch", preset="full")
+    assert "--image-size" not in static[0].cmd                 # the data's own side
     assert "--precision" not in static[0].cmd          # auto: the trainer's own default
     _, static, _ = make_plan(tmp_path, experiment="patch", preset="full", precision="bf16", flops=1e13)
     assert flag(static[0].cmd, "--precision") == "bf16" and static[0].budget == 1e13
