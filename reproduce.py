@@ -302,6 +302,7 @@ class Bar:
 
 def say(text: str) -> None:
     tqdm.write(text, file=sys.stdout)     # above the bar
+    sys.stdout.flush()                    # a log file followed with `tail -f` gets each line as it is said
 
 
 def launch(job: Job) -> subprocess.Popen:
