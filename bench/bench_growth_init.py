@@ -58,7 +58,7 @@ class Config:
     flops_before: float = 2e12
     """training FLOPs of the small model before growth (6 x block MACs x examples)"""
     steps_after: int = 500
-    """training steps after growth, per variant"""
+    """training steps after growth, per variant (more where they do not reach --later FLOPs: "none")"""
     later: float = 1e12
     """report the error this many FLOPs after the growth"""
     rewarm: int = 50
@@ -168,9 +168,10 @@ def run_variant(cfg, variant, base, n_before, err0, data, test):
     torch.manual_seed(cfg.seed_now * 7919 + 1)
     grow(m, o, variant, cfg)
     per_step = 6 * m.macs(cfg.patch) * cfg.batch_size
-    curve = []
-    evals = {k for k in cfg.evals_after if k <= cfg.steps_after} | {cfg.steps_after}
-    steps(m, o, cfg, data, cfg.steps_after, n_before, rewarm_from=n_before if variant.endswith("+rw") else None,
+    n = max(cfg.steps_after, math.ceil(cfg.later / per_step))     # "none" (cheaper steps) also reaches --later
+    curve, scale = [], n / cfg.steps_after
+    evals = {round(k * scale) for k in cfg.evals_after if k <= cfg.steps_after} | {n}
+    steps(m, o, cfg, data, n, n_before, rewarm_from=n_before if variant.endswith("+rw") else None,
           evals=evals, on_eval=lambda k: curve.append((k, k * per_step, test_error(m, cfg.patch, *test))))
     back = next((f for _, f, e in curve if e <= err0), None)
     fl, er = np.array([c[1] for c in curve]), np.array([c[2] for c in curve])
@@ -201,6 +202,13 @@ def summarize(cfg, rows):
     return out
 
 
+def save(cfg, rows):
+    """--out, atomically: the config, every (seed, variant) row, the summary over seeds."""
+    os.makedirs(os.path.dirname(os.path.abspath(cfg.out)), exist_ok=True)
+    write_json(cfg.out, {"version": 1, "config": dataclasses.asdict(cfg), "rows": rows,
+                         "summary": summarize(cfg, rows)})
+
+
 def main(cfg):
     torch.set_num_threads(cfg.threads)
     tx, ty, vx, vy = load_dataset(cfg.data_dir)
@@ -221,9 +229,8 @@ def main(cfg):
             print(f"  {v:12s} jump {r['jump']:+.4f}  back after "
                   + (f"{r['recovery_flops']:.3g} FLOPs" if r["recovery_flops"] is not None else "never")
                   + f"  error {cfg.later:.0e} FLOPs later {r['error_at_later']}", flush=True)
-            os.makedirs(os.path.dirname(os.path.abspath(cfg.out)), exist_ok=True)
-            c = {k: v for k, v in dataclasses.asdict(cfg).items()}
-            write_json(cfg.out, {"version": 1, "config": c, "rows": rows, "summary": summarize(cfg, rows)})
+            save(cfg, rows)
+    save(cfg, rows)
     for v, s in summarize(cfg, rows).items():
         f = lambda d, k=1.0: "—" if d["mean"] is None else (f"{d['mean'] * k:.4g}" + (
             f" [{d['ci95'][0] * k:.4g}, {d['ci95'][1] * k:.4g}]" if d["ci95"] else ""))

@@ -452,3 +452,24 @@ def test_switch_cost_is_read_back_from_a_run_that_lost_known_flops(tmp_path):
     (m,) = bsc.measure_run(run, sched, laws, "fewshot10_error")
     assert m["keys"] == ["patch", "width"] and m["lost_flops"] == pytest.approx(S, rel=1e-3)
     assert m["jump"] == pytest.approx(recs[3]["fewshot10_error"] - E_s)
+
+
+def test_joint_smoke_pipeline_end_to_end(tmp_path):
+    """patch x width on tiny images: four static runs at the grown model's head size, laws, the schedule (and the
+    one-axis schedules where the laws cross), report.md."""
+    rng = np.random.default_rng(2)
+    (xt, yt), (xs, ys) = make_images(300, rng), make_images(100, rng)
+    np.savez(tmp_path / "tiny.npz", x_train=xt, y_train=yt, x_test=xs, y_test=ys)
+    r = cli("--experiment", "joint", "--preset", "smoke", "--flops", "2e9", "--data-dir", str(tmp_path / "tiny.npz"),
+            "--out-dir", str(tmp_path / "out"), "--jobs", "2", "--threads", "1", "--set", "patches=8,4",
+            "fewshot_support=200", "fewshot_query=60", "test_size=100", "batch_size=32", "warmup=2", "evals=10",
+            "allow_bound_laws=true")
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = tmp_path / "out"
+    laws = json.loads((out / "laws.json").read_text())
+    assert {(x["config"]["patch"], x["config"]["width"]) for x in laws["laws"]} <= {(8, 32), (8, 64), (4, 32), (4, 64)}
+    header = json.loads((out / "static_p4_w64_s0" / "log.jsonl").read_text().splitlines()[0])
+    assert header["model_args"]["heads"] == 2 and header["config"]["head_dim"] == 32
+    assert "## Laws" in (out / "report.md").read_text()
+    if len(json.loads((out / "schedule.json").read_text())["stages"]) > 1:
+        assert (out / "schedule_width-only.json").exists() and (out / "schedule_patch-only.json").exists()
