@@ -61,6 +61,10 @@ class Config:
     """training steps after growth, per variant (more where they do not reach --later FLOPs: "none")"""
     later: float = 1e12
     """report the error this many FLOPs after the growth"""
+    early: float = 3e11
+    """also report the error this many FLOPs after the growth (read off the stored curves)"""
+    merge: tuple[str, ...] = ()
+    """other result files (e.g. one per seed, run in parallel) whose rows join --out's; nothing is trained for them"""
     rewarm: int = 50
     """re-warm-up steps of the +rw variants"""
     batch_size: int = 128
@@ -192,13 +196,20 @@ def interval(v):
     return {"mean": m, "ci95": [m - h, m + h], "n": len(v)}
 
 
+def at(curve, flops):
+    """The error at `flops` after the growth, interpolated between evaluations (None past the curve's end)."""
+    fl, er = [c[1] for c in curve], [c[2] for c in curve]
+    return float(np.interp(flops, fl, er)) if fl[-1] >= flops else None
+
+
 def summarize(cfg, rows):
     out = {}
     for v in cfg.variants:
         r = [x for x in rows if x["variant"] == v]
         out[v] = {"seeds": len(r), "recovered": sum(x["recovery_flops"] is not None for x in r),
                   "jump": interval([x["jump"] for x in r]), "recovery_flops": interval([x["recovery_flops"] for x in r]),
-                  "error_at_later": interval([x["error_at_later"] for x in r])}
+                  "error_at_later": interval([x["error_at_later"] for x in r]),
+                  "error_at_early": interval([at(x["curve"], cfg.early) for x in r])}
     return out
 
 
@@ -214,6 +225,9 @@ def main(cfg):
     tx, ty, vx, vy = load_dataset(cfg.data_dir)
     data, test = (tx, ty), (vx[:cfg.test_images], vy[:cfg.test_images])
     rows = json.load(open(cfg.out))["rows"] if os.path.exists(cfg.out) else []
+    for path in cfg.merge:
+        have = {(r["seed"], r["variant"]) for r in rows}
+        rows += [r for r in json.load(open(path))["rows"] if (r["seed"], r["variant"]) not in have]
     done = {(r["seed"], r["variant"]) for r in rows}
     for seed in cfg.seeds:
         cfg.seed_now = seed
@@ -235,7 +249,8 @@ def main(cfg):
         f = lambda d, k=1.0: "—" if d["mean"] is None else (f"{d['mean'] * k:.4g}" + (
             f" [{d['ci95'][0] * k:.4g}, {d['ci95'][1] * k:.4g}]" if d["ci95"] else ""))
         print(f"{v:12s} recovered {s['recovered']}/{s['seeds']}  recovery FLOPs {f(s['recovery_flops'])}  "
-              f"jump {f(s['jump'])}  error {cfg.later:.0e} later {f(s['error_at_later'])}")
+              f"jump {f(s['jump'])}  error {cfg.early:.0e} later {f(s['error_at_early'])}  "
+              f"error {cfg.later:.0e} later {f(s['error_at_later'])}")
 
 
 if __name__ == "__main__":

@@ -45,9 +45,14 @@ class Config:
     """take the width cost from bench_growth_init.py's JSON (recovery FLOPs) instead of the law runs"""
     variant: str = "g1"
     """with --growth: the growth variant whose recovery FLOPs to use (the one the pipeline grew with)"""
+    budget: float | None = None
+    """plan both schedules for this budget (the laws extrapolated past the runs) instead of schedule.json's target;
+    the plan without switch costs is then written to schedule_no-switch-cost.json"""
     train: bool = False
     """train schedule_switch-cost.json once per seed, then rerun compare.py and report.py"""
     metric: str = "fewshot10_error"
+    runs: str = "sched_law_s*"
+    """which scheduled runs of the folder to measure (a glob); each is read against the schedule it trained with"""
 
 
 def law_g(x, E):
@@ -91,6 +96,14 @@ def measure_run(run: Path, sched: dict, laws: dict, metric: str) -> list[dict]:
     return out
 
 
+def trained_with(run: Path, root: Path) -> dict:
+    """The schedule a run trained with (its header's --schedule), else the folder's schedule.json."""
+    header = json.loads((run / "log.jsonl").read_text().splitlines()[0])
+    path = Path((header.get("config") or {}).get("schedule") or root / "schedule.json")
+    path = path if path.is_absolute() else ROOT / path
+    return json.loads(path.read_text())
+
+
 def interval(v):
     from scipy import stats
     v = [x for x in v if x is not None]
@@ -101,9 +114,9 @@ def interval(v):
     return {"mean": m, "ci95": [m - h, m + h] if h is not None else None, "n": len(v)}
 
 
-def schedule(root: Path, costs: dict, target: float, man: dict) -> dict:
-    """schedule.py with --switch-cost KEY=S for the same laws and target -> schedule_switch-cost.json."""
-    out, p = root / "schedule_switch-cost.json", man.get("params", {})
+def schedule(root: Path, costs: dict, target: float, man: dict, name="switch-cost") -> dict:
+    """schedule.py with --switch-cost KEY=S for the same laws and target -> schedule_<name>.json."""
+    out, p = root / f"schedule_{name}.json", man.get("params", {})
     cmd = [sys.executable, str(ROOT / "schedule.py"), "--laws", str(root / "laws.json"), "--target-error", repr(target),
            "--max-extrap-error", str(p.get("max_extrap_error", 0.3)), "--out", str(out),
            *(["--allow-bound-laws"] if p.get("allow_bound_laws") else []),
@@ -112,7 +125,7 @@ def schedule(root: Path, costs: dict, target: float, man: dict) -> dict:
     if r.returncode:
         raise UserError(f"schedule.py failed: {r.stderr.strip().splitlines()[-1]}")
     doc = json.loads(out.read_text())
-    write_json(out, {**doc, "kind": "switch-cost"})
+    write_json(out, {**doc, "kind": name})
     return doc
 
 
@@ -138,8 +151,9 @@ def train(root: Path, seeds) -> None:
 def main(cfg: Config):
     root = Path(cfg.pipeline).resolve()
     laws, sched, man = (json.loads((root / f).read_text()) for f in ("laws.json", "schedule.json", "pipeline.json"))
-    runs = sorted(root.glob("sched_law_s*"), key=lambda p: int(re.sub(r"\D", "", p.name.rsplit("_s", 1)[1]) or 0))
-    rows = [m for r in runs if (r / "log.jsonl").exists() for m in measure_run(r, sched, laws, cfg.metric)]
+    runs = sorted(root.glob(cfg.runs), key=lambda p: int(re.sub(r"\D", "", p.name.rsplit("_s", 1)[1]) or 0))
+    rows = [m for r in runs if (r / "log.jsonl").exists() for m in measure_run(r, trained_with(r, root), laws,
+                                                                                  cfg.metric)]
     per_key = {}
     for m in rows:
         for key in m["keys"]:
@@ -158,13 +172,17 @@ def main(cfg: Config):
               f"lost {m['lost_flops'] if m['lost_flops'] is None else format(m['lost_flops'], '.3g')} FLOPs")
     if not costs:
         raise UserError(f"{root}: no switch measured (no law run with a switch and evaluations after it)")
+    if cfg.budget is not None:       # the target: the best static law's error at --budget
+        target = min(law_f(x, cfg.budget) for x in laws["laws"])
+        sched = schedule(root, {k: 0.0 for k in costs}, target, man, "no-switch-cost")
     doc = schedule(root, costs, sched["target_error"], man)
     pr0, pr1 = sched["predicted"], doc["predicted"]
     print(f"switch costs ({source}): " + ", ".join(f"{k}={v:.3g}" for k, v in costs.items()))
     print(f"planned without: {pr0['flops']:.4g} FLOPs, path {' -> '.join(s['name'] for s in sched['stages'])}")
     print(f"planned with:    {pr1['flops']:.4g} FLOPs (switch costs included), path "
           f"{' -> '.join(s['name'] for s in doc['stages'])}")
-    write_json(root / "switch_cost.json", {"version": 1, "source": source, "switches": rows, "per_key": summary,
+    write_json(root / "switch_cost.json", {"version": 1, "source": source, "budget": cfg.budget,
+                                            "target_error": sched["target_error"], "switches": rows, "per_key": summary,
                                             "costs": costs, "planned_without": pr0, "planned_with": pr1})
     if cfg.train:
         if len(doc["stages"]) < 2:
