@@ -242,7 +242,7 @@ def switch_section(sc: dict | None) -> list[str]:
              "FLOPs lost": cell(v["lost_flops"]["mean"]),
              "95% CI": cell(v["lost_flops"]["ci95"])} for k, v in sc.get("per_key", {}).items()]
     w, o = sc.get("planned_without") or {}, sc.get("planned_with") or {}
-    return ["## Switch costs", f"Measured after each switch of the law runs (bench/bench_switch_cost.py); costs "
+    return ["## Switch costs", f"Measured after each switch of the scheduled runs (bench/bench_switch_cost.py); costs "
             f"charged ({sc.get('source')}): " + ", ".join(f"{k}={cell(v)}" for k, v in sc.get("costs", {}).items())
             + ".", table(rows) if rows else "", f"Planned without switch costs: {cell(w.get('flops'))} FLOPs "
             f"(predicted savings {cell(w.get('savings'), 'savings')}); with them: {cell(o.get('flops'))} FLOPs, "

@@ -161,7 +161,7 @@ def main(cfg: Config):
     summary = {k: {"jump": interval([m["jump"] for m in v]), "lost_flops": interval([m["lost_flops"] for m in v])}
                for k, v in per_key.items()}
     costs = {k: s["lost_flops"]["mean"] for k, s in summary.items() if s["lost_flops"]["mean"] is not None}
-    source = "law runs"
+    source = f"scheduled runs {cfg.runs}"
     if cfg.growth:
         g = json.loads(Path(cfg.growth).read_text())["summary"][cfg.variant]["recovery_flops"]
         if g["mean"] is None:
