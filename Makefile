@@ -4,6 +4,8 @@
 #   make reproduce      the same pipeline at full size (<= 60 min on 2 CPU cores)
 #   make reproduce-lm   the language-model (context length) pipeline
 #   make hparams-batch / hparams-distill   batch-size and objective schedules (paper Sec. 6.2)
+#   make reproduce-width / reproduce-depth / reproduce-joint   growing ViTs (Sec. 6.1, App. D; demo preset:
+#                       add ARGS="--preset full" for the paper's comparison at CPU scale)
 #   make bench          the benchmarks in bench/ (a separate .venv-bench with timm, transformers)
 # All five run reproduce.py (--experiment patch|context|batch|distill --preset demo|full|smoke); add flags with
 # ARGS, e.g. `make demo ARGS="--seeds 0 1 2"`.
@@ -16,7 +18,8 @@ TORCH  ?= torch==2.13.0
 DATA   ?= /usr/share/datasets/fashion-mnist
 ARGS   ?=
 
-.PHONY: venv test demo reproduce reproduce-lm hparams-batch hparams-distill bench clean
+.PHONY: venv test demo reproduce reproduce-lm hparams-batch hparams-distill bench clean \
+	reproduce-width reproduce-depth reproduce-joint
 
 venv: $(VENV)/.installed
 
@@ -42,6 +45,10 @@ hparams-batch: venv
 
 hparams-distill: venv
 	$(PY) reproduce.py --experiment distill --preset full --data-dir $(DATA) $(ARGS)
+
+# Sec. 6.1 and App. D: width, depth, and patch x width schedules of a growing ViT (expand.py)
+reproduce-width reproduce-depth reproduce-joint: reproduce-%: venv
+	$(PY) reproduce.py --experiment $* --preset demo --data-dir $(DATA) $(ARGS)
 
 reproduce-lm: venv
 	$(PY) reproduce.py --experiment context --preset full $(ARGS)

@@ -15,6 +15,9 @@ VIT = dict(model="V64-4", evals=12, fewshot_support=2000, fewshot_query=10000, t
            warmup=200, lr=1e-3, metric="fewshot10_error", min_flops_frac=0.0, max_extrap_error=0.3,
            allow_bound_laws=False, image_size=0)
 HP = dict(VIT, patch=7, evals=20)     # Sec. 6.2: batch size, distillation
+# Sec. 6.1, App. D: width, depth, patch x width; 2000 query and test images as in the patch demo
+GROW = dict(VIT, head_dim=32, grow_gamma=1.0, grow_preserve=False, rewarm=0, warmup=100, fewshot_query=2000,
+            test_size=2000)
 PRESETS = {
     "patch": {
         # demo: 2000 query and test images (one evaluation's std ~0.004 instead of ~0.002), to fit in 15 minutes.
@@ -49,9 +52,31 @@ PRESETS = {
         "smoke": dict(HP, batch_size=32, flops=4e10, teacher="", teacher_model="V96-4", teacher_patch=7,
                       teacher_flops=5e10, temperature=2.0, evals=10, fewshot_query=300, test_size=500, warmup=10),
     },
-    # Sec. 6.1: a model that grows (expand.py); static runs at each width (depth), the schedule's stages carry it
-    "width": {"smoke": dict(VIT, patch=7, depth=2, widths=(32, 64), flops=2e11, evals=10, fewshot_query=300,
-                            test_size=500, warmup=20)},
-    "depth": {"smoke": dict(VIT, patch=7, width=32, depths=(1, 2), flops=2e11, evals=10, fewshot_query=300,
-                            test_size=500, warmup=20)},
+    # Sec. 6.1: a model that grows (expand.py); static runs at each width (depth), the schedule's stages carry it.
+    # head_dim is kept fixed by growth, so every static run uses it too (flexivit.build would give width 128 and up
+    # heads of 64); grow_gamma, grow_preserve, rewarm: train_vit.py's growth flags (Fig. 17, App. C).
+    # Patch 14 in the demos: at a few 1e12 FLOPs it is the best static patch on Fashion-MNIST (results/patch-demo).
+    "width": {
+        "demo": dict(GROW, patch=14, depth=4, widths=(32, 64, 128), flops=3e12),
+        "full": dict(GROW, patch=7, depth=4, widths=(64, 128, 256), flops=2.5e13, evals=14, fewshot_query=10000,
+                     test_size=10000),
+        "smoke": dict(GROW, patch=7, depth=2, widths=(32, 64), flops=2e11, evals=10, fewshot_query=300,
+                      test_size=500, warmup=20),
+    },
+    "depth": {
+        "demo": dict(GROW, patch=14, width=64, depths=(2, 4, 6), flops=3e12),
+        "full": dict(GROW, patch=7, width=128, depths=(4, 8, 12), flops=2.5e13, evals=14, fewshot_query=10000,
+                     test_size=10000),
+        "smoke": dict(GROW, patch=7, width=32, depths=(1, 2), flops=2e11, evals=10, fewshot_query=300,
+                      test_size=500, warmup=20),
+    },
+    # App. D, Fig. 19: patch x width; the law schedule picks a monotone path (patch never grows, width never
+    # shrinks); width-only and patch-only schedules on sub-grids of the same laws are trained beside it
+    "joint": {
+        "demo": dict(GROW, patches=(14, 7), depth=4, widths=(32, 64, 128), flops=3e12),
+        "full": dict(GROW, patches=(14, 7, 4), depth=4, widths=(64, 128, 256), flops=2.5e13, evals=14,
+                     fewshot_query=10000, test_size=10000),
+        "smoke": dict(GROW, patches=(14, 7), depth=2, widths=(32, 64), flops=2e11, evals=10, fewshot_query=300,
+                      test_size=500, warmup=20),
+    },
 }

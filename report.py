@@ -163,6 +163,93 @@ def schedule_section(sched: dict, baselines: list[str], png: bool) -> list[str]:
     return out + (["![schedule](schedule.png)"] if png else [])
 
 
+# The law-predicted FLOPs of a schedule as the trainer runs it: stages entered at their flops_start (never on the
+# measured error), each following its configuration's law (Eq. 1) from the error the previous stage left.
+
+def _law(laws: dict, config: dict) -> dict | None:
+    key = json.dumps(config, sort_keys=True)
+    return next((x for x in laws.get("laws", []) if json.dumps(x.get("config"), sort_keys=True) == key), None)
+
+
+def _f(x: dict, C: float) -> float:
+    return x["a"] * max(C + x["d"], 1.0) ** -x["b"] + x["c"]
+
+
+def _g(x: dict, E: float) -> float:
+    return math.inf if E <= x["c"] else max(0.0, ((E - x["c"]) / x["a"]) ** (-1 / x["b"]) - x["d"])
+
+
+def predicted_flops(sched: dict, laws: dict, target: float) -> float | None:
+    """FLOPs the laws say a run of `sched` needs to reach `target` (the last stage continues past its end);
+    None where a stage has no law, inf where the target is below every law it ends on."""
+    E = None
+    for k, s in enumerate(sched["stages"]):
+        x = _law(laws, s["config"])
+        if x is None:
+            return None
+        if E is not None and E <= target:
+            return s["flops_start"]
+        C0 = 0.0 if E is None else _g(x, E)
+        need, last = _g(x, target) - C0, k == len(sched["stages"]) - 1
+        if last or s["flops_start"] + need <= s["flops_end"]:
+            return s["flops_start"] + need
+        E = _f(x, C0 + s["flops_end"] - s["flops_start"])
+    return None
+
+
+def predicted_section(root: Path, laws: dict, comp: dict, kinds: list[str]) -> list[str]:
+    """Every trained schedule: its path, the law-predicted savings (at the comparison's target, for the run as the
+    trainer follows it) beside the achieved ones (mean over seeds, 95% interval); joint: Fig. 19's comparison."""
+    target = comp.get("target_error")
+    if missing(target) or not laws or laws.get("cost", "flops") != "flops":
+        return []
+    best = min((_g(x, target) for x in laws["laws"]), default=math.inf)
+    groups = {g["kind"]: g for g in comp.get("groups", [])}
+    rows, got = [], {}
+    for kind in kinds:
+        sched = load(root / ("schedule.json" if kind == "law" else f"schedule_{kind}.json"))
+        if not sched or kind == "random" or kind not in groups:
+            continue
+        C = predicted_flops(sched, laws, target)
+        pred = None if C is None or not math.isfinite(best) else 1 - C / best
+        got[kind] = (pred, (groups[kind].get("flops_savings") or {}).get("mean"))
+        rows.append({"schedule": kind, "path": " -> ".join(str(s.get("name")) for s in sched["stages"]),
+                     "switches at (FLOPs)": ", ".join(cell(s["flops_start"]) for s in sched["stages"][1:]) or "—",
+                     "predicted savings": cell(pred, "savings"),
+                     "achieved savings [95% CI]": saved(groups[kind].get("flops_savings"))})
+    if not rows:
+        return []
+    out = ["## Predicted and achieved", f"Savings at the comparison's target {cell(target)} against the best static "
+           f"law's {cell(best)} FLOPs: predicted by the laws for each schedule as trained (stages entered at their "
+           "FLOPs), achieved as measured (compare.py).", table(rows)]
+    one = [k for k in ("width-only", "patch-only") if k in got]
+    if "law" in got and one:   # App. D, Fig. 19: both axes against the better single axis
+        for i, what in ((0, "predicted"), (1, "achieved")):
+            vals = {k: got[k][i] for k in one if not missing(got[k][i])}
+            if vals and not missing(got["law"][i]):
+                k = max(vals, key=vals.get)
+                out.append(f"Joint ({what}): {cell(got['law'][i], 'savings')} against {k}'s "
+                           f"{cell(vals[k], 'savings')}, the better single axis: "
+                           f"{100 * (got['law'][i] - vals[k]):+.1f} points.")
+    return out
+
+
+def switch_section(sc: dict | None) -> list[str]:
+    """bench/bench_switch_cost.py's measurement: the error jump and FLOPs lost per growth, and the plan with them."""
+    if not sc:
+        return []
+    rows = [{"key": k, "switches": v["jump"]["n"], "error jump": cell(v["jump"]["mean"]),
+             "FLOPs lost": cell(v["lost_flops"]["mean"]),
+             "95% CI": cell(v["lost_flops"]["ci95"])} for k, v in sc.get("per_key", {}).items()]
+    w, o = sc.get("planned_without") or {}, sc.get("planned_with") or {}
+    return ["## Switch costs", f"Measured after each switch of the scheduled runs (bench/bench_switch_cost.py); costs "
+            f"charged ({sc.get('source')}): " + ", ".join(f"{k}={cell(v)}" for k, v in sc.get("costs", {}).items())
+            + ".", table(rows) if rows else "", f"Planned without switch costs: {cell(w.get('flops'))} FLOPs "
+            f"(predicted savings {cell(w.get('savings'), 'savings')}); with them: {cell(o.get('flops'))} FLOPs, "
+            f"switch costs included (predicted savings {cell(o.get('savings'), 'savings')}); "
+            "`schedule_switch-cost.json` is the plan with them."]
+
+
 def sweep(static_flops: list[float], best_flops, law_flops: list) -> dict:
     """The compute of the static sweep, which the paper leaves out: sweep + one adaptive run against one static
     run of the best shape, and the adaptive runs on the same laws whose savings pay the sweep back."""
@@ -263,6 +350,9 @@ def write_report(root: Path) -> tuple[bool, str]:
                 "first crossing beside them)."] + summary(comp)
         out += ["<details><summary>Every field of comparison.json</summary>", *blocks(comp, keys), "</details>"]
         out += ["![comparison](comparison.png)"] if (root / "comparison.png").exists() else []
+        out += predicted_section(root, laws, comp, ["law", *dict.fromkeys(r["kind"] for r in comp.get("runs", [])
+                                                                        if r["kind"] not in ("static", "law"))])
+    out += switch_section(load(root / "switch_cost.json"))
     runs = man.get("runs", [])
     static = [last_eval(root / r["name"]) for r in runs if r["kind"] == "static"]
     teacher = [last_eval(root / r["name"]) for r in runs if r["kind"] == "teacher"]

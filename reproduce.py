@@ -6,7 +6,9 @@ comparison -> report (Sec. 3-6; Fig. 4, 5, 7, 9, 12).
     python reproduce.py --experiment context --preset full    # `make reproduce-lm`: LM context length (Sec. 5)
     python reproduce.py --experiment batch --preset full      # `make hparams-batch`: batch size (Sec. 6.2)
     python reproduce.py --experiment distill --preset full    # `make hparams-distill`: supervised -> distillation
-    python reproduce.py --experiment width --preset smoke     # ViT width (V32-2 -> V64-2, grown by expand.py)
+    python reproduce.py --experiment width --preset demo      # `make reproduce-width`: ViT width 32 -> 64 -> 128
+    python reproduce.py --experiment depth --preset demo      # `make reproduce-depth`: ViT depth 2 -> 4 -> 6
+    python reproduce.py --experiment joint --preset demo      # `make reproduce-joint`: patch x width (App. D)
     python reproduce.py --experiment patch --preset smoke --seeds 0 1 2 --set patches=14,7 --flops 1e11
 
 Six steps, each a run of one of the project's scripts; what a step prints goes to its own file
@@ -49,15 +51,16 @@ from runtime import UserError, write_json
 
 # per experiment: the trainer, and the baselines it can train (train_vit.py's random mode draws patch sizes only)
 TRAINER = {"context": "train_lm.py"}
-BASELINES = {"patch": ("linear", "log", "random"), "context": ("linear", "log", "random")}
+BASELINES = {"patch": ("linear", "log", "random"), "context": ("linear", "log", "random"),
+             "joint": ("linear", "log", "width-only", "patch-only")}   # Fig. 19: one axis at a time, same laws
 DEFAULT_BASELINES = ("linear", "log")
 
 
 @dataclasses.dataclass
 class Config:
-    experiment: Literal["patch", "context", "batch", "distill", "width", "depth"] = "patch"
+    experiment: Literal["patch", "context", "batch", "distill", "width", "depth", "joint"] = "patch"
     """What the schedule changes: ViT patch size, LM context length, batch size, objective (supervised ->
-    distillation), ViT width or depth."""
+    distillation), ViT width or depth, or patch and width at once (joint, App. D)."""
     preset: Literal["demo", "full", "smoke"] = "demo"
     """Size: demo (minutes), full (the paper's comparison at CPU scale), smoke (checks the plumbing, no claim)."""
     seeds: tuple[int, ...] = (0,)
@@ -120,7 +123,10 @@ def resolve(cfg: Config) -> dict:
         key, eq, text = item.partition("=")
         if not eq or key not in p:
             raise UserError(f"--set {item}: give KEY=VALUE with KEY one of {', '.join(p)}")
-        p[key] = number(key, text, p[key])
+        try:
+            p[key] = number(key, text, p[key])
+        except UserError as e:
+            raise UserError(f"--experiment {cfg.experiment}: {e}") from None
     if cfg.flops is not None:
         if not (math.isfinite(cfg.flops) and cfg.flops > 0):
             raise UserError(f"--flops {cfg.flops}: the budget must be a finite number of FLOPs > 0")
@@ -129,7 +135,29 @@ def resolve(cfg: Config) -> dict:
         p["flops"] = cfg.flops
     if cfg.jobs < 1 or (cfg.threads is not None and cfg.threads < 1):
         raise UserError("--jobs and --threads must be >= 1")
+    check_grid(cfg.experiment, p)
     return p
+
+
+def check_grid(e: str, p: dict) -> None:
+    """A growth grid (width, depth, joint) that a grown model can follow, checked before any training: at least
+    two distinct values per axis (one value: nothing to schedule), widths multiples of the head size (expand.py
+    keeps it fixed), depths whole blocks."""
+    axes = {"width": ("widths",), "depth": ("depths",), "joint": ("patches", "widths")}.get(e, ())
+    for key in axes:
+        values = p[key]
+        if len(set(values)) < 2:
+            raise UserError(f"--experiment {e}: {key} {','.join(map(str, values))} has one value; a schedule needs "
+                            f"two or more, e.g. --set {key}={','.join(map(str, PRESETS[e]['demo'][key]))}")
+        if len(set(values)) != len(values):
+            raise UserError(f"--experiment {e}: {key} {','.join(map(str, values))} repeats a value")
+    for w in p["widths"] if "widths" in axes else [p["width"]] if e == "depth" else []:
+        if w % p["head_dim"]:
+            raise UserError(f"--experiment {e}: width {w} is not a multiple of the head size {p['head_dim']} "
+                            f"(growth keeps the head size; use multiples of {p['head_dim']}, or --set head_dim=...)")
+    for d in p["depths"] if e == "depth" else []:
+        if not float(d).is_integer() or d < 1:
+            raise UserError(f"--experiment {e}: depth {d} is not a whole number of blocks >= 1")
 
 
 def check_seeds(seeds) -> tuple[int, ...]:
@@ -187,10 +215,14 @@ def static_shapes(e: str, p: dict, teacher: str) -> list[tuple[str, list[str], f
         base = ["--model", m, "--patch", str(p["patch"]), *opt()]
         return [("static_distill", [*base, "--objective", "distill", "--teacher", teacher, "--temperature",
                                     str(p["temperature"])], f), ("static_supervised", base, f)]
+    heads = ["--head-dim", str(p["head_dim"])] if "head_dim" in p else []      # the grown model's head size
     if e == "width":
-        return [(f"static_w{w}", ["--model", f"V{w}-{p['depth']}", "--patch", str(p["patch"]), *opt()], f)
+        return [(f"static_w{w}", ["--model", f"V{w}-{p['depth']}", "--patch", str(p["patch"]), *heads, *opt()], f)
                 for w in p["widths"]]
-    return [(f"static_d{d}", ["--model", f"V{p['width']}-{d}", "--patch", str(p["patch"]), *opt()], f)
+    if e == "joint":   # every (patch, width); the grid's static runs also give the one-axis schedules their laws
+        return [(f"static_p{q}_w{w}", ["--model", f"V{w}-{p['depth']}", "--patch", str(q), *heads, *opt()], f)
+                for q in p["patches"] for w in p["widths"]]
+    return [(f"static_d{d}", ["--model", f"V{p['width']}-{d}", "--patch", str(p["patch"]), *heads, *opt()], f)
             for d in p["depths"]]
 
 
@@ -202,8 +234,12 @@ def schedule_flags(e: str, p: dict, teacher: str) -> list[str]:
         return ["--model", p["model"], "--batch-size", str(min(p["batch_sizes"])), "--lr", str(p["lr"]),
                 "--lr-scaling", p["lr_scaling"]]
     start = {"width": f"V{min(p.get('widths', [0]))}-{p.get('depth')}",
+             "joint": f"V{min(p.get('widths', [0]))}-{p.get('depth')}",
              "depth": f"V{p.get('width')}-{min(p.get('depths', [0]))}"}.get(e, p["model"])   # grows from there
     base = ["--model", start, "--batch-size", str(p["batch_size"]), "--lr", str(p["lr"])]
+    if e in ("width", "depth", "joint"):   # how the model grows (train_vit.py; Fig. 17, App. C)
+        base += ["--head-dim", str(p["head_dim"]), "--grow-gamma", str(p["grow_gamma"]), "--rewarm", str(p["rewarm"]),
+                 *(["--grow-preserve"] if p["grow_preserve"] else [])]
     return [*base, "--teacher", teacher, "--temperature", str(p["temperature"])] if e == "distill" else base
 
 
@@ -356,6 +392,37 @@ def step(name: str, cmd: list[str], log: Path) -> None:
         raise StepFailed(name, log)
 
 
+def one_axis_schedules(cfg: Config, p: dict, root: Path, sched: list[Job], bar: Bar) -> list[Job]:
+    """App. D, Fig. 19: the joint grid's laws restricted to one axis, scheduled for the same target. Width only:
+    the laws at the best static shape's patch; patch only: those at its width (the best static shape lies on both,
+    so both reach the target). schedule.py runs on a laws file holding the sub-grid (laws_<kind>.json) and writes
+    schedule_<kind>.json (its "kind" set to width-only / patch-only). A sub-grid with fewer than two usable laws,
+    or whose schedule has one stage (it would repeat a static run), is not trained; the report says why."""
+    main = json.loads((root / "schedule.json").read_text())
+    laws = json.loads((root / "laws.json").read_text())
+    best = main["predicted"]["best_static"]["config"]
+    drop = []
+    for kind, fixed in (("width-only", "patch"), ("patch-only", "width")):
+        sub, out = root / f"laws_{kind}.json", root / f"schedule_{kind}.json"
+        write_json(sub, {**laws, "laws": [x for x in laws["laws"] if x["config"].get(fixed) == best[fixed]]})
+        try:
+            step(f"schedule.py ({kind})", [sys.executable, "schedule.py", "--laws", str(sub), "--target-error",
+                                           repr(main["target_error"]), "--max-extrap-error", str(p["max_extrap_error"]),
+                                           "--out", str(out), *(["--allow-bound-laws"] if p.get("allow_bound_laws")
+                                                               else [])], root / f"schedule_{kind}.txt")
+        except StepFailed as e:             # e.g. one law left on this axis: nothing to schedule
+            say(f"== {kind}: no schedule ({e})")
+            drop.append(kind)
+            continue
+        doc = json.loads(out.read_text())
+        write_json(out, {**doc, "kind": kind})
+        if len(doc["stages"]) < 2:
+            say(f"== {kind}: one stage ({doc['stages'][0].get('name')} throughout), same as a static run: not trained")
+            drop.append(kind)
+    bar.drop([j for j in sched if j.kind in drop])
+    return [j for j in sched if j.kind not in drop]
+
+
 # ----------------------------------------------------------------------------- the manifest: resume, never mix
 
 
@@ -448,6 +515,8 @@ def steps(cfg: Config, p: dict, root: Path, static: list[Job], sched: list[Job],
             "throughout): no law schedule to train")
         bar.drop([j for j in sched if j.kind != "random"])
         sched = [j for j in sched if j.kind == "random"]
+    elif cfg.experiment == "joint":
+        sched = one_axis_schedules(cfg, p, root, sched, bar)
     train(sched, cfg.jobs, bar, "4/6 scheduled runs")
     if sched:
         bar.show("5/6 compare", force=True)

@@ -65,7 +65,7 @@ from stages import stage_eval_points, log_config, plan_shapes, schedule_hash, st
 
 DEFAULT_DATA = "/usr/share/datasets/fashion-mnist"
 RESUME_KEYS = ("dataset", "model", "patch", "random", "patch_sizes", "batch_size", "seed", "flip", "switch_on",
-               "objective", "temperature")
+               "objective", "temperature", "head_dim")
 
 
 @dataclass
@@ -94,6 +94,13 @@ class Config:
     previous stage's error_end"""
     rewarm: int = 0
     """steps of linear learning-rate re-warm-up after the model grows (width or depth); 0: none"""
+    grow_gamma: float = 1.0
+    """variance factor of the new weights when the model grows (expand.py, App. C): N(0, gamma sigma^2);
+    0: zero-init (Fig. 17); depth growth copies the neighbour block either way"""
+    grow_preserve: bool = False
+    """grow exactly function preserving (expand.py preserve=True: width by mean channels, new blocks identities)"""
+    head_dim: int | None = None
+    """head size (kept fixed when the width grows); None: flexivit.build's (32 below width 128, else 64)"""
     lr_scaling: Literal["none", "linear", "sqrt"] = "none"
     """how the LR follows a schedule stage's batch size B: --lr times 1, B / --batch-size, or its square root"""
     objective: Literal["supervised", "distill"] = "supervised"
@@ -175,10 +182,11 @@ def make_optimizer(model, cfg, device, old=None):
 def grow(model, opt, shape, cfg, device, step):
     """Grow width, then depth, to `shape` (expand.py, App. C); returns an optimizer with the state carried over."""
     torch.manual_seed(key_seed("grow", cfg.seed, step))   # new weights reproducible on resume
+    g, keep = cfg.grow_gamma, cfg.grow_preserve               # --grow-gamma / --grow-preserve (Fig. 17)
     if shape["width"] > model.width:
-        expand.expand_optimizer(opt, expand.expand_width(model, shape["width"]))
+        expand.expand_optimizer(opt, expand.expand_width(model, shape["width"], gamma=g, preserve=keep))
     if shape["depth"] > model.depth:
-        expand.expand_optimizer(opt, expand.expand_depth(model, shape["depth"]))
+        expand.expand_optimizer(opt, expand.expand_depth(model, shape["depth"], preserve=keep))
     return make_optimizer(model, cfg, device, old=opt)
 
 
@@ -220,7 +228,9 @@ def check_flags(cfg):
                      ("clip", cfg.clip > 0), ("evals", 0 <= cfg.evals <= 10_000), ("fewshot_seeds", cfg.fewshot_seeds > 0),
                      ("fewshot_support", cfg.fewshot_support > 0), ("fewshot_query", cfg.fewshot_query > 0),
                      ("test_size", cfg.test_size > 0), ("train_size", cfg.train_size >= 0), ("rewarm", cfg.rewarm >= 0), ("temperature", cfg.temperature > 0),
-                     ("threads", cfg.threads is None or cfg.threads > 0), ("image_size", 0 <= cfg.image_size <= 4096), ("ckpt_every", cfg.ckpt_every >= 0),
+                     ("grow_gamma", math.isfinite(cfg.grow_gamma) and cfg.grow_gamma >= 0),
+                     ("head_dim", cfg.head_dim is None or cfg.head_dim > 0), ("image_size", 0 <= cfg.image_size <= 4096),
+                     ("threads", cfg.threads is None or cfg.threads > 0), ("ckpt_every", cfg.ckpt_every >= 0),
                      ("ckpt_minutes", cfg.ckpt_minutes > 0), ("patch", cfg.patch is None or cfg.patch > 0),
                      ("stop_after_steps", cfg.stop_after_steps is None or cfg.stop_after_steps > 0)):
         if not ok:
@@ -261,6 +271,12 @@ class Run:
                                            num_classes=self.num_classes)
         except ValueError as e:                          # a bad --model: flexivit.py is torch-only, no UserError
             raise UserError(f"--model: {e}") from None
+        if cfg.head_dim and cfg.head_dim != self.template.head_dim:     # --head-dim: the same model, other heads
+            if self.template.width % cfg.head_dim:
+                raise UserError(f"--head-dim {cfg.head_dim}: the width {self.template.width} of --model "
+                                f"{cfg.model} is not a multiple of it")
+            self.template = flexivit.FlexiViT(**{**self.template.model_args(),
+                                                 "heads": self.template.width // cfg.head_dim})
         self.stages, self.patches, self.sched = plan_shapes(cfg, self.size, self.template.width, self.template.depth,
                                                             self.template.head_dim, self.world)
         self.distilling = any(s["objective"] == "distill" for s in self.stages)

@@ -50,7 +50,7 @@ def test_every_run_of_every_preset_has_its_budget_seed_and_folder(tmp_path, expe
     runs = [j for j in static if j.kind == "static"]
     assert len(runs) == 2 * len({j.name.rsplit("_s", 1)[0] for j in runs}) and {j.seed for j in runs} == {0, 3}
     assert all("--schedule" not in j.cmd for j in static) and all("--schedule" in j.cmd for j in sched)
-    kinds = ["law", "linear", "log", "random"] if experiment in ("patch", "context") else ["law", "linear", "log"]
+    kinds = ["law", *reproduce.BASELINES.get(experiment, reproduce.DEFAULT_BASELINES)]
     assert [j.kind for j in sched] == kinds * 2
     assert {flag(j.cmd, "--schedule") for j in sched} == {str(tmp_path / n) for n in (
         "schedule.json", *[f"schedule_{k}.json" for k in kinds[1:]])}
@@ -351,3 +351,128 @@ def test_smoke_pipeline_with_time_as_the_cost(tmp_path):
     assert comp["cost"] == "wall" and all("flops_savings" in g and "wall_savings" in g for g in comp["groups"])
     again = cli(*[a if a != "wall" else "flops" for a in args])             # the manifest remembers the cost
     assert again.returncode == 2 and "cost" in again.stderr and len(again.stderr.strip().splitlines()) == 1
+
+
+# ----------------------------------------------------------------------------- growth: width, depth, patch x width
+
+
+def test_growth_plans_keep_the_head_size_and_pass_the_growth_flags(tmp_path):
+    p, static, sched = make_plan(tmp_path, experiment="joint", preset="demo", seeds=(0,))
+    assert [j.name for j in static] == [f"static_p{q}_w{w}_s0" for q in (14, 7) for w in (32, 64, 128)]
+    assert {flag(j.cmd, "--head-dim") for j in static + sched} == {"32"}
+    assert [j.kind for j in sched] == ["law", "linear", "log", "width-only", "patch-only"]
+    assert flag(sched[0].cmd, "--model") == "V32-4" and flag(sched[0].cmd, "--grow-gamma") == "1.0"
+    assert flag(sched[3].cmd, "--schedule") == str(tmp_path / "schedule_width-only.json")
+    _, static, sched = make_plan(tmp_path, experiment="depth", preset="demo")
+    assert [flag(j.cmd, "--model") for j in static] == ["V64-2", "V64-4", "V64-6"] and flag(sched[0].cmd, "--model") == "V64-2"
+
+
+@pytest.mark.parametrize("experiment, sets, says", [
+    ("width", ["widths=32,48,64"], "--experiment width: width 48 is not a multiple of the head size 32"),
+    ("width", ["widths=64"], "--experiment width: widths 64 has one value"),
+    ("depth", ["depths=2,2.5"], "--experiment depth: --set depths=2.5: must be a whole number"),
+    ("depth", ["width=48"], "--experiment depth: width 48 is not a multiple"),
+    ("depth", ["depths=2,2,4"], "--experiment depth: depths 2,2,4 repeats a value"),
+    ("depth", ["depths=2,2"], "--experiment depth: depths 2,2 has one value"),
+    ("joint", ["patches=7"], "--experiment joint: patches 7 has one value"),
+    ("joint", ["widths=128"], "--experiment joint: widths 128 has one value"),
+    ("joint", ["widths=32,40"], "--experiment joint: width 40 is not a multiple"),
+])
+def test_bad_growth_grids_are_refused_before_any_training(tmp_path, experiment, sets, says):
+    with pytest.raises(reproduce.UserError) as e:          # resolve() runs before the manifest and any run
+        reproduce.resolve(Config(experiment=experiment, preset="smoke", set=tuple(sets)))
+    assert str(e.value).startswith(says) and "\n" not in str(e.value)
+
+
+def test_a_bad_growth_grid_is_one_line_exit_2_and_writes_nothing(tmp_path):
+    r = cli("--experiment", "joint", "--preset", "smoke", "--out-dir", str(tmp_path / "out"), "--set", "widths=32,48")
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        "reproduce.py: error: --experiment joint: width 48 is not a multiple of the head size 32 (growth keeps the "
+        "head size; use multiples of 32, or --set head_dim=...)"], r.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_resumed_pipeline_with_another_grid_is_refused_naming_what_changed(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    monkeypatch.setattr(reproduce, "train", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):
+        reproduce.main(Config(experiment="width", preset="smoke", out_dir=str(out)))
+    r = cli("--experiment", "width", "--preset", "smoke", "--out-dir", str(out), "--set", "widths=32,96")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert "pipeline.json" in r.stderr and "widths [32, 64] there, [32, 96] now" in r.stderr
+
+
+def grid_laws(root):
+    """Synthetic laws on patch {8, 4} x width {32, 64}: each config's curve E = A (C/k + 1e9)^-0.5 + c shifted right
+    by its cost factor k (finer, wider: slower) and ending lower (c): the cheapest first, then finer, then wider."""
+    def law(q, w, k, c):
+        return {"name": f"patch={q},width={w}", "config": {"patch": q, "width": w, "depth": 2, "batch_size": 32},
+                "a": 2 * 1e9 ** 0.5 * k ** 0.5, "b": 0.5, "c": c, "d": 1e9 * k, "flops_range": [1e9, 1e12],
+                "extrapolation": {"rel_max": 0.01}}
+    laws = {"version": 1, "metric": "fewshot10_error", "cost": "flops",
+            "laws": [law(8, 32, 1, 0.30), law(8, 64, 4, 0.22), law(4, 32, 4, 0.20), law(4, 64, 16, 0.12)]}
+    (root / "laws.json").write_text(json.dumps(laws))
+    return laws
+
+
+def test_one_axis_schedules_restrict_the_joint_laws_to_the_best_shapes_patch_or_width(tmp_path):
+    laws = grid_laws(tmp_path)
+    r = subprocess.run([sys.executable, str(ROOT / "schedule.py"), "--laws", str(tmp_path / "laws.json"), "--budget",
+                        "3e12", "--out", str(tmp_path / "schedule.json")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    main = json.loads((tmp_path / "schedule.json").read_text())
+    best = main["predicted"]["best_static"]["config"]
+    assert len(main["stages"]) >= 2 and best["patch"] == 4 and best["width"] == 64
+    p, _, sched = make_plan(tmp_path, experiment="joint", preset="smoke")
+    kept = reproduce.one_axis_schedules(Config(experiment="joint", preset="smoke"), p, tmp_path, sched,
+                                        reproduce.Bar(sched))
+    for kind, fixed in (("width-only", "patch"), ("patch-only", "width")):
+        doc = json.loads((tmp_path / f"schedule_{kind}.json").read_text())
+        assert doc["kind"] == kind and doc["target_error"] == main["target_error"]
+        assert {s["config"][fixed] for s in doc["stages"]} == {best[fixed]}
+        sub = json.loads((tmp_path / f"laws_{kind}.json").read_text())["laws"]
+        assert len(sub) == 2 and all(x["config"][fixed] == best[fixed] for x in sub)
+        assert (kind in {j.kind for j in kept}) == (len(doc["stages"]) >= 2)
+    # the law-predicted FLOPs of a schedule as trained (report.py) agree with schedule.py's at its own target
+    assert report.predicted_flops(main, laws, main["target_error"]) == pytest.approx(main["predicted"]["flops"])
+
+
+def test_switch_cost_is_read_back_from_a_run_that_lost_known_flops(tmp_path):
+    """A law run that follows the new law S FLOPs late after its switch: the bench measures S."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import bench_switch_cost as bsc
+    laws = grid_laws(tmp_path)
+    P, Q = laws["laws"][0], laws["laws"][3]
+    sched = {"stages": [{"config": P["config"], "name": "a", "flops_start": 0.0, "flops_end": 1e11},
+                        {"config": Q["config"], "name": "b", "flops_start": 1e11, "flops_end": 1e12}]}
+    S, E_s = 5e10, bsc.law_f(P, 1e11)
+    recs = [{"type": "eval", "flops": C, "stage": 0, "fewshot10_error": bsc.law_f(P, C)} for C in (2e10, 5e10, 1e11 - 1)]
+    recs += [{"type": "eval", "flops": C, "stage": 1, "fewshot10_error":
+              bsc.law_f(Q, bsc.law_g(Q, E_s) + max(C - 1e11 - S, 0.0))} for C in (1.2e11, 2e11, 4e11, 7e11, 1e12)]
+    run = tmp_path / "sched_law_s0"
+    run.mkdir()
+    (run / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [{"type": "header"}, *recs]))
+    (m,) = bsc.measure_run(run, sched, laws, "fewshot10_error")
+    assert m["keys"] == ["patch", "width"] and m["lost_flops"] == pytest.approx(S, rel=1e-3)
+    assert m["jump"] == pytest.approx(recs[3]["fewshot10_error"] - E_s)
+
+
+def test_joint_smoke_pipeline_end_to_end(tmp_path):
+    """patch x width on tiny images: four static runs at the grown model's head size, laws, the schedule (and the
+    one-axis schedules where the laws cross), report.md."""
+    rng = np.random.default_rng(2)
+    (xt, yt), (xs, ys) = make_images(300, rng), make_images(100, rng)
+    np.savez(tmp_path / "tiny.npz", x_train=xt, y_train=yt, x_test=xs, y_test=ys)
+    r = cli("--experiment", "joint", "--preset", "smoke", "--flops", "2e9", "--data-dir", str(tmp_path / "tiny.npz"),
+            "--out-dir", str(tmp_path / "out"), "--jobs", "2", "--threads", "1", "--set", "patches=8,4",
+            "fewshot_support=200", "fewshot_query=60", "test_size=100", "batch_size=32", "warmup=2", "evals=10",
+            "allow_bound_laws=true")
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = tmp_path / "out"
+    laws = json.loads((out / "laws.json").read_text())
+    assert {(x["config"]["patch"], x["config"]["width"]) for x in laws["laws"]} <= {(8, 32), (8, 64), (4, 32), (4, 64)}
+    header = json.loads((out / "static_p4_w64_s0" / "log.jsonl").read_text().splitlines()[0])
+    assert header["model_args"]["heads"] == 2 and header["config"]["head_dim"] == 32
+    assert "## Laws" in (out / "report.md").read_text()
+    if len(json.loads((out / "schedule.json").read_text())["stages"]) > 1:
+        assert (out / "schedule_width-only.json").exists() and (out / "schedule_patch-only.json").exists()

@@ -291,3 +291,28 @@ def test_a_later_stage_gets_three_evaluations_of_its_own(npz, tmp_path):
     for f in (0.25, 0.5, 0.75):                                  # each added point: the first step at or past it
         point = switch + f * (budget - switch)
         assert min(x for x in late if x >= point) - point < 6 * macs * 32
+
+
+def test_growth_flags_zero_init_preserve_and_head_dim(npz, tmp_path):
+    """--grow-gamma 0: the new entries start at zero; --grow-preserve: the grown model computes what the small one
+    did; --head-dim: the heads of a static run match a grown model's (checked on resume)."""
+    torch.manual_seed(0)
+    x = torch.randn(3, 1, 16, 16)
+    for gamma, preserve in ((0.0, False), (1.0, True)):
+        model = flexivit.build("V32-2", image_size=16).eval()
+        before = model(x, 4)
+        opt = train_vit.make_optimizer(model, Config(), "cpu")
+        cfg = Config(grow_gamma=gamma, grow_preserve=preserve)
+        train_vit.grow(model, opt, {"width": 64, "depth": 3}, cfg, "cpu", 0)
+        assert model.width == 64 and model.depth == 3 and model.head_dim == 32
+        if not preserve:
+            assert model.blocks[0].attn.qkv.weight[:, 32:].abs().sum() == 0     # new input columns: zero
+        else:
+            torch.testing.assert_close(model(x, 4), before, atol=1e-5, rtol=1e-4)
+    train_vit.main(tiny(npz, tmp_path / "h", model="V64-2", head_dim=16, steps=2, evals=1))
+    ck = torch.load(tmp_path / "h" / "ckpt.pt", weights_only=False)
+    assert ck["model_args"]["heads"] == 4
+    with pytest.raises(train_vit.UserError, match="head_dim"):
+        train_vit.main(tiny(npz, tmp_path / "h", model="V64-2", head_dim=32, steps=3, evals=1, resume=True))
+    with pytest.raises(train_vit.UserError, match="--head-dim 24"):
+        train_vit.main(tiny(npz, tmp_path / "g", model="V64-2", head_dim=24, steps=2))
