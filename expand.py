@@ -65,7 +65,10 @@ short while after growing (e.g. linear warm-up over ~5% of the steps since the s
 Width growth needs the FlexiViT attribute layout (model.width/heads/head_dim/mlp_dim, patch_weight,
 patch_bias, posemb [1, g, g, width], blocks[i].norm1/attn(qkv, proj)/norm2/mlp(fc1, fc2), norm, head);
 depth growth needs only `model.blocks` (or `model.layers`) and the names of the blocks' output
-layers (`zero=`), so it also grows a Llama-style LM (train_lm.py: zero=("proj", "down")).
+layers, which it recognises by layout (OUTPUT_LAYERS: FlexiViT's attn.proj/mlp.fc2, lm.py's proj/down,
+Hugging Face's and Meta's Llama) or takes as `zero=`; so it also grows lm.py's LM (train_lm.py's depth
+stages): with pre-norm blocks, RMSNorm or LayerNorm, a block whose output layers are zero is the
+identity. It also sets `model.depth` where the model has one (lm.LM.model_args() reads len(blocks)).
 Imports torch only: copy this file alone.
 """
 import copy
@@ -219,19 +222,39 @@ def _insertions(depth, new, where):
     raise ValueError(f"where={where!r}: use 'end' or 'interleave'")
 
 
+# The layers of a pre-norm block that write into the residual stream, per known layout (duck typing:
+# this file imports no model code). A block whose writers are all zero adds nothing: the identity.
+OUTPUT_LAYERS = (("attn.proj", "mlp.fc2"),                  # FlexiViT / timm ViT
+                 ("proj", "down"),                          # lm.py's Llama-style Block
+                 ("self_attn.o_proj", "mlp.down_proj"),     # Hugging Face Llama
+                 ("attention.wo", "feed_forward.w2"))       # Meta's Llama
+
+
+def output_layers(block):
+    """The names of `block`'s output layers, recognised by layout; ValueError for an unknown layout."""
+    names = dict(block.named_modules())
+    for layout in OUTPUT_LAYERS:
+        if all(n in names for n in layout):
+            return layout
+    raise ValueError(f"{type(block).__name__}: unknown block layout; pass zero=(names of the block's output "
+                     f"layers), e.g. {OUTPUT_LAYERS[0]}")
+
+
 @torch.no_grad()
-def expand_depth(model, new_depth, preserve=False, where="end", init="copy", gamma=1.0,
-                 zero=("attn.proj", "mlp.fc2")):
+def expand_depth(model, new_depth, preserve=False, where="end", init="copy", gamma=1.0, zero=None):
     """Insert blocks in place until the model has new_depth blocks; returns {new Parameter: (src, None)}.
 
     init="copy": a new block is a copy of the block before it; init="random": fresh weights
     N(0, gamma sigma^2) with sigma^2 of that block's. preserve=True zeroes the new blocks' output
-    layers (`zero`, names inside a block) so each new block is exactly the identity."""
+    layers (`zero`, names inside a block; None: recognised from the block's layout, OUTPUT_LAYERS) so
+    each new block is exactly the identity. new_depth must be a whole number of blocks >= the depth."""
     attr = "blocks" if hasattr(model, "blocks") else "layers"
     blocks = getattr(model, attr)
     depth = len(blocks)
-    if new_depth < depth:
-        raise ValueError(f"new_depth={new_depth} must be >= depth={depth}")
+    if isinstance(new_depth, bool) or not isinstance(new_depth, int) or new_depth < depth:
+        raise ValueError(f"new_depth={new_depth!r} must be a whole number of blocks >= depth={depth}")
+    if preserve and zero is None and depth:
+        zero = output_layers(blocks[0])
     if init not in ("copy", "random"):
         raise ValueError(f"init={init!r}: use 'copy' or 'random'")
     counts = _insertions(depth, new_depth - depth, where)
