@@ -14,6 +14,10 @@ VIT = dict(model="V64-4", evals=12, fewshot_support=2000, fewshot_query=10000, t
            warmup=200, lr=1e-3, metric="fewshot10_error", min_flops_frac=0.0, max_extrap_error=0.3,
            allow_bound_laws=False)
 HP = dict(VIT, patch=7, evals=20)     # Sec. 6.2: batch size, distillation
+# the language model's shared values: 4096 tokens a step, the stdlib corpus ('' = the default), val_loss at the run's
+# own context; compare_metric: the loss every run is compared at (the context experiment: at the largest context)
+LM = dict(val_tokens=32768, tokens_per_step=4096, data="", metric="val_loss", min_flops_frac=0.02,
+          max_extrap_error=0.3, compare_metric="val_loss", allow_bound_laws=False)
 PRESETS = {
     "patch": {
         # demo: 2000 query and test images (an evaluation of 14,000 images would cost patch 2's short run 10x its
@@ -46,6 +50,18 @@ PRESETS = {
                      temperature=2.0, evals=12),
         "smoke": dict(HP, batch_size=32, flops=4e10, teacher="", teacher_model="V96-4", teacher_patch=7,
                       teacher_flops=5e10, temperature=2.0, evals=10, fewshot_query=300, test_size=500, warmup=10),
+    },
+    # the review discussion: an LM whose depth grows (expand.py, exact insertion) on code, the Python standard library
+    # as bytes; static runs at each depth (--depth), the schedule's stages grow the model. evals=32 log-spaced: the
+# last stage of a schedule (often the last third of the budget) gets the 3 evaluations compare.py reads. rewarm: the LR re-warmed
+    # over 50 steps after a growth, expand.py's advice (~5% of the steps), set before any run, not tuned on savings.
+    "lm-depth": {
+        "demo": dict(LM, width=64, depths=(2, 4, 6), context=128, flops=6e12, sched_flops=6.6e12, evals=32,
+                     val_tokens=16384, rewarm=50),
+        "full": dict(LM, width=64, depths=(2, 4, 6), context=128, flops=2e13, sched_flops=2.2e13, evals=32,
+                     rewarm=50),
+        "smoke": dict(LM, width=32, depths=(1, 2, 3), context=32, flops=2e11, sched_flops=2.2e11, evals=10,
+                      val_tokens=4096, warmup=10, rewarm=5),
     },
     # Sec. 6.1: a model that grows (expand.py); static runs at each width (depth), the schedule's stages carry it
     "width": {"smoke": dict(VIT, patch=7, depth=2, widths=(32, 64), flops=2e11, evals=10, fewshot_query=300,

@@ -7,6 +7,7 @@ comparison -> report (Sec. 3-6; Fig. 4, 5, 7, 9, 12).
     python reproduce.py --experiment batch --preset full      # `make hparams-batch`: batch size (Sec. 6.2)
     python reproduce.py --experiment distill --preset full    # `make hparams-distill`: supervised -> distillation
     python reproduce.py --experiment width --preset smoke     # ViT width (V32-2 -> V64-2, grown by expand.py)
+    python reproduce.py --experiment lm-depth --preset demo   # `make reproduce-lm-depth`: LM depth 2 -> 4 -> 6 on code
     python reproduce.py --experiment patch --preset smoke --seeds 0 1 2 --set patches=14,7 --flops 1e11
 
 Six steps, each a run of one of the project's scripts; what a step prints goes to its own file
@@ -48,18 +49,20 @@ from presets import PRESETS
 from runtime import UserError, write_json
 
 # per experiment: the trainer, and the baselines it can train (train_vit.py's random mode draws patch sizes only)
-TRAINER = {"context": "train_lm.py"}
+TRAINER = {"context": "train_lm.py", "lm-depth": "train_lm.py"}
+LM_EXPERIMENTS = ("context", "lm-depth")
 BASELINES = {"patch": ("linear", "log", "random"), "context": ("linear", "log", "random")}
 DEFAULT_BASELINES = ("linear", "log")
 
 
 @dataclasses.dataclass
 class Config:
-    experiment: Literal["patch", "context", "batch", "distill", "width", "depth"] = "patch"
+    experiment: Literal["patch", "context", "batch", "distill", "width", "depth", "lm-depth"] = "patch"
     """What the schedule changes: ViT patch size, LM context length, batch size, objective (supervised ->
-    distillation), ViT width or depth."""
-    preset: Literal["demo", "full", "smoke"] = "demo"
-    """Size: demo (minutes), full (the paper's comparison at CPU scale), smoke (checks the plumbing, no claim)."""
+    distillation), ViT width or depth, LM depth (lm-depth: grown by expand.py, on code)."""
+    preset: Literal["demo", "full", "smoke", "long"] = "demo"
+    """Size: demo (minutes), full (the paper's comparison at CPU scale), smoke (checks the plumbing, no claim),
+    long (context only: contexts up to 512 bytes, a wider model, hours)."""
     seeds: tuple[int, ...] = (0,)
     """Seeds: every static and scheduled run once per seed; the laws pool the static runs of all seeds."""
     flops: float | None = None
@@ -133,6 +136,34 @@ def resolve(cfg: Config) -> dict:
     return p
 
 
+def check_depths(e: str, p: dict) -> None:
+    """A depth grid grows by whole blocks: whole depths >= 1, at least two, all different (the scheduled run
+    starts at the smallest and can only add blocks)."""
+    if e not in ("lm-depth", "depth") or "depths" not in p:
+        return
+    d = p["depths"]
+    if len(d) < 2 or len(set(d)) != len(d) or not all(type(x) is int and x >= 1 for x in d):
+        raise UserError(f"--set depths={','.join(map(str, d))}: give two or more different whole numbers of blocks "
+                        ">= 1, e.g. depths=2,4,6 (a model grows by whole blocks)")
+
+
+def check_corpus(e: str, p: dict) -> None:
+    """LM experiments: the corpus is read once before any training (train_lm.py's own reader and cache), and refused
+    when its validation split is shorter than the largest context times the validation windows, or a token file's ids
+    reach the vocabulary size, so that no run fails half-way through the pipeline."""
+    if e not in LM_EXPERIMENTS:
+        return
+    from lm_data import load_corpus                     # torch; only the LM experiments need it
+    T = max(p.get("contexts", ()) or (p["context"],))
+    train, val, _, _ = load_corpus(p["data"], "", p.get("vocab_size", 0))
+    windows = p["val_tokens"] // T
+    if windows < 1 or len(val) < windows * T + 1 or len(train) < T + 1:
+        raise UserError(f"--set data={p['data'] or '(the standard library)'}: the validation split holds {len(val)} "
+                        f"tokens (training {len(train)}), fewer than the largest context {T} x "
+                        f"{max(windows, 1)} validation windows + 1 = {max(windows, 1) * T + 1}: use a larger corpus, "
+                        "or lower val_tokens / the contexts")
+
+
 def check_seeds(seeds) -> tuple[int, ...]:
     seeds = tuple(seeds)
     if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
@@ -157,9 +188,11 @@ class Job:
 
 def common_flags(cfg: Config, p: dict) -> list[str]:
     """What every run of the experiment shares: data, evaluation, warm-up."""
-    if cfg.experiment == "context":
+    if cfg.experiment in LM_EXPERIMENTS:
         return ["--tokens-per-step", str(p["tokens_per_step"]), "--val-tokens", str(p["val_tokens"]),
-                "--data", p["data"], "--warmup", str(p.get("warmup", 100))]      # 100: train_lm.py's default
+                "--data", p["data"], "--warmup", str(p.get("warmup", 100)),      # 100: train_lm.py's default
+                *(["--vocab-size", str(p["vocab_size"])] if p.get("vocab_size") else []),
+                *(["--rewarm", str(p["rewarm"])] if p.get("rewarm") else [])]
     return ["--data-dir", cfg.data_dir, "--fewshot-support", str(p["fewshot_support"]), "--fewshot-query",
             str(p["fewshot_query"]), "--test-size", str(p["test_size"]), "--warmup", str(p["warmup"])]
 
@@ -176,6 +209,9 @@ def static_shapes(e: str, p: dict, teacher: str) -> list[tuple[str, list[str], f
                 for q in p["patches"]]
     if e == "context":
         return [(f"ctx{T}", ["--model", m, "--context", str(T)], f) for T in p["contexts"]]
+    if e == "lm-depth":   # --depth puts the depth into the logged shape: one law per depth
+        return [(f"depth{d}", ["--model", f"L{p['width']}-{d}", "--depth", str(d), "--context", str(p["context"])],
+                 f) for d in p["depths"]]
     if e == "batch":   # the LR of batch b follows lr_scaling, as the scheduled run's does
         b0 = min(p["batch_sizes"])
         if p["lr_scaling"] not in ("none", "linear", "sqrt"):
@@ -198,6 +234,8 @@ def schedule_flags(e: str, p: dict, teacher: str) -> list[str]:
     """The flags of a scheduled run besides --schedule (its stages set the shape)."""
     if e == "context":
         return ["--model", p["model"]]
+    if e == "lm-depth":   # starts at the smallest depth; the stages grow it
+        return ["--model", f"L{p['width']}-{min(p['depths'])}", "--context", str(p["context"])]
     if e == "batch":
         return ["--model", p["model"], "--batch-size", str(min(p["batch_sizes"])), "--lr", str(p["lr"]),
                 "--lr-scaling", p["lr_scaling"]]
@@ -402,6 +440,8 @@ def command(cfg: Config, p: dict, seeds) -> str:
 
 def main(cfg: Config) -> bool:
     p, seeds = resolve(cfg), check_seeds(cfg.seeds)
+    check_depths(cfg.experiment, p)
+    check_corpus(cfg.experiment, p)                      # before any run: the corpus fits every context
     root = Path(cfg.out_dir or f"runs/{cfg.experiment}-{cfg.preset}")
     threads = cfg.threads or max(1, (os.cpu_count() or 2) // cfg.jobs)
     if p.get("teacher") and not Path(p["teacher"]).is_file():
