@@ -246,7 +246,11 @@ def schedule_flags(e: str, p: dict, teacher: str) -> list[str]:
 
 
 def trainer_cmd(cfg, p, out: Path, seed: int, budget: float, threads: int, evals: int, flags) -> list[str]:
-    cmd = [sys.executable, TRAINER.get(cfg.experiment, "train_vit.py"), *flags, *common_flags(cfg, p),
+    common = common_flags(cfg, p)
+    if "--tokens-per-step" in flags:                          # a tuning run's own batch replaces the shared one
+        i = common.index("--tokens-per-step")
+        common = common[:i] + common[i + 2:]
+    cmd = [sys.executable, TRAINER.get(cfg.experiment, "train_vit.py"), *flags, *common,
            "--flops", repr(float(budget)), "--evals", str(evals), "--seed", str(seed), "--out-dir", str(out),
            "--threads", str(threads), "--no-progress"]
     return cmd + (["--precision", cfg.precision] if cfg.precision != "auto" else [])   # auto: the trainers' default
@@ -261,6 +265,8 @@ def plan(cfg: Config, p: dict, root: Path, seeds, threads: int) -> tuple[list[Jo
         t_out, cores = root / "teacher", cfg.threads or os.cpu_count() or 1
         jobs.append(Job("teacher", "teacher", seeds[0], p["teacher_flops"], t_out, cores,
                         trainer_cmd(cfg, p, t_out, seeds[0], p["teacher_flops"], cores, 5, t_flags)))
+    if e == "context" and p.get("batch") == "tuned":          # App. B.5: first the batch of each context
+        jobs += tuning_jobs(cfg, p, root, seeds[0], threads)
     for seed in seeds:
         for name, flags, budget in static_shapes(e, p, teacher):
             out = root / f"{name}_s{seed}"
@@ -276,6 +282,62 @@ def plan(cfg: Config, p: dict, root: Path, seeds, threads: int) -> tuple[list[Jo
             sched.append(Job(out.name, kind, seed, budget, out, threads,
                              trainer_cmd(cfg, p, out, seed, budget, threads, p["evals"], flags)))
     return jobs, sched
+
+
+# ----------------------------------------------------------------------------- the batch per context (App. B.5)
+# The paper trains each context at "the batch size that leads to the most efficient convergence". With batch=tuned
+# the context experiment first trains every context at each of tune_tokens tokens a step for tune_frac of the budget
+# (one seed, the first), keeps the one with the lowest val_loss at that equal compute, and uses it for that context
+# everywhere: the static runs (--tokens-per-step) and every schedule's stages ("tokens_per_step"). batch=constant
+# (default) keeps tokens_per_step at every context. The tuning's compute is reported, not counted in the savings.
+
+
+def tuning_jobs(cfg: Config, p: dict, root: Path, seed: int, threads: int) -> list[Job]:
+    if p["batch"] not in ("constant", "tuned"):
+        raise UserError(f"--set batch={p['batch']}: use constant or tuned")
+    jobs, budget = [], p["flops"] * p["tune_frac"]
+    for T in p["contexts"]:
+        for n in p["tune_tokens"]:
+            if n % T:
+                raise UserError(f"--set tune_tokens={','.join(map(str, p['tune_tokens']))}: {n} tokens a step is not a "
+                                f"multiple of context {T}")
+            out = root / f"tune_ctx{T}_t{n}"
+            flags = ["--model", p["model"], "--context", str(T), "--tokens-per-step", str(n)]
+            jobs.append(Job(out.name, "tune", seed, budget, out, threads,
+                            trainer_cmd(cfg, p, out, seed, budget, threads, max(4, p["evals"] // 3), flags)))
+    return jobs
+
+
+def tuned_batches(root: Path, p: dict) -> dict:
+    """tuned.json: per context, each tuning run's last val_loss and the tokens a step with the lowest."""
+    contexts = {}
+    for T in p["contexts"]:
+        losses = {n: report.last_eval(root / f"tune_ctx{T}_t{n}")["val_loss"] for n in p["tune_tokens"]}
+        contexts[str(T)] = {"val_loss": {str(n): v for n, v in losses.items()}, "tokens_per_step": min(losses, key=losses.get)}
+    doc = {"version": 1, "budget": p["flops"] * p["tune_frac"], "candidates": list(p["tune_tokens"]), "contexts": contexts}
+    write_json(root / "tuned.json", doc)
+    return {int(T): c["tokens_per_step"] for T, c in contexts.items()}
+
+
+def apply_tuning(root: Path, static: list[Job], tuned: dict) -> None:
+    """Static runs at their context's tuned tokens a step; every schedule's stages carry it ("tokens_per_step")."""
+    for job in static:
+        if job.kind == "static":
+            T = int(job.cmd[job.cmd.index("--context") + 1])
+            job.cmd[job.cmd.index("--tokens-per-step") + 1] = str(tuned[T])
+    for path in sorted(root.glob("schedule*.json")):
+        doc = json.loads(path.read_text())
+        for stage in doc["stages"]:
+            stage["config"]["tokens_per_step"] = tuned[stage["config"]["context"]]
+        write_json(path, doc)
+
+
+def attention_share(p: dict) -> dict:
+    """Share of a token's block FLOPs spent in attention scores (2 T d of lm.macs_per_token's terms), per context."""
+    import lm                                                   # torch; only the LM experiments need it
+    w, d = (int(x) for x in (p.get("model") or f"L{p['width']}-1")[1:].split("-"))
+    return {str(T): 1 - lm.macs_per_token(w, d, 4 * w, 0) / lm.macs_per_token(w, d, 4 * w, T)
+            for T in sorted(p.get("contexts", ()) or (p["context"],))}
 
 
 # ----------------------------------------------------------------------------- running: finished, resumed, failed
@@ -450,7 +512,9 @@ def main(cfg: Config) -> bool:
     open_manifest(root, dict(version=1, experiment=cfg.experiment, preset=cfg.preset, seeds=list(seeds),
                              budget=p["flops"], precision=cfg.precision, cost=cfg.cost, params=p,
                              command=command(cfg, p, seeds),
-                             data_dir=cfg.data_dir, runs=[dict(name=j.name, kind=j.kind, seed=j.seed, budget=j.budget)
+                             data_dir=cfg.data_dir, **({"attention_share": attention_share(p)} if cfg.experiment in
+                                                       LM_EXPERIMENTS else {}),
+                             runs=[dict(name=j.name, kind=j.kind, seed=j.seed, budget=j.budget)
                                                           for j in static + sched]))
     t0, bar = time.time(), Bar(static + sched)
     say(f"== {cfg.experiment} ({cfg.preset}), seeds {' '.join(map(str, seeds))}, {p['flops']:.3g} FLOPs a run, "
@@ -469,6 +533,11 @@ def steps(cfg: Config, p: dict, root: Path, static: list[Job], sched: list[Job],
     """Steps 1-5: static runs, laws, schedule and baselines, scheduled runs, comparison."""
     py, runs = sys.executable, [str(j.out) for j in static if j.kind == "static"]
     train([j for j in static if j.kind == "teacher"], 1, bar, "teacher")
+    if any(j.kind == "tune" for j in static):                 # the batch of each context first (App. B.5)
+        train([j for j in static if j.kind == "tune"], cfg.jobs, bar, "0/6 batch per context")
+        tuned = tuned_batches(root, p)
+        say(f"== tokens a step per context: {', '.join(f'{T}: {n}' for T, n in tuned.items())}")
+        apply_tuning(root, static, tuned)
     train([j for j in static if j.kind == "static"], cfg.jobs, bar, "1/6 static runs")
     bar.show("2/6 laws", force=True)
     step("fit_laws.py", [py, "fit_laws.py", "--logs", *runs, "--metric", p["metric"], "--min-flops-frac",
@@ -481,6 +550,8 @@ def steps(cfg: Config, p: dict, root: Path, static: list[Job], sched: list[Job],
                          "--max-extrap-error", str(p["max_extrap_error"]), "--out", str(root / "schedule.json"),
                          "--baselines", *(["--allow-bound-laws"] if p.get("allow_bound_laws") else [])],
          root / "schedule.txt")
+    if any(j.kind == "tune" for j in static):
+        apply_tuning(root, [], tuned_batches(root, p))
     stages = json.loads((root / "schedule.json").read_text())["stages"]
     if len(stages) < 2:   # law, linear and log runs would repeat a static run: only a random baseline differs
         say(f"== the laws do not cross within {p['flops']:.3g} FLOPs ({stages[0].get('name')} is best "

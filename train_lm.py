@@ -17,7 +17,8 @@ to zero), linear warm-up, then a constant learning rate; gradient-norm clip 1.0;
 Tokens per step: batch x context = `--tokens-per-step` at every context (a longer context, a smaller
 batch): gradient noise and learning rate stay comparable, and a step's compute grows only through the
 attention term. A schedule stage's "batch_size" B (Sec. 6.2) overrides it: a step then holds (and FLOPs
-count) B*T tokens, and the LR follows by --lr-scaling: x1, x r or x sqrt(r), r = B*T / --tokens-per-step.
+count) B*T tokens, and the LR follows by --lr-scaling: x1, x r or x sqrt(r), r = B*T / --tokens-per-step. A
+stage's "tokens_per_step" N sets B = N // T instead (a batch tuned per context, App. B.5).
 
 Data and validation loss (lm_data.py): by default the Python standard library's .py files as bytes
 (vocabulary 256); `--data` takes a text file or folder, or a uint16 token file *.bin with --vocab-size. A
@@ -179,7 +180,7 @@ class Session:
 
 # ----------------------------------------------------------------------------- set-up
 
-STAGE_KEYS = ("context", "batch_size", "depth")
+STAGE_KEYS = ("context", "batch_size", "depth", "tokens_per_step")
 
 
 def load_stages(cfg):
@@ -199,7 +200,8 @@ def load_stages(cfg):
         if not {"context", "depth"} & set(s.config) or set(s.config) - set(STAGE_KEYS) \
                 or not all(type(v) is int and v > 0 for v in s.config.values()):
             raise UserError(f"{cfg.schedule}: stage {s.index} config {s.config} is not a context length or depth "
-                            f'(train_lm.py expects {{"context": T}} and/or {{"depth": D}}, optionally "batch_size")')
+                            f'(train_lm.py expects {{"context": T}} and/or {{"depth": D}}, optionally "batch_size" or '
+                            '"tokens_per_step")')
         if s.index and s.config.get("depth", shape["depth"]) < shape["depth"]:
             raise UserError(f"{cfg.schedule}: stage {s.index} depth {s.config['depth']} would remove blocks "
                             f"(depth {shape['depth']} before it); a model only grows, by whole blocks")
@@ -229,10 +231,12 @@ def check_flags(cfg):
 def check_sizes(cfg, stages, train, val, world):   # stages: the full shapes
     """Every size that could fail, before any work: batches (and their shards over the processes), splits."""
     for i, s in enumerate(stages):
-        if "batch_size" not in s and cfg.tokens_per_step % s["context"]:
-            raise UserError(f"--tokens-per-step {cfg.tokens_per_step} is not a multiple of context {s['context']}")
-        world.shard(s.get("batch_size", cfg.tokens_per_step // s["context"]), f"{cfg.schedule}: stage {i} batch_size"
-                    if "batch_size" in s else f"--tokens-per-step {cfg.tokens_per_step} at context {s['context']}")
+        tps, where = s.get("tokens_per_step", cfg.tokens_per_step), (f"{cfg.schedule}: stage {i} tokens_per_step"
+                                                                     if "tokens_per_step" in s else "--tokens-per-step")
+        if "batch_size" not in s and tps % s["context"]:
+            raise UserError(f"{where} {tps} is not a multiple of context {s['context']}")
+        world.shard(batch_of(cfg, s), f"{cfg.schedule}: stage {i} batch_size"
+                    if "batch_size" in s else f"{where} {tps} at context {s['context']}")
     T = max(s["context"] for s in stages)
     if len(val) < T + 1:
         raise UserError(f"context {T} is longer than the validation split allows ({len(val)} tokens): "
@@ -244,6 +248,12 @@ def check_sizes(cfg, stages, train, val, world):   # stages: the full shapes
                         "lower --val-tokens or raise --val-fraction")
     if len(train) < T + 1:
         raise UserError(f"the training split holds {len(train)} tokens, too few for context {T}")
+
+
+def batch_of(cfg, shape):
+    """Sequences a step (global): the stage's batch_size, or its tokens_per_step (else --tokens-per-step) // context
+    (App. B.5: the paper tunes the batch per context)."""
+    return shape.get("batch_size", shape.get("tokens_per_step", cfg.tokens_per_step) // shape["context"])
 
 
 def make_optimizer(model, cfg, device):
@@ -473,7 +483,7 @@ def main(cfg: Config):
             grow(run, shape["depth"])
             plain, fwd = forwards(run)
         context = shape["context"]
-        batch = shape.get("batch_size", cfg.tokens_per_step // context)      # global
+        batch = batch_of(cfg, shape)                                         # global
         t0 = time.perf_counter()
         loss, lr = train_step(run, fwd, context, batch)
         dt, tokens = time.perf_counter() - t0, batch * context
