@@ -16,11 +16,12 @@ VIT = dict(model="V64-4", evals=12, fewshot_support=2000, fewshot_query=10000, t
 HP = dict(VIT, patch=7, evals=20)     # Sec. 6.2: batch size, distillation
 # the language model's shared values: 4096 tokens a step, the stdlib corpus ('' = the default), val_loss at the run's
 # own context; compare_metric: the loss every run is compared at (the context experiment: at the largest context)
-LM = dict(val_tokens=32768, tokens_per_step=4096, data="", metric="val_loss", min_flops_frac=0.02,
+LM = dict(val_tokens=32768, tokens_per_step=4096, data="", vocab_size=0, metric="val_loss", min_flops_frac=0.02,
           max_extrap_error=0.3, compare_metric="val_loss", allow_bound_laws=False)
 # the context experiment's batch: constant tokens a step at every context, or `--set batch=tuned` (App. B.5: each
 # context trains at the tokens a step of tune_tokens with the lowest val_loss after tune_frac of the budget)
-CTX = dict(batch="constant", tune_tokens=(2048, 4096, 8192), tune_frac=0.15)
+# (vocab_size: of a uint16 token file given as data; 0 for bytes)
+CTX = dict(batch="constant", tune_tokens=(2048, 4096, 8192), tune_frac=0.15, vocab_size=0)
 PRESETS = {
     "patch": {
         # demo: 2000 query and test images (an evaluation of 14,000 images would cost patch 2's short run 10x its

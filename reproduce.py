@@ -147,6 +147,11 @@ def check_depths(e: str, p: dict) -> None:
                         ">= 1, e.g. depths=2,4,6 (a model grows by whole blocks)")
 
 
+def check_batch(p: dict) -> None:
+    if p.get("batch", "constant") not in ("constant", "tuned"):
+        raise UserError(f"--set batch={p['batch']}: use constant (tokens_per_step at every context) or tuned (App. B.5)")
+
+
 def check_corpus(e: str, p: dict) -> None:
     """LM experiments: the corpus is read once before any training (train_lm.py's own reader and cache), and refused
     when its validation split is shorter than the largest context times the validation windows, or a token file's ids
@@ -293,8 +298,6 @@ def plan(cfg: Config, p: dict, root: Path, seeds, threads: int) -> tuple[list[Jo
 
 
 def tuning_jobs(cfg: Config, p: dict, root: Path, seed: int, threads: int) -> list[Job]:
-    if p["batch"] not in ("constant", "tuned"):
-        raise UserError(f"--set batch={p['batch']}: use constant or tuned")
     jobs, budget = [], p["flops"] * p["tune_frac"]
     for T in p["contexts"]:
         for n in p["tune_tokens"]:
@@ -503,6 +506,7 @@ def command(cfg: Config, p: dict, seeds) -> str:
 def main(cfg: Config) -> bool:
     p, seeds = resolve(cfg), check_seeds(cfg.seeds)
     check_depths(cfg.experiment, p)
+    check_batch(p)
     check_corpus(cfg.experiment, p)                      # before any run: the corpus fits every context
     root = Path(cfg.out_dir or f"runs/{cfg.experiment}-{cfg.preset}")
     threads = cfg.threads or max(1, (os.cpu_count() or 2) // cfg.jobs)
