@@ -150,3 +150,26 @@ def test_bad_depth_schedules_are_refused_before_training(tmp_path, corpus, stage
     path = write_schedule(tmp_path / "bad.json", [{"config": c, "flops_start": float(i)} for i, c in enumerate(stages)])
     with pytest.raises(UserError, match=says):
         train_lm.load_stages(tiny(tmp_path, corpus, schedule=path))
+
+
+@pytest.mark.parametrize("new_width", [64, 96])
+def test_width_growth_of_the_lm_is_exact_under_rmsnorm(new_width):
+    model, x = trained_like(), torch.randint(0, 256, (3, 32), generator=torch.Generator().manual_seed(2))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    F.cross_entropy(model(x).flatten(0, 1), x.flatten()).backward()
+    opt.step()
+    with torch.no_grad():
+        before = model(x)
+    expand.expand_optimizer(opt, expand.expand_width(model, new_width, preserve=True))
+    with torch.no_grad():
+        after = model(x)
+    assert (after - before).abs().max().item() <= 1e-5
+    assert model.model_args() == lm.model_args(f"L{new_width}-2", 256, 32)       # head size 32 kept
+    rebuilt = lm.LM(**model.model_args())                           # the grown shape is an ordinary LM
+    rebuilt.load_state_dict(model.state_dict())
+    opt.zero_grad()
+    F.cross_entropy(model(x).flatten(0, 1), x.flatten()).backward()
+    opt.step()                                                       # moments carried: the step runs, the model moves
+    with torch.no_grad():
+        assert not torch.equal(model(x), after)
+    assert all(opt.state[p]["exp_avg"].shape == p.shape for p in model.parameters())
