@@ -106,7 +106,8 @@ class Config:
     rewarm: int = 0
     """After a depth growth, re-warm the LR linearly over this many steps (0: none)."""
     schedule: str = ""
-    """schedule.json (schedule.py's output) whose stages' configs are {"context": T[, "batch_size": B]}."""
+    """schedule.json (schedule.py's output) whose stages' configs name a context T and/or a depth D (blocks, never
+    fewer), optionally a batch_size B or tokens_per_step N."""
     switch_on: Literal["flops", "error"] = "flops"
     """Follow the schedule by cumulative FLOPs, or by the measured val_loss at the current context."""
     tokens_per_step: int = 4096
@@ -327,7 +328,8 @@ class Run:
             self.out / "log.jsonl")
         sched = self.schedule
         self.identity = json.loads(json.dumps({  # what --resume must find unchanged (JSON: tuples become lists)
-            "model": self.margs, "data": data_name, "stages": self.stages, "tokens_per_step": cfg.tokens_per_step,
+            "model": self.margs, "data": data_name, "stages": self.stages, "shapes": self.shapes,
+            "tokens_per_step": cfg.tokens_per_step,
             "seed": cfg.seed, "switch_on": cfg.switch_on if sched else None, "kind": sched and sched.kind,
             "boundaries": [(s.flops_start, s.error_end) for s in sched.stages] if sched else None,
             "lr_scaling": cfg.lr_scaling}))
