@@ -64,7 +64,7 @@ def test_tuned_batch_per_context_reaches_static_runs_and_schedules(tmp_path):
     doc = json.loads((tmp_path / "tuned.json").read_text())
     text = "\n".join(report.lm_section({"attention_share": reproduce.attention_share(p)}, doc))
     assert "| attention share | 1.5% | 3.0% | 5.9% | 11.1% |" in text     # L64: 2T / (16*64 + 2T)
-    assert "| 64 | 5 | 1 | 4097 | 4096 |" in text
+    assert "| 64 | 2049 | 1 | 4097 | 4096 |" in text
 
 
 def test_a_stage_tokens_per_step_sets_the_batch(tmp_path):
