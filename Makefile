@@ -3,6 +3,7 @@
 #   make demo           the whole adaptive-training pipeline, small (<= 15 min on 2 CPU cores)
 #   make reproduce      the same pipeline at full size (<= 60 min on 2 CPU cores)
 #   make reproduce-lm   the language-model (context length) pipeline
+#   make reproduce-lm-depth   the language model's depth grown 2 -> 4 -> 6 on code (demo preset)
 #   make hparams-batch / hparams-distill   batch-size and objective schedules (paper Sec. 6.2)
 #   make reproduce-width / reproduce-depth / reproduce-joint   growing ViTs (Sec. 6.1, App. D; demo preset:
 #                       add ARGS="--preset full" for the paper's comparison at CPU scale)
@@ -18,7 +19,7 @@ TORCH  ?= torch==2.13.0
 DATA   ?= /usr/share/datasets/fashion-mnist
 ARGS   ?=
 
-.PHONY: venv test demo reproduce reproduce-lm hparams-batch hparams-distill bench clean \
+.PHONY: venv test demo reproduce reproduce-lm reproduce-lm-depth hparams-batch hparams-distill bench clean \
 	reproduce-width reproduce-depth reproduce-joint
 
 venv: $(VENV)/.installed
@@ -52,6 +53,10 @@ reproduce-width reproduce-depth reproduce-joint: reproduce-%: venv
 
 reproduce-lm: venv
 	$(PY) reproduce.py --experiment context --preset full $(ARGS)
+
+# the review discussion: LM depth grown 2 -> 4 -> 6 by the laws, on code (the Python standard library)
+reproduce-lm-depth: venv
+	$(PY) reproduce.py --experiment lm-depth --preset demo $(ARGS)
 
 # Benchmarks compare against timm and transformers, which need torchvision; that lives in its own venv
 # (see requirements-bench.txt). The project's own benchmarks run in .venv.

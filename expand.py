@@ -62,10 +62,15 @@ first hundred steps t (plain Adam: ~lr). We recommend the trainer re-warm the le
 short while after growing (e.g. linear warm-up over ~5% of the steps since the start);
 `sq_fill="mean"` (new exp_avg_sq entries = the mean of the old ones) is a milder alternative.
 
-Width growth needs the FlexiViT attribute layout (model.width/heads/head_dim/mlp_dim, patch_weight,
+Width growth of lm.py's LM (recognised by its layout: embed, blocks with qk/v/proj/gate/up/down) pads the
+residual stream with zeros, exact under RMSNorm (see _expand_width_llama; a model rebuilt from a checkpoint
+gets the constructor's eps back, a relative change of order eps). Otherwise width growth needs the FlexiViT attribute layout (model.width/heads/head_dim/mlp_dim, patch_weight,
 patch_bias, posemb [1, g, g, width], blocks[i].norm1/attn(qkv, proj)/norm2/mlp(fc1, fc2), norm, head);
 depth growth needs only `model.blocks` (or `model.layers`) and the names of the blocks' output
-layers (`zero=`), so it also grows a Llama-style LM (train_lm.py: zero=("proj", "down")).
+layers, which it recognises by layout (OUTPUT_LAYERS: FlexiViT's attn.proj/mlp.fc2, lm.py's proj/down,
+Hugging Face's and Meta's Llama) or takes as `zero=`; so it also grows lm.py's LM (train_lm.py's depth
+stages): with pre-norm blocks, RMSNorm or LayerNorm, a block whose output layers are zero is the
+identity. It also sets `model.depth` where the model has one (lm.LM.model_args() reads len(blocks)).
 Imports torch only: copy this file alone.
 """
 import copy
@@ -89,8 +94,9 @@ def _random(shape, std, like):
 class _Grower:
     """Replaces parameters by grown copies and records {new: (old, index)}."""
 
-    def __init__(self, d, new_d, gamma, preserve):
+    def __init__(self, d, new_d, gamma, preserve, zero_pad=False):
         self.d, self.new_d, self.gamma, self.preserve = d, new_d, gamma, preserve
+        self.zero_pad = zero_pad     # RMSNorm models: new residual channels are 0 (LayerNorm: the mean)
         self.mapping = {}
 
     def replace(self, module, name, tensor, index):
@@ -114,7 +120,7 @@ class _Grower:
                          for s in range(sections)])
         if self.preserve and writer:
             new[:, inp:] = 0.0                                   # new heads / units write nothing
-            new[self.d:, :inp] = w.mean(0)                       # new channels = mean of old
+            new[self.d:, :inp] = 0.0 if self.zero_pad else w.mean(0)   # new channels = 0 / mean of old
         new[row_index, :inp] = w
         return new
 
@@ -122,7 +128,7 @@ class _Grower:
         """Grow a bias-like vector: new entries `fill` (0), or the mean of the old ones for a writer."""
         b = b.detach()
         new = torch.full((new_n,), fill, dtype=b.dtype, device=b.device)
-        if self.preserve and writer:
+        if self.preserve and writer and not self.zero_pad:
             new[:] = b.mean()
         new[index] = b
         return new
@@ -145,15 +151,16 @@ class _Grower:
         self.replace(module, name, new, (slice(None),) * (t.dim() - 1) + (slice(0, self.d),))
 
     def norm(self, ln):
-        if self.preserve and not isinstance(ln, nn.LayerNorm):
-            raise ValueError(f"preserve=True needs nn.LayerNorm, got {type(ln).__name__}")
+        rms = "rmsnorm" in type(ln).__name__.lower()
+        if self.preserve and not (isinstance(ln, nn.LayerNorm) or (rms and self.zero_pad)):
+            raise ValueError(f"preserve=True needs nn.LayerNorm (or RMSNorm in a Llama-style LM), got {type(ln).__name__}")
         idx = slice(0, self.d)
         if getattr(ln, "weight", None) is not None:
             w = ln.weight.detach() * (math.sqrt(self.d / self.new_d) if self.preserve else 1.0)
             self.replace(ln, "weight", self.vector(w, self.new_d, idx, fill=1.0), (idx,))
         if getattr(ln, "bias", None) is not None:
             self.replace(ln, "bias", self.vector(ln.bias, self.new_d, idx), (idx,))
-        if self.preserve:
+        if self.preserve and getattr(ln, "eps", None) is not None:
             ln.eps = ln.eps * self.d / self.new_d
         if hasattr(ln, "normalized_shape"):
             ln.normalized_shape = (self.new_d,)
@@ -166,7 +173,8 @@ def expand_width(model, new_width, gamma=1.0, preserve=False):
     gamma scales the variance of the new entries (gamma=0: zero-init); preserve=True makes the growth
     exactly function preserving (see the module docstring). Heads grow with head_dim fixed; mlp_dim
     grows in proportion (mlp_ratio kept)."""
-    d, hd, H, M = model.width, model.head_dim, model.heads, model.mlp_dim
+    d, H, M = model.width, model.heads, model.mlp_dim
+    hd = getattr(model, "head_dim", None) or d // H            # lm.py's LM keeps heads, not head_dim
     if new_width < d or new_width % hd:
         raise ValueError(f"new_width={new_width} must be >= width={d} and a multiple of "
                          f"head_dim={hd} (the head size stays fixed)")
@@ -179,6 +187,9 @@ def expand_width(model, new_width, gamma=1.0, preserve=False):
     if gamma < 0:
         raise ValueError(f"gamma={gamma} must be >= 0")
     new_H = new_width // hd
+    if _is_llama(model):
+        return _expand_width_llama(model, _Grower(d, new_width, float(gamma), preserve, zero_pad=True), new_H,
+                                   hd, new_mlp_dim)
     g = _Grower(d, new_width, float(gamma), preserve)
 
     # Patch embedding [d, C, p, p]: rows = residual channels; position embedding and cls token.
@@ -210,6 +221,37 @@ def expand_width(model, new_width, gamma=1.0, preserve=False):
     return g.mapping
 
 
+def _is_llama(model):
+    """lm.py's layout: a tied `embed`, blocks with qk (q|k rows), v, proj, gate, up, down, norm1, norm2."""
+    return hasattr(model, "embed") and all(hasattr(model.blocks[0], n) for n in ("qk", "v", "proj", "gate", "up", "down"))
+
+
+def _expand_width_llama(model, g, new_H, hd, new_mlp_dim):
+    """Width growth of lm.py's Llama-style LM. RMSNorm has no mean to subtract, so zero-padding the residual
+    stream, x' = [x, 0], is exact: rms over d' = sqrt(d/d') rms over d, which the old gains (x sqrt(d/d')) and
+    eps (x d/d') absorb; the new gains are 1, and every writer (the tied embedding's new columns, proj's and
+    down's new rows) writes 0 on the new channels. New heads (RoPE acts per head of the same head_dim) and
+    MLP units are read in at random and write nothing (proj's and down's new columns 0) with preserve=True."""
+    d, H, new_d = g.d, model.heads, g.new_d
+    g.channels_last(model.embed, "weight")                   # [vocab, d]: tied, writer and output layer
+    model.embed.embedding_dim = new_d
+    qk_rows = (torch.arange(2)[:, None, None] * new_H * hd + torch.arange(H)[None, :, None] * hd
+               + torch.arange(hd)[None, None, :]).flatten().to(model.embed.weight.device)
+    for blk in model.blocks:
+        g.norm(blk.norm1)
+        g.linear(blk.qk, 2 * new_H * hd, new_d, qk_rows, sections=2)
+        g.linear(blk.v, new_H * hd, new_d)
+        g.linear(blk.proj, new_d, new_H * hd, writer=True)
+        g.norm(blk.norm2)
+        g.linear(blk.gate, new_mlp_dim, new_d)
+        g.linear(blk.up, new_mlp_dim, new_d)
+        g.linear(blk.down, new_d, new_mlp_dim, writer=True)
+        blk.heads = new_H
+    g.norm(model.norm)
+    model.width, model.heads, model.mlp_dim = new_d, new_H, new_mlp_dim
+    return g.mapping
+
+
 def _insertions(depth, new, where):
     """How many new blocks follow each old block."""
     if where == "end":
@@ -219,19 +261,39 @@ def _insertions(depth, new, where):
     raise ValueError(f"where={where!r}: use 'end' or 'interleave'")
 
 
+# The layers of a pre-norm block that write into the residual stream, per known layout (duck typing:
+# this file imports no model code). A block whose writers are all zero adds nothing: the identity.
+OUTPUT_LAYERS = (("attn.proj", "mlp.fc2"),                  # FlexiViT / timm ViT
+                 ("proj", "down"),                          # lm.py's Llama-style Block
+                 ("self_attn.o_proj", "mlp.down_proj"),     # Hugging Face Llama
+                 ("attention.wo", "feed_forward.w2"))       # Meta's Llama
+
+
+def output_layers(block):
+    """The names of `block`'s output layers, recognised by layout; ValueError for an unknown layout."""
+    names = dict(block.named_modules())
+    for layout in OUTPUT_LAYERS:
+        if all(n in names for n in layout):
+            return layout
+    raise ValueError(f"{type(block).__name__}: unknown block layout; pass zero=(names of the block's output "
+                     f"layers), e.g. {OUTPUT_LAYERS[0]}")
+
+
 @torch.no_grad()
-def expand_depth(model, new_depth, preserve=False, where="end", init="copy", gamma=1.0,
-                 zero=("attn.proj", "mlp.fc2")):
+def expand_depth(model, new_depth, preserve=False, where="end", init="copy", gamma=1.0, zero=None):
     """Insert blocks in place until the model has new_depth blocks; returns {new Parameter: (src, None)}.
 
     init="copy": a new block is a copy of the block before it; init="random": fresh weights
     N(0, gamma sigma^2) with sigma^2 of that block's. preserve=True zeroes the new blocks' output
-    layers (`zero`, names inside a block) so each new block is exactly the identity."""
+    layers (`zero`, names inside a block; None: recognised from the block's layout, OUTPUT_LAYERS) so
+    each new block is exactly the identity. new_depth must be a whole number of blocks >= the depth."""
     attr = "blocks" if hasattr(model, "blocks") else "layers"
     blocks = getattr(model, attr)
     depth = len(blocks)
-    if new_depth < depth:
-        raise ValueError(f"new_depth={new_depth} must be >= depth={depth}")
+    if isinstance(new_depth, bool) or not isinstance(new_depth, int) or new_depth < depth:
+        raise ValueError(f"new_depth={new_depth!r} must be a whole number of blocks >= depth={depth}")
+    if preserve and zero is None and depth:
+        zero = output_layers(blocks[0])
     if init not in ("copy", "random"):
         raise ValueError(f"init={init!r}: use 'copy' or 'random'")
     counts = _insertions(depth, new_depth - depth, where)

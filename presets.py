@@ -1,8 +1,8 @@
 """The numbers of every experiment reproduce.py runs: one preset per (experiment, size), as data.
 
-An experiment is what the schedule changes (patch, context, batch, distill, width, depth); a preset is its
-size: `smoke` checks the plumbing in a minute or two (no claim), `demo` takes minutes on a laptop CPU,
-`full` is the paper's comparison at CPU scale. `reproduce.py --set KEY=VALUE` changes one value of a preset.
+An experiment is what the schedule changes (patch, context, batch, distill, width, depth, lm-depth); a preset is
+its size: `smoke` checks the plumbing in a minute or two (no claim), `demo` takes minutes on a laptop CPU,
+`full` is the paper's comparison at CPU scale, `long` (context only) contexts up to 512 bytes. `reproduce.py --set KEY=VALUE` changes one value of a preset.
 """
 
 # patch: patch sizes in the order the runs start (longest first, so two workers finish together). Every static run
@@ -18,6 +18,14 @@ HP = dict(VIT, patch=7, evals=20)     # Sec. 6.2: batch size, distillation
 # Sec. 6.1, App. D: width, depth, patch x width; 2000 query and test images as in the patch demo
 GROW = dict(VIT, head_dim=32, grow_gamma=1.0, grow_preserve=False, rewarm=0, warmup=100, fewshot_query=2000,
             test_size=2000)
+# the language model's shared values: 4096 tokens a step, the stdlib corpus ('' = the default), val_loss at the run's
+# own context; compare_metric: the loss every run is compared at (the context experiment: at the largest context)
+LM = dict(val_tokens=32768, tokens_per_step=4096, data="", vocab_size=0, metric="val_loss", min_flops_frac=0.02,
+          max_extrap_error=0.3, compare_metric="val_loss", allow_bound_laws=False)
+# the context experiment's batch: constant tokens a step at every context, or `--set batch=tuned` (App. B.5: each
+# context trains at the tokens a step of tune_tokens with the lowest val_loss after tune_frac of the budget)
+# (vocab_size: of a uint16 token file given as data; 0 for bytes)
+CTX = dict(batch="constant", tune_tokens=(2048, 4096, 8192), tune_frac=0.15, vocab_size=0)
 PRESETS = {
     "patch": {
         # demo: 2000 query and test images (one evaluation's std ~0.004 instead of ~0.002), to fit in 15 minutes.
@@ -33,10 +41,17 @@ PRESETS = {
     "context": {   # the same tokens a step at every context; scheduled runs get 10% more (sched_flops)
         "full": dict(model="L64-4", contexts=(128, 64, 32, 16), flops=2e13, sched_flops=2.2e13, evals=24,
                      val_tokens=32768, tokens_per_step=4096, data="", metric="val_loss", min_flops_frac=0.02,
-                     max_extrap_error=0.3, compare_metric="val_loss_max_context", allow_bound_laws=False),
+                     max_extrap_error=0.3, compare_metric="val_loss_max_context", allow_bound_laws=False, **CTX),
         "smoke": dict(model="L64-4", contexts=(64, 32, 16, 8), flops=6e11, sched_flops=6.6e11, evals=10, warmup=10,
                       val_tokens=8192, tokens_per_step=4096, data="", metric="val_loss", min_flops_frac=0.02,
-                      max_extrap_error=0.3, compare_metric="val_loss_max_context", allow_bound_laws=False),
+                      max_extrap_error=0.3, compare_metric="val_loss_max_context", allow_bound_laws=False,
+                      **dict(CTX, tune_frac=0.05)),
+        # where context may pay (issue 16): contexts to 512 bytes on a wider model (attention 33% of a token's block
+        # FLOPs at 512, the paper's 768-wide model at 2048 tokens has 25%). Chosen from the earlier results (L64 gains
+        # nothing past 128 bytes in 2e13), not measured: about 0.8 s a step at 512 on one core, hours for 3 seeds.
+        "long": dict(model="L128-4", contexts=(512, 256, 128, 64, 32), flops=4e13, sched_flops=4.4e13, evals=24,
+                     val_tokens=32768, tokens_per_step=4096, data="", metric="val_loss", min_flops_frac=0.02,
+                     max_extrap_error=0.3, compare_metric="val_loss_max_context", allow_bound_laws=False, **CTX),
     },
     "batch": {     # the LR of batch B is lr x lr_scaling(B / smallest B), the scheduled run's too
         "full": dict(HP, batch_sizes=(32, 256), lr_scaling="sqrt", flops=3e13),
@@ -78,5 +93,18 @@ PRESETS = {
                      fewshot_query=10000, test_size=10000),
         "smoke": dict(GROW, patches=(14, 7), depth=2, widths=(32, 64), flops=2e11, evals=10, fewshot_query=300,
                       test_size=500, warmup=20),
+    },
+    # the review discussion: an LM whose depth grows (expand.py, exact insertion) on code, the Python standard
+    # library as bytes; static runs at each depth (--depth), the schedule's stages grow the model. evals=32
+    # log-spaced: the last stage of a schedule (often the last third of the budget) gets the 3 evaluations
+    # compare.py reads. rewarm: the LR re-warmed over 50 steps after a growth, expand.py's advice (~5% of the
+    # steps), set before any run, not tuned on savings.
+    "lm-depth": {
+        "demo": dict(LM, width=64, depths=(2, 4, 6), context=128, flops=3e12, sched_flops=3.3e12, evals=32,
+                     val_tokens=8192, warmup=50, rewarm=25),
+        "full": dict(LM, width=64, depths=(2, 4, 6), context=128, flops=2e13, sched_flops=2.2e13, evals=32,
+                     rewarm=50),
+        "smoke": dict(LM, width=32, depths=(1, 2, 3), context=32, flops=2e11, sched_flops=2.2e11, evals=10,
+                      val_tokens=4096, warmup=10, rewarm=5),
     },
 }

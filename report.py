@@ -324,6 +324,28 @@ def no_cross(sched: dict, budget) -> str:
             "runs")
 
 
+def lm_section(man: dict, tuned: dict | None) -> list[str]:
+    """Language-model pipelines: attention's share of a token's block FLOPs at each context (2 T d of
+    d (4 d + 3 h) + 2 T d a layer, lm.macs_per_token), and the tokens a step tuned per context (App. B.5)."""
+    share = man.get("attention_share")
+    if not share:
+        return []
+    out = ["## Attention's share of the FLOPs",
+           "Of a token's block FLOPs (lm.macs_per_token: 4d² + 3dh + 2Td a layer), the share of the attention "
+           "scores 2Td, per context T (the same at every depth):",
+           "| context | " + " | ".join(share) + " |", "|---|" + "---|" * len(share),
+           "| attention share | " + " | ".join(f"{v:.1%}" for v in share.values()) + " |"]
+    if tuned:
+        cands = [str(n) for n in tuned.get("candidates", [])]
+        out += [f"Tokens a step per context (App. B.5), chosen by the lowest val_loss after {cell(tuned.get('budget'))} "
+                "FLOPs of one seed (this compute is not counted in the savings):",
+                "| context | " + " | ".join(f"val_loss at {n}" for n in cands) + " | chosen |",
+                "|---|" + "---|" * (len(cands) + 1)]
+        out += [f"| {T} | " + " | ".join(cell(c["val_loss"].get(n)) for n in cands) + f" | {c['tokens_per_step']} |"
+                for T, c in tuned.get("contexts", {}).items()]
+    return out
+
+
 def write_report(root: Path) -> tuple[bool, str]:
     """Write root/report.md from what the pipeline left there; (the claim holds, the one-line verdict)."""
     root = Path(root)
@@ -353,6 +375,7 @@ def write_report(root: Path) -> tuple[bool, str]:
         out += predicted_section(root, laws, comp, ["law", *dict.fromkeys(r["kind"] for r in comp.get("runs", [])
                                                                         if r["kind"] not in ("static", "law"))])
     out += switch_section(load(root / "switch_cost.json"))
+    out += lm_section(man, load(root / "tuned.json"))
     runs = man.get("runs", [])
     static = [last_eval(root / r["name"]) for r in runs if r["kind"] == "static"]
     teacher = [last_eval(root / r["name"]) for r in runs if r["kind"] == "teacher"]

@@ -9,6 +9,7 @@ comparison -> report (Sec. 3-6; Fig. 4, 5, 7, 9, 12).
     python reproduce.py --experiment width --preset demo      # `make reproduce-width`: ViT width 32 -> 64 -> 128
     python reproduce.py --experiment depth --preset demo      # `make reproduce-depth`: ViT depth 2 -> 4 -> 6
     python reproduce.py --experiment joint --preset demo      # `make reproduce-joint`: patch x width (App. D)
+    python reproduce.py --experiment lm-depth --preset demo   # `make reproduce-lm-depth`: LM depth 2 -> 4 -> 6 on code
     python reproduce.py --experiment patch --preset smoke --seeds 0 1 2 --set patches=14,7 --flops 1e11
 
 Six steps, each a run of one of the project's scripts; what a step prints goes to its own file
@@ -50,7 +51,8 @@ from presets import PRESETS
 from runtime import UserError, write_json
 
 # per experiment: the trainer, and the baselines it can train (train_vit.py's random mode draws patch sizes only)
-TRAINER = {"context": "train_lm.py"}
+TRAINER = {"context": "train_lm.py", "lm-depth": "train_lm.py"}
+LM_EXPERIMENTS = ("context", "lm-depth")
 BASELINES = {"patch": ("linear", "log", "random"), "context": ("linear", "log", "random"),
              "joint": ("linear", "log", "width-only", "patch-only")}   # Fig. 19: one axis at a time, same laws
 DEFAULT_BASELINES = ("linear", "log")
@@ -58,11 +60,13 @@ DEFAULT_BASELINES = ("linear", "log")
 
 @dataclasses.dataclass
 class Config:
-    experiment: Literal["patch", "context", "batch", "distill", "width", "depth", "joint"] = "patch"
+    experiment: Literal["patch", "context", "batch", "distill", "width", "depth", "joint", "lm-depth"] = "patch"
     """What the schedule changes: ViT patch size, LM context length, batch size, objective (supervised ->
-    distillation), ViT width or depth, or patch and width at once (joint, App. D)."""
-    preset: Literal["demo", "full", "smoke"] = "demo"
-    """Size: demo (minutes), full (the paper's comparison at CPU scale), smoke (checks the plumbing, no claim)."""
+    distillation), ViT width or depth, patch and width at once (joint, App. D), or LM depth (lm-depth: grown by
+    expand.py, on code)."""
+    preset: Literal["demo", "full", "smoke", "long"] = "demo"
+    """Size: demo (minutes), full (the paper's comparison at CPU scale), smoke (checks the plumbing, no claim),
+    long (context only: contexts up to 512 bytes, a wider model, hours)."""
     seeds: tuple[int, ...] = (0,)
     """Seeds: every static and scheduled run once per seed; the laws pool the static runs of all seeds."""
     flops: float | None = None
@@ -160,6 +164,39 @@ def check_grid(e: str, p: dict) -> None:
             raise UserError(f"--experiment {e}: depth {d} is not a whole number of blocks >= 1")
 
 
+def check_depths(e: str, p: dict) -> None:
+    """A depth grid grows by whole blocks: whole depths >= 1, at least two, all different (the scheduled run
+    starts at the smallest and can only add blocks)."""
+    if e != "lm-depth" or "depths" not in p:          # the ViT's grids: check_grid
+        return
+    d = p["depths"]
+    if len(d) < 2 or len(set(d)) != len(d) or not all(type(x) is int and x >= 1 for x in d):
+        raise UserError(f"--set depths={','.join(map(str, d))}: give two or more different whole numbers of blocks "
+                        ">= 1, e.g. depths=2,4,6 (a model grows by whole blocks)")
+
+
+def check_batch(p: dict) -> None:
+    if p.get("batch", "constant") not in ("constant", "tuned"):
+        raise UserError(f"--set batch={p['batch']}: use constant (tokens_per_step at every context) or tuned (App. B.5)")
+
+
+def check_corpus(e: str, p: dict) -> None:
+    """LM experiments: the corpus is read once before any training (train_lm.py's own reader and cache), and refused
+    when its validation split is shorter than the largest context times the validation windows, or a token file's ids
+    reach the vocabulary size, so that no run fails half-way through the pipeline."""
+    if e not in LM_EXPERIMENTS:
+        return
+    from lm_data import load_corpus                     # torch; only the LM experiments need it
+    T = max(p.get("contexts", ()) or (p["context"],))
+    train, val, _, _ = load_corpus(p["data"], "", p.get("vocab_size", 0))
+    windows = p["val_tokens"] // T
+    if windows < 1 or len(val) < windows * T + 1 or len(train) < T + 1:
+        raise UserError(f"--set data={p['data'] or '(the standard library)'}: the validation split holds {len(val)} "
+                        f"tokens (training {len(train)}), fewer than the largest context {T} x "
+                        f"{max(windows, 1)} validation windows + 1 = {max(windows, 1) * T + 1}: use a larger corpus, "
+                        "or lower val_tokens / the contexts")
+
+
 def check_seeds(seeds) -> tuple[int, ...]:
     seeds = tuple(seeds)
     if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
@@ -184,9 +221,11 @@ class Job:
 
 def common_flags(cfg: Config, p: dict) -> list[str]:
     """What every run of the experiment shares: data, evaluation, warm-up."""
-    if cfg.experiment == "context":
+    if cfg.experiment in LM_EXPERIMENTS:
         return ["--tokens-per-step", str(p["tokens_per_step"]), "--val-tokens", str(p["val_tokens"]),
-                "--data", p["data"], "--warmup", str(p.get("warmup", 100))]      # 100: train_lm.py's default
+                "--data", p["data"], "--warmup", str(p.get("warmup", 100)),      # 100: train_lm.py's default
+                *(["--vocab-size", str(p["vocab_size"])] if p.get("vocab_size") else []),
+                *(["--rewarm", str(p["rewarm"])] if p.get("rewarm") else [])]
     return ["--data-dir", cfg.data_dir, "--fewshot-support", str(p["fewshot_support"]), "--fewshot-query",
             str(p["fewshot_query"]), "--test-size", str(p["test_size"]), "--warmup", str(p["warmup"]),
             *(["--image-size", str(p["image_size"])] if p.get("image_size") else [])]
@@ -204,6 +243,9 @@ def static_shapes(e: str, p: dict, teacher: str) -> list[tuple[str, list[str], f
                 for q in p["patches"]]
     if e == "context":
         return [(f"ctx{T}", ["--model", m, "--context", str(T)], f) for T in p["contexts"]]
+    if e == "lm-depth":   # --depth puts the depth into the logged shape: one law per depth
+        return [(f"depth{d}", ["--model", f"L{p['width']}-{d}", "--depth", str(d), "--context", str(p["context"])],
+                 f) for d in p["depths"]]
     if e == "batch":   # the LR of batch b follows lr_scaling, as the scheduled run's does
         b0 = min(p["batch_sizes"])
         if p["lr_scaling"] not in ("none", "linear", "sqrt"):
@@ -230,6 +272,8 @@ def schedule_flags(e: str, p: dict, teacher: str) -> list[str]:
     """The flags of a scheduled run besides --schedule (its stages set the shape)."""
     if e == "context":
         return ["--model", p["model"]]
+    if e == "lm-depth":   # starts at the smallest depth; the stages grow it
+        return ["--model", f"L{p['width']}-{min(p['depths'])}", "--context", str(p["context"])]
     if e == "batch":
         return ["--model", p["model"], "--batch-size", str(min(p["batch_sizes"])), "--lr", str(p["lr"]),
                 "--lr-scaling", p["lr_scaling"]]
@@ -244,7 +288,11 @@ def schedule_flags(e: str, p: dict, teacher: str) -> list[str]:
 
 
 def trainer_cmd(cfg, p, out: Path, seed: int, budget: float, threads: int, evals: int, flags) -> list[str]:
-    cmd = [sys.executable, TRAINER.get(cfg.experiment, "train_vit.py"), *flags, *common_flags(cfg, p),
+    common = common_flags(cfg, p)
+    if "--tokens-per-step" in flags:                          # a tuning run's own batch replaces the shared one
+        i = common.index("--tokens-per-step")
+        common = common[:i] + common[i + 2:]
+    cmd = [sys.executable, TRAINER.get(cfg.experiment, "train_vit.py"), *flags, *common,
            "--flops", repr(float(budget)), "--evals", str(evals), "--seed", str(seed), "--out-dir", str(out),
            "--threads", str(threads), "--no-progress"]
     return cmd + (["--precision", cfg.precision] if cfg.precision != "auto" else [])   # auto: the trainers' default
@@ -259,6 +307,8 @@ def plan(cfg: Config, p: dict, root: Path, seeds, threads: int) -> tuple[list[Jo
         t_out, cores = root / "teacher", cfg.threads or os.cpu_count() or 1
         jobs.append(Job("teacher", "teacher", seeds[0], p["teacher_flops"], t_out, cores,
                         trainer_cmd(cfg, p, t_out, seeds[0], p["teacher_flops"], cores, 5, t_flags)))
+    if e == "context" and p.get("batch") == "tuned":          # App. B.5: first the batch of each context
+        jobs += tuning_jobs(cfg, p, root, seeds[0], threads)
     for seed in seeds:
         for name, flags, budget in static_shapes(e, p, teacher):
             out = root / f"{name}_s{seed}"
@@ -274,6 +324,60 @@ def plan(cfg: Config, p: dict, root: Path, seeds, threads: int) -> tuple[list[Jo
             sched.append(Job(out.name, kind, seed, budget, out, threads,
                              trainer_cmd(cfg, p, out, seed, budget, threads, p["evals"], flags)))
     return jobs, sched
+
+
+# ----------------------------------------------------------------------------- the batch per context (App. B.5)
+# The paper trains each context at "the batch size that leads to the most efficient convergence". With batch=tuned
+# the context experiment first trains every context at each of tune_tokens tokens a step for tune_frac of the budget
+# (one seed, the first), keeps the one with the lowest val_loss at that equal compute, and uses it for that context
+# everywhere: the static runs (--tokens-per-step) and every schedule's stages ("tokens_per_step"). batch=constant
+# (default) keeps tokens_per_step at every context. The tuning's compute is reported, not counted in the savings.
+
+
+def tuning_jobs(cfg: Config, p: dict, root: Path, seed: int, threads: int) -> list[Job]:
+    jobs, budget = [], p["flops"] * p["tune_frac"]
+    for T in p["contexts"]:
+        for n in p["tune_tokens"]:
+            if n % T:
+                raise UserError(f"--set tune_tokens={','.join(map(str, p['tune_tokens']))}: {n} tokens a step is not a "
+                                f"multiple of context {T}")
+            out = root / f"tune_ctx{T}_t{n}"
+            flags = ["--model", p["model"], "--context", str(T), "--tokens-per-step", str(n)]
+            jobs.append(Job(out.name, "tune", seed, budget, out, threads,
+                            trainer_cmd(cfg, p, out, seed, budget, threads, max(4, p["evals"] // 3), flags)))
+    return jobs
+
+
+def tuned_batches(root: Path, p: dict) -> dict:
+    """tuned.json: per context, each tuning run's last val_loss and the tokens a step with the lowest."""
+    contexts = {}
+    for T in p["contexts"]:
+        losses = {n: report.last_eval(root / f"tune_ctx{T}_t{n}")["val_loss"] for n in p["tune_tokens"]}
+        contexts[str(T)] = {"val_loss": {str(n): v for n, v in losses.items()}, "tokens_per_step": min(losses, key=losses.get)}
+    doc = {"version": 1, "budget": p["flops"] * p["tune_frac"], "candidates": list(p["tune_tokens"]), "contexts": contexts}
+    write_json(root / "tuned.json", doc)
+    return {int(T): c["tokens_per_step"] for T, c in contexts.items()}
+
+
+def apply_tuning(root: Path, static: list[Job], tuned: dict) -> None:
+    """Static runs at their context's tuned tokens a step; every schedule's stages carry it ("tokens_per_step")."""
+    for job in static:
+        if job.kind == "static":
+            T = int(job.cmd[job.cmd.index("--context") + 1])
+            job.cmd[job.cmd.index("--tokens-per-step") + 1] = str(tuned[T])
+    for path in sorted(root.glob("schedule*.json")):
+        doc = json.loads(path.read_text())
+        for stage in doc["stages"]:
+            stage["config"]["tokens_per_step"] = tuned[stage["config"]["context"]]
+        write_json(path, doc)
+
+
+def attention_share(p: dict) -> dict:
+    """Share of a token's block FLOPs spent in attention scores (2 T d of lm.macs_per_token's terms), per context."""
+    import lm                                                   # torch; only the LM experiments need it
+    w, d = (int(x) for x in (p.get("model") or f"L{p['width']}-1")[1:].split("-"))
+    return {str(T): 1 - lm.macs_per_token(w, d, 4 * w, 0) / lm.macs_per_token(w, d, 4 * w, T)
+            for T in sorted(p.get("contexts", ()) or (p["context"],))}
 
 
 # ----------------------------------------------------------------------------- running: finished, resumed, failed
@@ -470,6 +574,9 @@ def command(cfg: Config, p: dict, seeds) -> str:
 
 def main(cfg: Config) -> bool:
     p, seeds = resolve(cfg), check_seeds(cfg.seeds)
+    check_depths(cfg.experiment, p)
+    check_batch(p)
+    check_corpus(cfg.experiment, p)                      # before any run: the corpus fits every context
     root = Path(cfg.out_dir or f"runs/{cfg.experiment}-{cfg.preset}")
     threads = cfg.threads or max(1, (os.cpu_count() or 2) // cfg.jobs)
     if p.get("teacher") and not Path(p["teacher"]).is_file():
@@ -478,7 +585,9 @@ def main(cfg: Config) -> bool:
     open_manifest(root, dict(version=1, experiment=cfg.experiment, preset=cfg.preset, seeds=list(seeds),
                              budget=p["flops"], precision=cfg.precision, cost=cfg.cost, params=p,
                              command=command(cfg, p, seeds),
-                             data_dir=cfg.data_dir, runs=[dict(name=j.name, kind=j.kind, seed=j.seed, budget=j.budget)
+                             data_dir=cfg.data_dir, **({"attention_share": attention_share(p)} if cfg.experiment in
+                                                       LM_EXPERIMENTS else {}),
+                             runs=[dict(name=j.name, kind=j.kind, seed=j.seed, budget=j.budget)
                                                           for j in static + sched]))
     t0, bar = time.time(), Bar(static + sched)
     say(f"== {cfg.experiment} ({cfg.preset}), seeds {' '.join(map(str, seeds))}, {p['flops']:.3g} FLOPs a run, "
@@ -497,6 +606,11 @@ def steps(cfg: Config, p: dict, root: Path, static: list[Job], sched: list[Job],
     """Steps 1-5: static runs, laws, schedule and baselines, scheduled runs, comparison."""
     py, runs = sys.executable, [str(j.out) for j in static if j.kind == "static"]
     train([j for j in static if j.kind == "teacher"], 1, bar, "teacher")
+    if any(j.kind == "tune" for j in static):                 # the batch of each context first (App. B.5)
+        train([j for j in static if j.kind == "tune"], cfg.jobs, bar, "0/6 batch per context")
+        tuned = tuned_batches(root, p)
+        say(f"== tokens a step per context: {', '.join(f'{T}: {n}' for T, n in tuned.items())}")
+        apply_tuning(root, static, tuned)
     train([j for j in static if j.kind == "static"], cfg.jobs, bar, "1/6 static runs")
     bar.show("2/6 laws", force=True)
     step("fit_laws.py", [py, "fit_laws.py", "--logs", *runs, "--metric", p["metric"], "--min-flops-frac",
@@ -509,6 +623,8 @@ def steps(cfg: Config, p: dict, root: Path, static: list[Job], sched: list[Job],
                          "--max-extrap-error", str(p["max_extrap_error"]), "--out", str(root / "schedule.json"),
                          "--baselines", *(["--allow-bound-laws"] if p.get("allow_bound_laws") else [])],
          root / "schedule.txt")
+    if any(j.kind == "tune" for j in static):
+        apply_tuning(root, [], tuned_batches(root, p))
     stages = json.loads((root / "schedule.json").read_text())["stages"]
     if len(stages) < 2:   # law, linear and log runs would repeat a static run: only a random baseline differs
         say(f"== the laws do not cross within {p['flops']:.3g} FLOPs ({stages[0].get('name')} is best "

@@ -17,7 +17,8 @@ to zero), linear warm-up, then a constant learning rate; gradient-norm clip 1.0;
 Tokens per step: batch x context = `--tokens-per-step` at every context (a longer context, a smaller
 batch): gradient noise and learning rate stay comparable, and a step's compute grows only through the
 attention term. A schedule stage's "batch_size" B (Sec. 6.2) overrides it: a step then holds (and FLOPs
-count) B*T tokens, and the LR follows by --lr-scaling: x1, x r or x sqrt(r), r = B*T / --tokens-per-step.
+count) B*T tokens, and the LR follows by --lr-scaling: x1, x r or x sqrt(r), r = B*T / --tokens-per-step. A
+stage's "tokens_per_step" N sets B = N // T instead (a batch tuned per context, App. B.5).
 
 Data and validation loss (lm_data.py): by default the Python standard library's .py files as bytes
 (vocabulary 256); `--data` takes a text file or folder, or a uint16 token file *.bin with --vocab-size. A
@@ -32,7 +33,13 @@ float32 elsewhere; master weights and AdamW state stay float32. A checkpoint res
 Data parallel (dist.py): under torchrun each process takes its rows of the global batch; rank 0 alone
 evaluates, logs, checkpoints and prints; a resume keeps the number of processes.
 
-Schedules: stage configs are {"context": T}, optionally with "batch_size": B. `--switch-on flops` takes the
+Depth (the review discussion's depth growth, on code): `--depth D` trains D blocks and puts "depth" into the
+logged shape, so fit_laws.py fits one law per depth; a schedule stage's "depth" grows the model (expand.py:
+new blocks, each after the block it copies, start with zero output layers, so the function is unchanged
+exactly; AdamW moments carried over; `--rewarm` re-warms the LR). A checkpoint holds the grown model.
+
+Schedules: stage configs are {"context": T}, optionally with "batch_size": B and "depth": D (a stage that
+names no context keeps the previous one, the first --context; depth likewise, the first --depth/--model's). `--switch-on flops` takes the
 stage in force at the cumulative FLOPs (every step); `--switch-on error` moves on once a measured val_loss
 at the current context is below the stage's error_end. Stages never go backwards. A schedule of kind
 "random" (FlexiViT's baseline) draws a stage per step and evaluates at the largest context.
@@ -93,9 +100,14 @@ class Config:
     model: str = "L64-4"
     """Model size L<width>-<depth>, e.g. L64-4, L128-4, L128-6, L192-6, L256-6, L384-6, L512-8, L768-12."""
     context: int = 64
-    """Context length of a static run (ignored with --schedule)."""
+    """Context length of a static run (with --schedule: of the stages that name none)."""
+    depth: int = 0
+    """Blocks (0: --model's depth); given, it is part of the logged shape (one law per depth)."""
+    rewarm: int = 0
+    """After a depth growth, re-warm the LR linearly over this many steps (0: none)."""
     schedule: str = ""
-    """schedule.json (schedule.py's output) whose stages' configs are {"context": T[, "batch_size": B]}."""
+    """schedule.json (schedule.py's output) whose stages' configs name a context T and/or a depth D (blocks, never
+    fewer), optionally a batch_size B or tokens_per_step N."""
     switch_on: Literal["flops", "error"] = "flops"
     """Follow the schedule by cumulative FLOPs, or by the measured val_loss at the current context."""
     tokens_per_step: int = 4096
@@ -155,6 +167,7 @@ class State:
     loss_sum: float = 0.0
     loss_n: int = 0
     world_size: int = 1
+    rewarm_from: int | None = None   # step of the last growth (--rewarm)
 
 
 @dataclass
@@ -168,21 +181,35 @@ class Session:
 
 # ----------------------------------------------------------------------------- set-up
 
+STAGE_KEYS = ("context", "batch_size", "depth", "tokens_per_step")
+
+
 def load_stages(cfg):
-    """-> the stages' config dicts, and the Schedule (None for a static run)."""
+    """-> the stages' logged configs, their full shapes {context, depth[, batch_size]}, and the Schedule (None
+    for a static run). A stage inherits the context and depth it does not name; depth never shrinks."""
+    depth = cfg.depth or model_args(cfg.model, 256, 1)["depth"]
     if not cfg.schedule:
-        return [{"context": cfg.context}], None
+        return [{"context": cfg.context, **({"depth": cfg.depth} if cfg.depth else {})}], \
+            [{"context": cfg.context, "depth": depth}], None
     from schedule import Schedule, ScheduleError
     try:
         schedule = Schedule.load(cfg.schedule)
     except (ScheduleError, OSError) as e:
         raise UserError(str(e)) from None
+    shapes, shape = [], {"context": cfg.context, "depth": depth}
     for s in schedule.stages:
-        if "context" not in s.config or set(s.config) - {"context", "batch_size"} \
+        if not {"context", "depth"} & set(s.config) or set(s.config) - set(STAGE_KEYS) \
                 or not all(type(v) is int and v > 0 for v in s.config.values()):
-            raise UserError(f"{cfg.schedule}: stage {s.index} config {s.config} is not a context length "
-                            f'(train_lm.py expects {{"context": T}}, optionally with "batch_size")')
-    return [dict(s.config) for s in schedule.stages], schedule
+            raise UserError(f"{cfg.schedule}: stage {s.index} config {s.config} is not a context length or depth "
+                            f'(train_lm.py expects {{"context": T}} and/or {{"depth": D}}, optionally "batch_size" or '
+                            '"tokens_per_step")')
+        if s.index and s.config.get("depth", shape["depth"]) < shape["depth"]:
+            raise UserError(f"{cfg.schedule}: stage {s.index} depth {s.config['depth']} would remove blocks "
+                            f"(depth {shape['depth']} before it); a model only grows, by whole blocks")
+        shapes.append(shape := {**{k: shape[k] for k in ("context", "depth")}, **s.config})
+    if schedule.random and len({s["depth"] for s in shapes}) > 1:
+        raise UserError(f"random schedule {cfg.schedule}: its stages may not differ in depth (a model cannot shrink)")
+    return [dict(s.config) for s in schedule.stages], shapes, schedule
 
 
 def check_flags(cfg):
@@ -195,19 +222,22 @@ def check_flags(cfg):
                      ("val_fraction", 0 < cfg.val_fraction < 1), ("eval_from", 0 < cfg.eval_from <= 1),
                      ("threads", cfg.threads >= 0), ("ckpt_minutes", cfg.ckpt_minutes > 0),
                      ("ckpt_every", cfg.ckpt_every >= 0), ("evals", 0 <= cfg.evals <= 10_000),
-                     ("vocab_size", cfg.vocab_size >= 0),
+                     ("vocab_size", cfg.vocab_size >= 0), ("depth", cfg.depth >= 0),
+                     ("rewarm", cfg.rewarm >= 0),
                      ("stop_after_steps", cfg.stop_after_steps is None or cfg.stop_after_steps > 0)):
         if not ok:
             raise UserError(f"--{name.replace('_', '-')} {getattr(cfg, name)} is out of range")
 
 
-def check_sizes(cfg, stages, train, val, world):
+def check_sizes(cfg, stages, train, val, world):   # stages: the full shapes
     """Every size that could fail, before any work: batches (and their shards over the processes), splits."""
     for i, s in enumerate(stages):
-        if "batch_size" not in s and cfg.tokens_per_step % s["context"]:
-            raise UserError(f"--tokens-per-step {cfg.tokens_per_step} is not a multiple of context {s['context']}")
-        world.shard(s.get("batch_size", cfg.tokens_per_step // s["context"]), f"{cfg.schedule}: stage {i} batch_size"
-                    if "batch_size" in s else f"--tokens-per-step {cfg.tokens_per_step} at context {s['context']}")
+        tps, where = s.get("tokens_per_step", cfg.tokens_per_step), (f"{cfg.schedule}: stage {i} tokens_per_step"
+                                                                     if "tokens_per_step" in s else "--tokens-per-step")
+        if "batch_size" not in s and tps % s["context"]:
+            raise UserError(f"{where} {tps} is not a multiple of context {s['context']}")
+        world.shard(batch_of(cfg, s), f"{cfg.schedule}: stage {i} batch_size"
+                    if "batch_size" in s else f"{where} {tps} at context {s['context']}")
     T = max(s["context"] for s in stages)
     if len(val) < T + 1:
         raise UserError(f"context {T} is longer than the validation split allows ({len(val)} tokens): "
@@ -219,6 +249,12 @@ def check_sizes(cfg, stages, train, val, world):
                         "lower --val-tokens or raise --val-fraction")
     if len(train) < T + 1:
         raise UserError(f"the training split holds {len(train)} tokens, too few for context {T}")
+
+
+def batch_of(cfg, shape):
+    """Sequences a step (global): the stage's batch_size, or its tokens_per_step (else --tokens-per-step) // context
+    (App. B.5: the paper tunes the batch per context)."""
+    return shape.get("batch_size", shape.get("tokens_per_step", cfg.tokens_per_step) // shape["context"])
 
 
 def make_optimizer(model, cfg, device):
@@ -243,10 +279,28 @@ def peak_flops(device):
     return 2 * n**3 / min(seconds)
 
 
-def learning_rate(cfg, step, tokens):
-    """Linear warm-up to --lr, scaled (--lr-scaling) by r = the step's tokens / --tokens-per-step."""
-    return cfg.lr * runtime.lr_scale(cfg.lr_scaling, tokens / cfg.tokens_per_step) * runtime.warmup_factor(
+def learning_rate(cfg, step, tokens, rewarm_from=None):
+    """Linear warm-up to --lr, scaled (--lr-scaling) by r = the step's tokens / --tokens-per-step; re-warmed
+    over --rewarm steps after a growth."""
+    lr = cfg.lr * runtime.lr_scale(cfg.lr_scaling, tokens / cfg.tokens_per_step) * runtime.warmup_factor(
         step, cfg.warmup)
+    if cfg.rewarm and rewarm_from is not None:
+        lr *= min(1.0, (step - rewarm_from + 1) / cfg.rewarm)
+    return lr
+
+
+def grow(run, depth):
+    """Grow the model to `depth` blocks (expand.py): each new block follows the block it copies, its output
+    layers zero (exactly the same function); the AdamW moments are carried over, and the optimiser rebuilt
+    in the model's parameter order, so a checkpoint written after it resumes into a fresh model of that depth."""
+    import expand                                    # torch only; needed once a run grows
+    old = run.opt
+    expand.expand_optimizer(old, expand.expand_depth(run.model, depth, preserve=True, where="interleave"))
+    run.opt = make_optimizer(run.model, run.cfg, run.device)
+    for p in run.model.parameters():
+        if p in old.state:
+            run.opt.state[p] = old.state[p]
+    run.state.rewarm_from = run.state.step
 
 
 class Run:
@@ -260,12 +314,12 @@ class Run:
         self.device = runtime.resolve_device(cfg.device, self.world)
         self.precision = runtime.resolve_precision(cfg.precision, self.device)
         self.amp = runtime.autocast(self.device, self.precision)
-        self.stages, self.schedule = load_stages(cfg)
+        self.stages, self.shapes, self.schedule = load_stages(cfg)
         self.train, self.val, vocab, data_name = load_corpus(cfg.data, cfg.glob, cfg.vocab_size, cfg.val_fraction,
                                                              cfg.cache_dir)
-        check_sizes(cfg, self.stages, self.train, self.val, self.world)
-        self.max_context = max(s["context"] for s in self.stages)
-        self.margs = model_args(cfg.model, vocab, self.max_context)
+        check_sizes(cfg, self.shapes, self.train, self.val, self.world)
+        self.max_context = max(s["context"] for s in self.shapes)
+        self.margs = {**model_args(cfg.model, vocab, self.max_context), "depth": self.shapes[0]["depth"]}
         torch.manual_seed(cfg.seed)
         self.model = LM(**self.margs).to(self.device)
         self.opt = make_optimizer(self.model, cfg, self.device)
@@ -274,7 +328,8 @@ class Run:
             self.out / "log.jsonl")
         sched = self.schedule
         self.identity = json.loads(json.dumps({  # what --resume must find unchanged (JSON: tuples become lists)
-            "model": self.margs, "data": data_name, "stages": self.stages, "tokens_per_step": cfg.tokens_per_step,
+            "model": self.margs, "data": data_name, "stages": self.stages, "shapes": self.shapes,
+            "tokens_per_step": cfg.tokens_per_step,
             "seed": cfg.seed, "switch_on": cfg.switch_on if sched else None, "kind": sched and sched.kind,
             "boundaries": [(s.flops_start, s.error_end) for s in sched.stages] if sched else None,
             "lr_scaling": cfg.lr_scaling}))
@@ -296,6 +351,9 @@ class Run:
         ckpt = load_checkpoint(path, self.device)
         runtime.check_resume({"lr_scaling": "none", **ckpt["identity"]}, self.identity, path)
         self.world.check_resume(ckpt["state"].get("world_size", 1), path)
+        if ckpt.get("grown_args", self.margs) != self.margs:      # grown before the checkpoint: rebuild at its depth
+            self.model = LM(**ckpt["grown_args"]).to(self.device)
+            self.opt = make_optimizer(self.model, cfg, self.device)
         self.model.load_state_dict(ckpt["model"])
         self.opt.load_state_dict(ckpt["optimizer"])
         torch.set_rng_state(ckpt["rng"]["cpu"].cpu())
@@ -315,6 +373,7 @@ class Run:
         ckpt = {"version": 1, "kind": "train_lm", "model": self.model.state_dict(),
                 "optimizer": self.opt.state_dict(), "rng": rng, "state": asdict(self.state),
                 "identity": self.identity, "model_args": self.margs, "config": asdict(self.cfg),
+                "grown_args": self.model.model_args(),
                 "precision": self.precision} if self.world.main else None
         self.ckpts.save(ckpt, self.state.step)
 
@@ -348,7 +407,7 @@ def train_step(run, fwd, context, batch):
     cfg, state = run.cfg, run.state
     x, y = (t.to(run.device) for t in get_batch(run.train, state.step, batch, context, cfg.seed,
                                                  rows=run.world.shard(batch)))   # this process's rows
-    lr = learning_rate(cfg, state.step, batch * context)
+    lr = learning_rate(cfg, state.step, batch * context, state.rewarm_from)
     for group in run.opt.param_groups:
         group["lr"] = lr
     with run.amp:
@@ -389,15 +448,23 @@ def header(run):
 
 # ----------------------------------------------------------------------------- main
 
+def forwards(run):
+    """(plain, fwd): the model rank 0 evaluates with, and the one that trains (DDP-wrapped under torchrun; both
+    compiled with --compile); built again after a growth, whose parameters are new objects."""
+    plain = torch.compile(run.model) if run.cfg.compile else run.model
+    if not run.world.active:
+        return plain, plain
+    ddp = run.world.wrap(run.model, run.device)                              # DDP: gradients averaged
+    return plain, torch.compile(ddp) if run.cfg.compile else ddp
+
+
 def main(cfg: Config):
     # Set up: flags, device, precision, data, model and optimiser; every check that may fail comes first.
     run = Run(cfg)
     resuming = run.restore()
     world, state, session = run.world, run.state, run.session
     world.init(run.device)
-    plain = torch.compile(run.model) if cfg.compile else run.model   # rank 0 evaluates with it, alone
-    fwd = plain if not world.active else (torch.compile(world.wrap(run.model, run.device)) if cfg.compile
-                                          else world.wrap(run.model, run.device))   # DDP: gradients averaged
+    plain, fwd = forwards(run)
     if world.main:
         run.out.mkdir(parents=True, exist_ok=True)
         run.log.start(header(run), state.step if resuming else None)
@@ -413,8 +480,12 @@ def main(cfg: Config):
     while run.progress() < run.budget:
         # Which context now (the schedule's stage), then one optimiser step on batch x context tokens.
         state.stage = stage_now(run)
-        context = run.stages[state.stage]["context"]
-        batch = run.stages[state.stage].get("batch_size", cfg.tokens_per_step // context)   # global
+        shape = run.shapes[state.stage]
+        if shape["depth"] > len(run.model.blocks):                           # a deeper stage: grow, exactly
+            grow(run, shape["depth"])
+            plain, fwd = forwards(run)
+        context = shape["context"]
+        batch = batch_of(cfg, shape)                                         # global
         t0 = time.perf_counter()
         loss, lr = train_step(run, fwd, context, batch)
         dt, tokens = time.perf_counter() - t0, batch * context
@@ -432,7 +503,7 @@ def main(cfg: Config):
             next_eval = int(np.searchsorted(points, run.progress(), side="right"))
             if world.main:
                 rec = evaluate_and_log(run, plain, context, lr)
-                bar.write(f"step {state.step}  flops {state.flops:.3g}  ctx {rec['config']['context']}  train "
+                bar.write(f"step {state.step}  flops {state.flops:.3g}  ctx {context}  depth {len(run.model.blocks)}  train "
                           f"{rec['train_loss']:.4f}  val {rec['val_loss']:.4f}  val@{run.max_context} "
                           f"{rec['val_loss_max_context']:.4f}")
                 if run.schedule and cfg.switch_on == "error" and not run.schedule.random:   # Eq. 2 by error

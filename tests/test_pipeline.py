@@ -40,7 +40,7 @@ def make_plan(tmp_path, **kw):
 @pytest.mark.parametrize("experiment, preset", [(e, k) for e in PRESETS for k in PRESETS[e]])
 def test_every_run_of_every_preset_has_its_budget_seed_and_folder(tmp_path, experiment, preset):
     p, static, sched = make_plan(tmp_path, experiment=experiment, preset=preset, seeds=(0, 3))
-    trainer = "train_lm.py" if experiment == "context" else "train_vit.py"
+    trainer = "train_lm.py" if experiment in ("context", "lm-depth") else "train_vit.py"
     for job in static + sched:
         assert Path(job.cmd[1]).name == trainer and "--steps" not in job.cmd and "--resume" not in job.cmd
         assert float(flag(job.cmd, "--flops")) == job.budget > 0
