@@ -32,6 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+import prepared
 from runtime import UserError
 
 
@@ -98,6 +99,8 @@ def load_dataset(data_dir, dataset="auto"):
         raise UserError(f"no data at {p}: `apt-get install dataset-fashion-mnist` (Debian/Ubuntu) or pass "
                         "--data-dir with the four Fashion-MNIST IDX files (train-images-idx3-ubyte.gz, ...), "
                         "CIFAR batches or an .npz")
+    if dataset == "prepared" or (dataset == "auto" and prepared.is_prepared(p)):
+        return prepared.load_prepared(p)               # memory-mapped, never loaded (prepare_images.py)
     if dataset == "auto":
         dataset = "npz" if p.is_file() else "cifar" if any(
             (p / n).exists() for n in ("data_batch_1", "train", "cifar-10-batches-py", "cifar-100-python")) else "idx"
@@ -153,15 +156,50 @@ def permutation(n, seed, epoch):
     return torch.randperm(n, generator=generator("perm", seed, epoch))
 
 
-def batch_indices(n, samples, batch_size, seed):
-    """The next batch of an endless stream of per-epoch permutations; `samples` (examples seen) is the position."""
+def batch_indices(n, samples, batch_size, seed, streamed=False):
+    """The next batch of an endless stream of per-epoch permutations; `samples` (examples seen) is the position.
+    streamed: each permutation is computed row by row (feistel_permutation), never held: memory O(batch), not
+    O(n), for prepared files of any size; otherwise torch.randperm (the in-memory formats' order, as before)."""
     parts = []
     while batch_size > 0:
         epoch, offset = divmod(samples, n)
         take = min(batch_size, n - offset)
-        parts.append(permutation(n, seed, epoch)[offset:offset + take])
+        parts.append(feistel_permutation(n, seed, epoch, offset, take) if streamed
+                     else permutation(n, seed, epoch)[offset:offset + take])
         samples, batch_size = samples + take, batch_size - take
     return torch.cat(parts)
+
+
+_M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+def _mix(x, key):
+    """A 64-bit hash (splitmix64's finaliser) of x and a round key, vectorised over a uint64 array."""
+    with np.errstate(over="ignore"):
+        z = (x + np.uint64(key)) * np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+
+def feistel_permutation(n, seed, epoch, start, count, rounds=6):
+    """Rows start..start+count of a permutation of range(n) seeded by (seed, epoch), computed without holding it:
+    a balanced Feistel network on the smallest even number of bits that covers n is a bijection of [0, 2^bits);
+    cycle-walking (apply it again while the value is >= n) restricts it to a bijection of [0, n)."""
+    half = max(1, (max(n - 1, 1).bit_length() + 1) // 2)
+    mask = np.uint64((1 << half) - 1)
+    keys = [key_seed("stream", seed, epoch, r) for r in range(rounds)]
+
+    def once(x):
+        left, right = x >> np.uint64(half), x & mask
+        for k in keys:
+            left, right = right, left ^ (_mix(right, k) & mask)
+        return (left << np.uint64(half)) | right
+
+    x = once(np.arange(start, start + count, dtype=np.uint64))
+    while (out := x >= np.uint64(n)).any():
+        x[out] = once(x[out])
+    return torch.from_numpy(x.astype(np.int64))
 
 
 def eval_sets(train_x, train_y, test_x, test_y, support, query, test_size, device):
