@@ -223,12 +223,21 @@ def train_subset(n, size, seed=0):
     return torch.randperm(n, generator=generator("train_subset", seed))[:size]
 
 
-def eval_images(train_x, train_y, test_x, test_y, support, query, test_size, train_size, device):
+def eval_images(train_x, train_y, test_x, test_y, support, query, test_size, train_size, device, fewshot=None):
     """Fixed image sets for eval_fewshot.evaluate_all, uint8 on `device` (normalised batch by batch there):
     "support": the k-shot pool (the same `support` training images as eval_sets'), "test": the first
     `test_size` test images, "query": indices into "test" of `query` k-shot query images (None: all of them,
     the usual choice: one feature pass serves both metrics), "train": `train_size` training images
-    (train_subset; None if 0), "shots": the k with at least k pool images in every class."""
+    (train_subset; None if 0), "shots": the k with at least k pool images in every class.
+    fewshot=(pool x, pool y, query x, query y), another dataset's (train_vit.py --fewshot-data): the k-shot pool is
+    drawn from its pool and "query_set" holds `query` of its query images (top-1 test_error stays on test_x)."""
+    if fewshot is not None:
+        ev = eval_images(*fewshot, support, query, query, 0, device)
+        ev = {**ev, "query_set": ev["test"] if ev["query"] is None else tuple(t[ev["query"]] for t in ev["test"])}
+        n_test = min(test_size, len(test_x))
+        sub = train_subset(len(train_x), train_size) if train_size > 0 else None
+        return {**ev, "query": None, "test": (test_x[:n_test].to(device), test_y[:n_test].to(device)),
+                "train": None if sub is None else (train_x[sub].to(device), train_y[sub].to(device))}
     sup = torch.randperm(len(train_x), generator=generator("support"))[:support]
     fewest = int(torch.bincount(train_y[sup], minlength=int(train_y.max()) + 1).min())
     if fewest < 10:
@@ -236,9 +245,10 @@ def eval_images(train_x, train_y, test_x, test_y, support, query, test_size, tra
                         "10-shot needs 10 per class: raise --fewshot-support")
     n_test = min(test_size, len(test_x))
     qry = None if query >= n_test else torch.randperm(n_test, generator=generator("query"))[:query].to(device)
+    test_x, test_y = test_x[:n_test], test_y[:n_test]                # a prepared file: these rows read once
     sub = train_subset(len(train_x), train_size) if train_size > 0 else None
     return {"support": (train_x[sup].to(device), train_y[sup].to(device)),
-            "test": (test_x[:n_test].to(device), test_y[:n_test].to(device)), "query": qry,
+            "test": (test_x.to(device), test_y.to(device)), "query": qry,
             "train": None if sub is None else (train_x[sub].to(device), train_y[sub].to(device)),
             "shots": tuple(k for k in (1, 5, 10, 25) if k <= fewest)}
 

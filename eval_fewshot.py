@@ -164,6 +164,8 @@ def evaluate_all(model, patch, ev, shots=(10,), draws=50, reg=1e-2, batch_size=5
     test_y = ev["test"][1].cpu()
     query = ev.get("query")
     query, query_y = (test, test_y) if query is None else (test[query.cpu()], test_y[query.cpu()])
+    if ev.get("query_set") is not None:               # another dataset's query images (train_vit --fewshot-data)
+        query, query_y = feature_pass(model, patch, ev["query_set"][0], batch_size, amp)[0], ev["query_set"][1].cpu()
     out = {}
     for k in shots:
         errors = draw_errors(support, ev["support"][1], query, query_y, k, range(draws), reg)

@@ -16,9 +16,9 @@ RGBA) becomes 3. Decoding runs in --workers processes (a multiprocessing Pool, i
 with a progress bar.
 
 Output in --out, per split: <split>.u8 (raw uint8 [N, H, W, C]), <split>.labels.npy (int32), <split>.json
-(prepared.py documents the fields). Rows follow the sorted file list, except that the rows of images that
-failed to decode are filled by the last rows (then the file is cut short): the order does not matter, the
-trainer shuffles.
+(prepared.py documents the fields). Rows follow the sorted file list shuffled once (seed 0), so that the first N
+rows, the trainers' test set, are a uniform sample; the rows of images that failed to decode are filled by the
+last rows (then the file is cut short).
 
 Resume and atomicity: rows go into <split>.u8.partial at their final offset; <split>.progress.json records the
 chunks done (a prefix) and the files skipped. A killed run, started again with the same command, goes on
@@ -101,7 +101,8 @@ def list_split(src, split, classes=None):
             raise UserError(f"{root / name} is an empty class folder (no {'/'.join(EXTENSIONS)} images); "
                             "remove it or add its images")
         files += [(f"{name}/{f}", index[name]) for f in images]
-    return classes or names, files
+    order = np.random.default_rng(0).permutation(len(files))      # a fixed shuffle: any first N rows are a
+    return classes or names, [files[i] for i in order]              # uniform sample (the trainers' test set)
 
 
 def fingerprint(files, cfg, channels):

@@ -3,7 +3,7 @@
 The paper read ImageNet-21k at 120 px through FFCV: fixed-resolution images prepared once, read fast. This is
 the same idea without a framework. A prepared folder holds, per split (`train`, `val`):
 
-    <split>.u8          raw uint8 array [N, H, W, C] (np.memmap-able, no header), rows in label order
+    <split>.u8          raw uint8 array [N, H, W, C] (np.memmap-able, no header), rows in a fixed shuffled order
     <split>.labels.npy  int32 class index per row (into the train split's class list)
     <split>.json        {"version", "kind": "prepared_images", "split", "shape": [N, H, W, C], "dtype": "uint8",
                          "layout": "NHWC", "resolution", "channels", "classes": [names], "counts": [per class],
@@ -91,7 +91,7 @@ class Images:
 
     def _index(self, idx):
         if isinstance(idx, slice):
-            return np.arange(len(self))[idx]
+            return np.arange(*idx.indices(len(self)))
         return idx.detach().cpu().numpy() if torch.is_tensor(idx) else np.asarray(idx)
 
     def __getitem__(self, idx):

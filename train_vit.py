@@ -58,13 +58,14 @@ import distill
 import eval_fewshot
 import expand
 import flexivit
+import prepared
 import runtime
 from data import augment, batch_indices, eval_images, generator, key_seed, load_dataset, normalize
 from runtime import UserError
 from stages import log_config, plan_shapes, schedule_hash, stage_in_force
 
 DEFAULT_DATA = "/usr/share/datasets/fashion-mnist"
-RESUME_KEYS = ("dataset", "model", "patch", "random", "patch_sizes", "batch_size", "seed", "flip", "switch_on",
+RESUME_KEYS = ("dataset", "model", "patch", "base_patch", "posemb_grid", "fewshot_data", "random", "patch_sizes", "batch_size", "seed", "flip", "switch_on",
                "objective", "temperature")
 
 
@@ -72,13 +73,18 @@ RESUME_KEYS = ("dataset", "model", "patch", "random", "patch_sizes", "batch_size
 class Config:
     """Train a FlexiViT at a fixed, random (FlexiViT) or scheduled shape; log compute and error (paper Sec. 3, 4, 6)."""
     data_dir: str = DEFAULT_DATA
-    """Fashion-MNIST IDX files (gz or not), CIFAR-10/100 python batches, or an .npz file"""
-    dataset: Literal["auto", "idx", "cifar", "npz"] = "auto"
+    """Fashion-MNIST IDX files (gz or not), CIFAR-10/100 python batches, an .npz file, or a folder prepared by
+    prepare_images.py (read memory-mapped: any size)"""
+    dataset: Literal["auto", "idx", "cifar", "npz", "prepared"] = "auto"
     """format of --data-dir (auto: detected from the files)"""
     model: str = "V64-4"
     """model size V{width}-{depth} (flexivit.SIZES or any other); a schedule's first stage may set width/depth"""
     patch: int | None = None
     """fixed patch size; None: image side // 4 (7 for 28-pixel images)"""
+    base_patch: int = 7
+    """FlexiViT's underlying patch-embedding size, PI-resized to every patch (the paper, Table 1: 12)"""
+    posemb_grid: int = 7
+    """FlexiViT's underlying position-embedding grid, resized bilinearly (the paper, Table 1: 8)"""
     random: bool = False
     """FlexiViT baseline: draw the patch uniformly from --patch-sizes every step; evaluate at the smallest (Fig. 7)"""
     patch_sizes: tuple[int, ...] = ()
@@ -118,6 +124,9 @@ class Config:
     """random horizontal flips (random crops are always on)"""
     evals: int = 20
     """evaluations log-spaced in compute from 1% of the budget to the end (plus one at the end)"""
+    fewshot_data: str | None = None
+    """a folder prepared by prepare_images.py whose train split is the k-shot support pool and whose val split the
+    query set (the paper: train on ImageNet-21k, 10-shot on ImageNet-1k); None: --data-dir's own"""
     fewshot_support: int = 2000
     """fixed subset of the training set the k-shot examples are drawn from (>= 10 per class: ~5000 for CIFAR-100)"""
     fewshot_query: int = 10000
@@ -151,6 +160,11 @@ class Config:
     """tqdm progress bar on a terminal (--no-progress: none)"""
     stop_after_steps: int | None = None
     """(debug) quit after this global step as if killed: no final evaluation or checkpoint"""
+    plan: bool = False
+    """print what the run will cost (FLOPs, steps, examples, time from a few timed steps and one evaluation on this
+    device at this precision, peak memory) and exit: trains nothing, writes nothing (planner.py)"""
+    plan_steps: int = 5
+    """--plan: timed steps per shape (after 2 untimed ones)"""
 
 
 # ----------------------------------------------------------------------------- training
@@ -218,9 +232,25 @@ def check_flags(cfg):
                      ("test_size", cfg.test_size > 0), ("train_size", cfg.train_size >= 0), ("rewarm", cfg.rewarm >= 0), ("temperature", cfg.temperature > 0),
                      ("threads", cfg.threads is None or cfg.threads > 0), ("ckpt_every", cfg.ckpt_every >= 0),
                      ("ckpt_minutes", cfg.ckpt_minutes > 0), ("patch", cfg.patch is None or cfg.patch > 0),
-                     ("stop_after_steps", cfg.stop_after_steps is None or cfg.stop_after_steps > 0)):
+                     ("stop_after_steps", cfg.stop_after_steps is None or cfg.stop_after_steps > 0),
+                     ("base_patch", cfg.base_patch > 0), ("posemb_grid", cfg.posemb_grid > 0),
+                     ("plan_steps", cfg.plan_steps > 0)):
         if not ok:
             raise UserError(f"--{name.replace('_', '-')} {getattr(cfg, name)} is out of range")
+
+
+def fewshot_sets(cfg, train_x):
+    """--fewshot-data's (support images, labels, query images, labels), checked against the training images; None
+    without it (the k-shot sets then come from --data-dir)."""
+    if cfg.fewshot_data is None:
+        return None
+    if not prepared.is_prepared(cfg.fewshot_data):
+        raise UserError(f"--fewshot-data {cfg.fewshot_data}: not a folder prepared by prepare_images.py (no train.json)")
+    sets = prepared.load_prepared(cfg.fewshot_data)
+    if sets[0].shape[1:] != train_x.shape[1:]:
+        raise UserError(f"--fewshot-data {cfg.fewshot_data}: images {tuple(sets[0].shape[1:])} (C, H, W), the "
+                        f"training images {tuple(train_x.shape[1:])}; prepare both at the same --resolution")
+    return sets
 
 
 def load_checkpoint(path):
@@ -252,7 +282,8 @@ class Run:
         torch.manual_seed(cfg.seed)
         try:
             self.template = flexivit.build(cfg.model, image_size=self.size, in_chans=self.chans,
-                                           num_classes=self.num_classes)
+                                           num_classes=self.num_classes, base_patch=cfg.base_patch,
+                                           posemb_grid=cfg.posemb_grid)
         except ValueError as e:                          # a bad --model: flexivit.py is torch-only, no UserError
             raise UserError(f"--model: {e}") from None
         self.stages, self.patches, self.sched = plan_shapes(cfg, self.size, self.template.width, self.template.depth,
@@ -264,8 +295,9 @@ class Run:
         self.ckpts, self.log = runtime.Checkpoints(self.out / "ckpt.pt", self.world.main), runtime.RunLog(
             self.out / "log.jsonl")
         self.shash = schedule_hash(self.sched)
+        self.streamed = isinstance(self.train_x, prepared.Images)    # a prepared file: streamed data order
         self.ev = eval_images(self.train_x, self.train_y, test_x, test_y, cfg.fewshot_support, cfg.fewshot_query,
-                              cfg.test_size, cfg.train_size, self.device)
+                              cfg.test_size, cfg.train_size, self.device, fewshot_sets(cfg, self.train_x))
         self.data_sizes = {"train": len(self.train_x), "test": len(test_x), "image_size": self.size}
         self.state, self.saved_at = State(world_size=self.world.size), time.time()
 
@@ -371,10 +403,11 @@ def train_step(run, fwd, shape, patch):
     cfg, state = run.cfg, run.state
     bs = shape["batch_size"]
     lo, hi = run.world.shard(bs)                            # this process's rows of the global batch
-    idx = batch_indices(len(run.train_x), state.samples, bs, cfg.seed)[lo:hi].to(run.device)
-    x = normalize(augment(run.train_x[idx], generator("augment", cfg.seed, state.step), cfg.flip, rows=(lo, bs)))
+    idx = batch_indices(len(run.train_x), state.samples, bs, cfg.seed, run.streamed)[lo:hi].to(run.device)
+    x = run.train_x[idx].to(run.device, non_blocking=True)   # a prepared file: only these rows are read
+    x = normalize(augment(x, generator("augment", cfg.seed, state.step), cfg.flip, rows=(lo, bs)))
     with run.amp:
-        loss = distill.train_loss(shape["objective"], fwd(x, patch), x, run.train_y[idx], run.teacher,
+        loss = distill.train_loss(shape["objective"], fwd(x, patch), x, run.train_y[idx].to(run.device), run.teacher,
                                   cfg.temperature, cfg.label_smoothing)
     run.opt.zero_grad(set_to_none=True)
     loss.backward()                                         # DDP: gradients averaged over the processes
