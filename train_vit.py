@@ -43,6 +43,7 @@ Output in --out-dir (default runs/<data>-<model>-<shape>):
              order, crops, flips, patch sizes, new weights) is seeded by (seed, epoch or step).
 """
 import dataclasses
+import json
 import math
 import sys
 import time
@@ -58,6 +59,7 @@ import distill
 import eval_fewshot
 import expand
 import flexivit
+import planner
 import prepared
 import runtime
 from data import augment, batch_indices, eval_images, generator, key_seed, load_dataset, normalize
@@ -435,9 +437,65 @@ def evaluate_and_log(run, shape, lr):
     return metrics["fewshot10_error"]
 
 
+# ----------------------------------------------------------------------------- --plan (planner.py)
+
+def time_shape(run, shape, patches):
+    """(seconds per step, seconds per evaluation, seconds per checkpoint) of one stage's shape, measured on a fresh
+    model of its width and depth (the data position advances: a prepared file is read as in training)."""
+    cfg, t = run.cfg, run.template
+    run.model = flexivit.FlexiViT(**{**t.model_args(), "width": shape["width"], "depth": shape["depth"],
+                                     "heads": shape["width"] // t.head_dim}).to(run.device).train()
+    run.opt, run.state = make_optimizer(run.model, cfg, run.device), State()
+    fwd, drawn = wrap(run), iter(patches * (cfg.plan_steps + 2))
+
+    def step():
+        train_step(run, fwd, shape, next(drawn))
+        run.state.step, run.state.samples = run.state.step + 1, run.state.samples + shape["batch_size"]
+    step_s = planner.time_calls(step, run.device, cfg.plan_steps)
+    eval_s = planner.time_once(lambda: evaluate(run.model, shape["patch"], run.ev, cfg, run.amp), run.device)
+    return step_s, eval_s, planner.save_seconds(run.model, run.opt, run.device)
+
+
+def plan(cfg, name=None):
+    """What this run will cost (planner.py): per stage its steps, examples, FLOPs and timed seconds; trains nothing,
+    writes nothing. Returns the plan (a dict) after printing it."""
+    t0 = time.perf_counter()
+    run = Run(cfg)
+    setup = planner.process_seconds() if name is None else None    # a run of its own: from the process start
+    setup = time.perf_counter() - t0 if setup is None else setup
+    planner.reset_peak(run.device)
+    sched_stages = run.sched.stages if run.sched and not run.sched.random else None
+    stages, timed, saves_s = [], {}, 0.0
+    for k, shape in enumerate(run.stages):
+        patches = run.patches or [shape["patch"]]
+        key = json.dumps({**shape, "patches": patches}, sort_keys=True)
+        if key not in timed:
+            timed[key] = time_shape(run, shape, patches)
+        macs = sum(run.model.macs(p) for p in patches) / len(patches)     # a random draw: the mean patch
+        stages.append({"shape": log_config(shape, run.patches, run.distilling), "timed": timed[key],
+                       "flops_start": sched_stages[k].flops_start if sched_stages else 0.0,
+                       "step_flops": distill.step_flops(macs, shape["batch_size"], shape["objective"], run.teacher)})
+    steps = planner.split_steps(run.budget, run.unit, stages)
+    evals = planner.evals_per_stage(runtime.eval_points(run.budget, cfg.evals, integer=run.unit == "steps"),
+                                    run.unit, stages, steps)
+    rows = [{"shape": " ".join(f"{k}={v}" for k, v in s["shape"].items()), "steps": n,
+             "units": n * run.stages[i]["batch_size"], "flops": n * s["step_flops"], "step_s": s["timed"][0],
+             "evals": e, "eval_s": s["timed"][1]} for i, (s, n, e) in enumerate(zip(stages, steps, evals))]
+    saves_s = max(t[2] for t in timed.values())
+    out = planner.summarise(name or str(run.out), rows, setup, 0, saves_s, planner.peak_memory(run.device))
+    n_saves = out["evals"] + (out["steps"] // cfg.ckpt_every if cfg.ckpt_every else 0) + int(
+        out["total_s"] // (60 * cfg.ckpt_minutes))
+    out = planner.summarise(out["run"], rows, setup, n_saves, saves_s, out["peak_bytes"])
+    print(planner.show(out, run.device, run.precision))
+    return out
+
+
 # ----------------------------------------------------------------------------- main
 
 def main(cfg):
+    if cfg.plan:                                         # the cost, measured; nothing trained, nothing written
+        plan(cfg)
+        return
     # Set up: flags, device, precision, data, the shape of every stage, the output folder.
     run = Run(cfg)
     run.restore()                                        # from ckpt.pt, or a new model
