@@ -77,6 +77,8 @@ class Config:
     """patch sizes the data is meant for (default: the paper preset's); --resolution must be divisible by one"""
     progress: bool = True
     """tqdm progress bar on a terminal"""
+    stop_after_chunks: int | None = None
+    """(debug) quit as if killed (exit code 137) once this many chunks of a split are recorded"""
 
 
 # ----------------------------------------------------------------------------- the file list
@@ -128,7 +130,7 @@ def decode(path, resolution, channels):
         img.draft("L" if channels == 1 else "RGB", (resolution, resolution))   # JPEG: decode at 1/2..1/8 scale
         img = img.convert("L" if channels == 1 else "RGB")
         img = ImageOps.fit(img, (resolution, resolution), Image.Resampling.BILINEAR)   # resize + centre crop
-        arr = np.asarray(img, np.uint8)
+        arr = np.array(img, np.uint8)
     return arr.reshape(resolution, resolution, channels), own
 
 
@@ -196,9 +198,12 @@ def decode_all(cfg, split, files, channels, strict, partial, prog, workers):
                 os.pwrite(fd, rows.tobytes(), k * cfg.chunk * row_bytes)
                 prog.done = k + 1
                 check_bad(prog.bad, cfg, split)
-                if time.time() - saved > 1.0 or prog.done == len(chunks):
+                stop = cfg.stop_after_chunks is not None and prog.done >= cfg.stop_after_chunks
+                if time.time() - saved > 1.0 or prog.done == len(chunks) or stop:
                     prog.save()                       # rows are in the file before the record says so
                     saved = time.time()
+                if stop:
+                    os._exit(137)                     # as a kill would: no clean-up, no rename
                 bar.update(len(rows))
     finally:
         os.close(fd)

@@ -10,6 +10,10 @@ import torch  # noqa: E402
 torch.set_num_threads(1)
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "cuda: needs a CUDA GPU; `make test-gpu` runs these (skipped without one)")
+
+
 def make_images(n, rng, size=16):
     """n tiny images whose class is where a bright square sits (learnable in a few dozen steps), and labels."""
     y = rng.integers(0, 10, n)
