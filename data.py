@@ -217,10 +217,18 @@ def eval_sets(train_x, train_y, test_x, test_y, support, query, test_size, devic
             "shots": tuple(k for k in (1, 5, 10, 25) if k <= fewest)}
 
 
-def train_subset(n, size, seed=0):
+def train_subset(n, size, seed=0, streamed=False):
     """Indices of a fixed subset of `size` of the n training images (all if fewer), chosen once by `seed` and
     the same for every run: train_error is measured on these, un-augmented, beside test_error."""
-    return torch.randperm(n, generator=generator("train_subset", seed))[:size]
+    return draw(n, size, streamed, "train_subset", seed)
+
+
+def draw(n, size, streamed, *key):
+    """The first `size` of a permutation of range(n) seeded by `key`: torch.randperm for the in-memory formats (as
+    before), the streamed Feistel permutation for a prepared file (memory O(size), not O(n))."""
+    if streamed:
+        return feistel_permutation(n, key_seed(*key), 0, 0, min(size, n))
+    return torch.randperm(n, generator=generator(*key))[:size]
 
 
 def eval_images(train_x, train_y, test_x, test_y, support, query, test_size, train_size, device, fewshot=None):
@@ -235,10 +243,11 @@ def eval_images(train_x, train_y, test_x, test_y, support, query, test_size, tra
         ev = eval_images(*fewshot, support, query, query, 0, device)
         ev = {**ev, "query_set": ev["test"] if ev["query"] is None else tuple(t[ev["query"]] for t in ev["test"])}
         n_test = min(test_size, len(test_x))
-        sub = train_subset(len(train_x), train_size) if train_size > 0 else None
+        sub = train_subset(len(train_x), train_size, streamed=not torch.is_tensor(train_x)) if train_size > 0 else None
         return {**ev, "query": None, "test": (test_x[:n_test].to(device), test_y[:n_test].to(device)),
                 "train": None if sub is None else (train_x[sub].to(device), train_y[sub].to(device))}
-    sup = torch.randperm(len(train_x), generator=generator("support"))[:support]
+    streamed = not torch.is_tensor(train_x)                       # a prepared file (prepared.Images)
+    sup = draw(len(train_x), support, streamed, "support")
     fewest = int(torch.bincount(train_y[sup], minlength=int(train_y.max()) + 1).min())
     if fewest < 10:
         raise UserError(f"--fewshot-support {support} holds only {fewest} images of some class; "
@@ -246,7 +255,7 @@ def eval_images(train_x, train_y, test_x, test_y, support, query, test_size, tra
     n_test = min(test_size, len(test_x))
     qry = None if query >= n_test else torch.randperm(n_test, generator=generator("query"))[:query].to(device)
     test_x, test_y = test_x[:n_test], test_y[:n_test]                # a prepared file: these rows read once
-    sub = train_subset(len(train_x), train_size) if train_size > 0 else None
+    sub = train_subset(len(train_x), train_size, streamed=streamed) if train_size > 0 else None
     return {"support": (train_x[sup].to(device), train_y[sup].to(device)),
             "test": (test_x.to(device), test_y.to(device)), "query": qry,
             "train": None if sub is None else (train_x[sub].to(device), train_y[sub].to(device)),

@@ -134,6 +134,15 @@ def decode(path, resolution, channels):
     return arr.reshape(resolution, resolution, channels), own
 
 
+def die_with_parent():
+    """A worker's start (Linux): killed when the main process dies, so a killed run leaves no decoder behind."""
+    try:
+        import ctypes
+        ctypes.CDLL(None).prctl(1, 9)                     # PR_SET_PDEATHSIG, SIGKILL
+    except (OSError, AttributeError):
+        pass
+
+
 def decode_chunk(task):
     """A worker's task: (chunk index, [absolute paths], R, C, strict) -> (index, rows [k, R, R, C], bad
     [(i, path, reason)], mixed [(i, path, channels)])."""
@@ -186,7 +195,7 @@ def decode_all(cfg, split, files, channels, strict, partial, prog, workers):
                disable=None if cfg.progress else True)
     fd, saved = os.open(partial, os.O_RDWR), time.time()
     try:
-        with multiprocessing.get_context("spawn" if sys.platform == "darwin" else "fork").Pool(workers) as pool:
+        with multiprocessing.get_context("spawn" if sys.platform == "darwin" else "fork").Pool(workers, die_with_parent) as pool:
             for k, rows, bad, mixed in pool.imap(decode_chunk, tasks):
                 if mixed:
                     i, path, own = mixed[0]

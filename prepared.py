@@ -122,6 +122,9 @@ class Labels:
         if arr.shape != (n,) or arr.dtype != np.int32:
             raise UserError(f"{path} holds {arr.dtype} {arr.shape}, expected int32 ({n},): prepare it again")
         self.arr, self.num_classes, self.shape = arr, num_classes, torch.Size((n,))
+        self.map, self.read, self.release_bytes = getattr(arr, "_mmap", None), 0, 4 << 20
+        if self.map is not None:
+            self.map.madvise(mmap.MADV_RANDOM)
 
     def __len__(self):
         return self.shape[0]
@@ -134,7 +137,12 @@ class Labels:
 
     def __getitem__(self, idx):
         idx = idx.detach().cpu().numpy() if torch.is_tensor(idx) else idx
-        return torch.from_numpy(np.asarray(self.arr[idx], np.int64))
+        out = torch.from_numpy(np.asarray(self.arr[idx], np.int64))
+        self.read += 4096 * out.numel()                 # a random label touches a page
+        if self.map is not None and self.read >= self.release_bytes:
+            self.map.madvise(mmap.MADV_DONTNEED)         # as Images: resident memory stays flat
+            self.read = 0
+        return out
 
 
 def open_split(folder, split):

@@ -166,26 +166,36 @@ def rss(steps=300):
     record("rss", out)
 
 
-def planner_vs_real(flops=None):
+def planner_vs_real(target=120.0):
     """train_vit.py --plan, then the same run for real, back to back in the same conditions: the planned time
-    against the run's process wall time (and the planned training seconds against the log's "wall")."""
-    flops = flops or 4e12
+    against the run's process wall time (and the planned training seconds against the log's "wall"). The budget
+    is sized from a first plan so that the run takes about `target` seconds here, evaluations ~15% of it."""
     out_dir = WORK / "planner-run"
     subprocess.run(["rm", "-rf", str(out_dir)], check=True)
-    cmd = [sys.executable, str(ROOT / "train_vit.py"), "--model", "V64-4", "--patch", "7", "--flops", repr(flops),
-           "--threads", "1", "--out-dir", str(out_dir), "--no-progress"]
-    plan = subprocess.run([*cmd, "--plan"], check=True, capture_output=True, text=True).stdout
-    print(plan)
-    t = time.perf_counter()
-    subprocess.run(cmd, check=True, capture_output=True)
-    real = time.perf_counter() - t
+    base = [sys.executable, str(ROOT / "train_vit.py"), "--model", "V64-4", "--patch", "7", "--threads", "1",
+            "--evals", "8", "--test-size", "2000", "--fewshot-query", "2000", "--train-size", "1000",
+            "--out-dir", str(out_dir), "--no-progress"]
+
+    def plan(flops):
+        text = subprocess.run([*base, "--flops", repr(flops), "--plan"], check=True, capture_output=True,
+                              text=True).stdout
+        total = next(ln for ln in text.splitlines() if "total:" in ln)
+        return text, {k: parse_seconds(total.split(f"{k} ")[1].split(" +")[0].split(";")[0].split(" =")[0])
+                      for k in ("time", "training")}
+
+    probe = 2e11
+    _, t = plan(probe)
+    flops = probe * max(target - (t["time"] - t["training"]), 0.5 * target) / t["training"]
+    text, t = plan(flops)
+    print(text)
+    start = time.perf_counter()
+    subprocess.run([*base, "--flops", repr(flops)], check=True, capture_output=True)
+    real = time.perf_counter() - start
     log = [json.loads(ln) for ln in (out_dir / "log.jsonl").read_text().splitlines()]
-    total = next(ln for ln in plan.splitlines() if "total:" in ln)
-    planned = parse_seconds(total.split("time ")[1].split(" =")[0])
-    planned_train = parse_seconds(total.split("training ")[1].split(" +")[0])
-    record("planner", {"flops": flops, "plan": plan, "planned_s": planned, "real_s": real,
-                       "error": planned / real - 1, "planned_train_s": planned_train,
-                       "real_train_s": log[-1]["wall"], "train_error": planned_train / log[-1]["wall"] - 1})
+    record("planner", {"flops": flops, "plan": text, "planned_s": t["time"], "real_s": real,
+                       "error": t["time"] / real - 1, "planned_train_s": t["training"], "real_train_s": log[-1]["wall"],
+                       "train_error": t["training"] / log[-1]["wall"] - 1, "load_average": os.getloadavg(),
+                       "conditions": "plan then run back to back, both nice -n 15, 1 thread, on the shared 2-core machine"})
 
 
 def parse_seconds(text):
