@@ -249,9 +249,9 @@ def compact(partial, labels, bad_rows, row_bytes, prog):
     return labels[:keep_n]
 
 
-def prepare_split(cfg, split, classes, channels, workers):
-    """One split, resumable; returns (its JSON description, the class list, the channel count)."""
-    classes, files = list_split(cfg.src, split, classes)
+def prepare_split(cfg, split, classes, files, channels, workers):
+    """One split (its classes and files from list_split), resumable; returns (its JSON description, the channel
+    count)."""
     out = Path(cfg.out)
     data, labels_path, meta_path = prepared.paths(out, split)
     partial, R = Path(f"{data}.partial"), cfg.resolution
@@ -266,7 +266,7 @@ def prepare_split(cfg, split, classes, channels, workers):
     fp = fingerprint(files, cfg, channels)
     done = finished(out, split, fp)
     if done:                                              # the same command again: nothing to do
-        return done, classes, channels
+        return done, channels
     prog = Progress(out / f"{split}.progress.json", fp)
     if prog.compacted and not partial.exists() and data.exists():
         os.replace(data, partial)                         # killed while finishing: finish again
@@ -292,7 +292,7 @@ def prepare_split(cfg, split, classes, channels, workers):
             "skipped": [b[1] for b in prog.bad], "fingerprint": fp}
     runtime.write_json(meta_path, meta)
     prog.path.unlink(missing_ok=True)
-    return meta, classes, channels
+    return meta, channels
 
 
 def save_npy(path, array):
@@ -336,12 +336,14 @@ def main(cfg):
     if undivided := [p for p in cfg.patch_sizes if cfg.resolution % p]:
         print(f"note: patch sizes {' '.join(map(str, undivided))} do not divide {cfg.resolution}; the others do",
               file=sys.stderr)
-    Path(cfg.out).mkdir(parents=True, exist_ok=True)
     workers = cfg.workers or os.cpu_count() or 1
-    classes, channels = None, None if cfg.channels == "auto" else int(cfg.channels)
+    classes, channels, listed = None, None if cfg.channels == "auto" else int(cfg.channels), {}
+    for split in cfg.splits:                             # every folder checked before the first image is decoded
+        classes, listed[split] = list_split(cfg.src, split, classes)
+    Path(cfg.out).mkdir(parents=True, exist_ok=True)
     for split in cfg.splits:
         t0 = time.time()
-        meta, classes, channels = prepare_split(cfg, split, classes, channels, workers)
+        meta, channels = prepare_split(cfg, split, classes, listed[split], channels, workers)
         data, labels, meta_path = prepared.paths(cfg.out, split)
         on_disk = sum(disk_bytes(p) for p in (data, labels, meta_path))
         print(f"{split}: {meta['shape'][0]} images {'x'.join(map(str, meta['shape'][1:]))}, "

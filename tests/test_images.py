@@ -126,6 +126,7 @@ def test_bad_folders_are_one_line_naming_them(tmp_path, capsys):
     Image.new("RGB", (30, 30)).save(src / "val" / "zebra" / "z.jpg")
     assert prep(src, tmp_path / "o") == 2
     one_line_error(capsys, src / "val" / "zebra", "not in the train split")
+    assert not (tmp_path / "o").exists()                       # every folder is checked before any work
     assert prep(tmp_path / "nowhere", tmp_path / "o") == 2
     one_line_error(capsys, "nowhere")
 
