@@ -147,7 +147,7 @@ def rss_child(data_dir, steps):
     print(json.dumps({"before_steps": before, "after_steps": status(), "rows": len(run.train_x)}))
 
 
-def rss(steps=300):
+def rss(steps=100):
     """Resident memory after `steps` training steps from a sparse prepared file of 1x and of 20x the trainer's RAM
     (its peak resident set on the 1x file), each in a fresh process."""
     probe = sparse_prepared(60000, "sparse-probe")
