@@ -7,7 +7,10 @@
 Formats (detected from --data-dir): Fashion-MNIST / MNIST IDX files, gzipped or not (Debian/Ubuntu:
 `apt-get install dataset-fashion-mnist` puts them in /usr/share/datasets/fashion-mnist); CIFAR-10 /
 CIFAR-100 python pickle batches; an .npz with x_train, y_train, x_test, y_test (uint8 images [N, H, W],
-[N, H, W, C] or [N, C, H, W], integer labels). Images stay uint8 until a batch is drawn.
+[N, H, W, C] or [N, C, H, W], integer labels); a folder prepared by prepare_images.py (any image folder,
+e.g. ImageNet at 120 px), read memory-mapped through prepared.py, never loaded, with a data order computed row
+by row (feistel_permutation) so that memory does not grow with the dataset. Images stay uint8 until a batch is
+drawn.
 
 Augmentation (the paper: random crops and horizontal flips) runs on a whole batch as tensor ops:
 a random crop with zero padding (2 px below 32 px, i.e. Fashion-MNIST; 4 px from 32 px, i.e. CIFAR)
@@ -168,9 +171,6 @@ def batch_indices(n, samples, batch_size, seed, streamed=False):
                      else permutation(n, seed, epoch)[offset:offset + take])
         samples, batch_size = samples + take, batch_size - take
     return torch.cat(parts)
-
-
-_M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 
 def _mix(x, key):
