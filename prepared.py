@@ -82,6 +82,7 @@ class Images:
         self.map.madvise(mmap.MADV_RANDOM)           # rows are read in random order: no read-ahead
         self.rows = np.frombuffer(self.map, np.uint8).reshape(n, h, w, c)
         self.row_bytes = h * w * c
+        self.page_bytes = (self.row_bytes // mmap.PAGESIZE + 2) * mmap.PAGESIZE   # the most a random row maps
 
     def __len__(self):
         return self.shape[0]
@@ -99,7 +100,7 @@ class Images:
         order = np.argsort(idx, kind="stable")          # read in file order, hand back in batch order
         out = np.empty((len(idx), *self.rows.shape[1:]), np.uint8)
         out[order] = self.rows[idx[order]]
-        self._account(len(idx) * self.row_bytes)
+        self._account(len(idx) * self.page_bytes)
         return torch.from_numpy(out).permute(0, 3, 1, 2)  # NHWC on disk -> NCHW, a view (no copy)
 
     def _account(self, nbytes):

@@ -197,7 +197,7 @@ def test_crops_flips_and_rank_shards_of_a_file_batch_match_the_whole_batch(folde
     x, y, _, _ = data.load_dataset(out)
     whole = torch.from_numpy(np.fromfile(out / "train.u8", np.uint8).reshape(42, 24, 24, 3)).permute(0, 3, 1, 2)
     bs, reads = 8, []
-    x._account = lambda nbytes: reads.append(nbytes // x.row_bytes)       # rows each read touches
+    x._account = lambda nbytes: reads.append(nbytes // x.page_bytes)       # rows each read touches
     idx = data.batch_indices(len(x), 37, bs, seed=3, streamed=True)       # crosses an epoch boundary
     full = data.augment(whole[idx], data.generator("augment", 3, 5), True)
     assert torch.equal(data.augment(x[idx], data.generator("augment", 3, 5), True), full)
