@@ -1,5 +1,6 @@
 # Set-up and the project's jobs. Every target creates .venv first if it is missing.
-#   make test           the test suite (minutes on 2 CPU cores)
+#   make test           the test suite (minutes on 2 CPU cores; the CUDA tests skip without a GPU)
+#   make test-gpu       the CUDA tests only (tests marked cuda: bf16, fused AdamW, compile, NCCL, resume)
 #   make demo           the whole adaptive-training pipeline, small (<= 15 min on 2 CPU cores)
 #   make reproduce      the same pipeline at full size (<= 60 min on 2 CPU cores)
 #   make reproduce-lm   the language-model (context length) pipeline
@@ -19,8 +20,8 @@ TORCH  ?= torch==2.13.0
 DATA   ?= /usr/share/datasets/fashion-mnist
 ARGS   ?=
 
-.PHONY: venv test demo reproduce reproduce-lm reproduce-lm-depth hparams-batch hparams-distill bench clean \
-	reproduce-width reproduce-depth reproduce-joint
+.PHONY: venv test test-gpu demo reproduce reproduce-lm reproduce-lm-depth hparams-batch hparams-distill bench \
+	clean reproduce-width reproduce-depth reproduce-joint
 
 venv: $(VENV)/.installed
 
@@ -33,6 +34,9 @@ $(VENV)/.installed: requirements.txt
 
 test: venv
 	$(PY) -m pytest -q tests
+
+test-gpu: venv
+	$(PY) -m pytest -q -m cuda -rs tests
 
 demo: venv
 	$(PY) reproduce.py --experiment patch --preset demo --data-dir $(DATA) $(ARGS)
@@ -80,6 +84,7 @@ bench: venv $(BENCH_VENV)/.installed
 	$(PY) bench/bench_eval_noise.py
 	$(PY) bench/bench_measure.py
 	$(PY) bench/bench_precision_accuracy.py --threads 1
+	$(PY) bench/bench_images.py all
 
 clean:
 	rm -rf runs .pytest_cache __pycache__ tests/__pycache__

@@ -7,7 +7,10 @@
 Formats (detected from --data-dir): Fashion-MNIST / MNIST IDX files, gzipped or not (Debian/Ubuntu:
 `apt-get install dataset-fashion-mnist` puts them in /usr/share/datasets/fashion-mnist); CIFAR-10 /
 CIFAR-100 python pickle batches; an .npz with x_train, y_train, x_test, y_test (uint8 images [N, H, W],
-[N, H, W, C] or [N, C, H, W], integer labels). Images stay uint8 until a batch is drawn.
+[N, H, W, C] or [N, C, H, W], integer labels); a folder prepared by prepare_images.py (any image folder,
+e.g. ImageNet at 120 px), read memory-mapped through prepared.py, never loaded, with a data order computed row
+by row (feistel_permutation) so that memory does not grow with the dataset. Images stay uint8 until a batch is
+drawn.
 
 Augmentation (the paper: random crops and horizontal flips) runs on a whole batch as tensor ops:
 a random crop with zero padding (2 px below 32 px, i.e. Fashion-MNIST; 4 px from 32 px, i.e. CIFAR)
@@ -32,6 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+import prepared
 from runtime import UserError
 
 
@@ -98,6 +102,8 @@ def load_dataset(data_dir, dataset="auto"):
         raise UserError(f"no data at {p}: `apt-get install dataset-fashion-mnist` (Debian/Ubuntu) or pass "
                         "--data-dir with the four Fashion-MNIST IDX files (train-images-idx3-ubyte.gz, ...), "
                         "CIFAR batches or an .npz")
+    if dataset == "prepared" or (dataset == "auto" and prepared.is_prepared(p)):
+        return prepared.load_prepared(p)               # memory-mapped, never loaded (prepare_images.py)
     if dataset == "auto":
         dataset = "npz" if p.is_file() else "cifar" if any(
             (p / n).exists() for n in ("data_batch_1", "train", "cifar-10-batches-py", "cifar-100-python")) else "idx"
@@ -166,15 +172,47 @@ def permutation(n, seed, epoch):
     return torch.randperm(n, generator=generator("perm", seed, epoch))
 
 
-def batch_indices(n, samples, batch_size, seed):
-    """The next batch of an endless stream of per-epoch permutations; `samples` (examples seen) is the position."""
+def batch_indices(n, samples, batch_size, seed, streamed=False):
+    """The next batch of an endless stream of per-epoch permutations; `samples` (examples seen) is the position.
+    streamed: each permutation is computed row by row (feistel_permutation), never held: memory O(batch), not
+    O(n), for prepared files of any size; otherwise torch.randperm (the in-memory formats' order, as before)."""
     parts = []
     while batch_size > 0:
         epoch, offset = divmod(samples, n)
         take = min(batch_size, n - offset)
-        parts.append(permutation(n, seed, epoch)[offset:offset + take])
+        parts.append(feistel_permutation(n, seed, epoch, offset, take) if streamed
+                     else permutation(n, seed, epoch)[offset:offset + take])
         samples, batch_size = samples + take, batch_size - take
     return torch.cat(parts)
+
+
+def _mix(x, key):
+    """A 64-bit hash (splitmix64's finaliser) of x and a round key, vectorised over a uint64 array."""
+    with np.errstate(over="ignore"):
+        z = (x + np.uint64(key)) * np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+
+def feistel_permutation(n, seed, epoch, start, count, rounds=6):
+    """Rows start..start+count of a permutation of range(n) seeded by (seed, epoch), computed without holding it:
+    a balanced Feistel network on the smallest even number of bits that covers n is a bijection of [0, 2^bits);
+    cycle-walking (apply it again while the value is >= n) restricts it to a bijection of [0, n)."""
+    half = max(1, (max(n - 1, 1).bit_length() + 1) // 2)
+    mask = np.uint64((1 << half) - 1)
+    keys = [key_seed("stream", seed, epoch, r) for r in range(rounds)]
+
+    def once(x):
+        left, right = x >> np.uint64(half), x & mask
+        for k in keys:
+            left, right = right, left ^ (_mix(right, k) & mask)
+        return (left << np.uint64(half)) | right
+
+    x = once(np.arange(start, start + count, dtype=np.uint64))
+    while (out := x >= np.uint64(n)).any():
+        x[out] = once(x[out])
+    return torch.from_numpy(x.astype(np.int64))
 
 
 def eval_sets(train_x, train_y, test_x, test_y, support, query, test_size, device):
@@ -192,28 +230,47 @@ def eval_sets(train_x, train_y, test_x, test_y, support, query, test_size, devic
             "shots": tuple(k for k in (1, 5, 10, 25) if k <= fewest)}
 
 
-def train_subset(n, size, seed=0):
+def train_subset(n, size, seed=0, streamed=False):
     """Indices of a fixed subset of `size` of the n training images (all if fewer), chosen once by `seed` and
     the same for every run: train_error is measured on these, un-augmented, beside test_error."""
-    return torch.randperm(n, generator=generator("train_subset", seed))[:size]
+    return draw(n, size, streamed, "train_subset", seed)
 
 
-def eval_images(train_x, train_y, test_x, test_y, support, query, test_size, train_size, device):
+def draw(n, size, streamed, *key):
+    """The first `size` of a permutation of range(n) seeded by `key`: torch.randperm for the in-memory formats (as
+    before), the streamed Feistel permutation for a prepared file (memory O(size), not O(n))."""
+    if streamed:
+        return feistel_permutation(n, key_seed(*key), 0, 0, min(size, n))
+    return torch.randperm(n, generator=generator(*key))[:size]
+
+
+def eval_images(train_x, train_y, test_x, test_y, support, query, test_size, train_size, device, fewshot=None):
     """Fixed image sets for eval_fewshot.evaluate_all, uint8 on `device` (normalised batch by batch there):
     "support": the k-shot pool (the same `support` training images as eval_sets'), "test": the first
     `test_size` test images, "query": indices into "test" of `query` k-shot query images (None: all of them,
     the usual choice: one feature pass serves both metrics), "train": `train_size` training images
-    (train_subset; None if 0), "shots": the k with at least k pool images in every class."""
-    sup = torch.randperm(len(train_x), generator=generator("support"))[:support]
+    (train_subset; None if 0), "shots": the k with at least k pool images in every class.
+    fewshot=(pool x, pool y, query x, query y), another dataset's (train_vit.py --fewshot-data): the k-shot pool is
+    drawn from its pool and "query_set" holds `query` of its query images (top-1 test_error stays on test_x)."""
+    if fewshot is not None:
+        ev = eval_images(*fewshot, support, query, query, 0, device)
+        ev = {**ev, "query_set": ev["test"] if ev["query"] is None else tuple(t[ev["query"]] for t in ev["test"])}
+        n_test = min(test_size, len(test_x))
+        sub = train_subset(len(train_x), train_size, streamed=not torch.is_tensor(train_x)) if train_size > 0 else None
+        return {**ev, "query": None, "test": (test_x[:n_test].to(device), test_y[:n_test].to(device)),
+                "train": None if sub is None else (train_x[sub].to(device), train_y[sub].to(device))}
+    streamed = not torch.is_tensor(train_x)                       # a prepared file (prepared.Images)
+    sup = draw(len(train_x), support, streamed, "support")
     fewest = int(torch.bincount(train_y[sup], minlength=int(train_y.max()) + 1).min())
     if fewest < 10:
         raise UserError(f"--fewshot-support {support} holds only {fewest} images of some class; "
                         "10-shot needs 10 per class: raise --fewshot-support")
     n_test = min(test_size, len(test_x))
     qry = None if query >= n_test else torch.randperm(n_test, generator=generator("query"))[:query].to(device)
-    sub = train_subset(len(train_x), train_size) if train_size > 0 else None
+    test_x, test_y = test_x[:n_test], test_y[:n_test]                # a prepared file: these rows read once
+    sub = train_subset(len(train_x), train_size, streamed=streamed) if train_size > 0 else None
     return {"support": (train_x[sup].to(device), train_y[sup].to(device)),
-            "test": (test_x[:n_test].to(device), test_y[:n_test].to(device)), "query": qry,
+            "test": (test_x.to(device), test_y.to(device)), "query": qry,
             "train": None if sub is None else (train_x[sub].to(device), train_y[sub].to(device)),
             "shots": tuple(k for k in (1, 5, 10, 25) if k <= fewest)}
 

@@ -164,6 +164,8 @@ def evaluate_all(model, patch, ev, shots=(10,), draws=50, reg=1e-2, batch_size=5
     test_y = ev["test"][1].cpu()
     query = ev.get("query")
     query, query_y = (test, test_y) if query is None else (test[query.cpu()], test_y[query.cpu()])
+    if ev.get("query_set") is not None:               # another dataset's query images (train_vit --fewshot-data)
+        query, query_y = feature_pass(model, patch, ev["query_set"][0], batch_size, amp)[0], ev["query_set"][1].cpu()
     out = {}
     for k in shots:
         errors = draw_errors(support, ev["support"][1], query, query_y, k, range(draws), reg)
@@ -270,8 +272,13 @@ def main(cfg):
     train_x, train_y, test_x, test_y = load_dataset(cfg.data_dir)
     if not isinstance(patch, int) or train_x.shape[-1] % patch:
         raise UserError(f"--patch {patch} does not divide the images' side {train_x.shape[-1]}")
+    if not torch.is_tensor(train_x) and not cfg.pool_size:       # a prepared folder: read memory-mapped
+        raise UserError(f"{cfg.data_dir}: a prepared train split of {len(train_x)} images; pass --pool-size "
+                        "(e.g. 50000) to draw the shots from its first images (a uniform sample)")
     if cfg.pool_size:
         train_x, train_y = train_x[:cfg.pool_size], train_y[:cfg.pool_size]
+    if not torch.is_tensor(test_x):
+        test_x, test_y = test_x[:cfg.query_size or len(test_x)], test_y[:cfg.query_size or len(test_x)]
     if cfg.query_size:
         test_x, test_y = test_x[:cfg.query_size], test_y[:cfg.query_size]
     norm = normalize

@@ -64,9 +64,10 @@ class Config:
     """What the schedule changes: ViT patch size, LM context length, batch size, objective (supervised ->
     distillation), ViT width or depth, patch and width at once (joint, App. D), or LM depth (lm-depth: grown by
     expand.py, on code)."""
-    preset: Literal["demo", "full", "smoke", "long"] = "demo"
+    preset: Literal["demo", "full", "smoke", "long", "paper"] = "demo"
     """Size: demo (minutes), full (the paper's comparison at CPU scale), smoke (checks the plumbing, no claim),
-    long (context only: contexts up to 512 bytes, a wider model, hours)."""
+    long (context only: contexts up to 512 bytes, a wider model, hours), paper (patch only: the paper's V256-6 at
+    120 px on ImageNet, for a GPU; README "A GPU recipe")."""
     seeds: tuple[int, ...] = (0,)
     """Seeds: every static and scheduled run once per seed; the laws pool the static runs of all seeds."""
     flops: float | None = None
@@ -83,6 +84,12 @@ class Config:
     """CPU threads per run; default: the cores divided by --jobs (a teacher gets all cores)."""
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     """Passed to the trainers' --precision."""
+    fewshot_data: str | None = None
+    """A folder prepared by prepare_images.py for the 10-shot support pool and queries (the paper: ImageNet-1k while
+    training on ImageNet-21k); passed to train_vit.py --fewshot-data."""
+    plan: bool = False
+    """Print what every run and the whole sweep will cost (FLOPs, steps, time from a few timed steps and one
+    evaluation per shape on this device, peak memory) and exit: trains nothing, writes nothing (planner.py)."""
     cost: Literal["flops", "wall"] = "flops"
     """What the laws and the schedule minimise, and the headline savings: FLOPs (the paper), or training seconds
     on this machine (App. F); the comparison shows both either way."""
@@ -226,9 +233,11 @@ def common_flags(cfg: Config, p: dict) -> list[str]:
                 "--data", p["data"], "--warmup", str(p.get("warmup", 100)),      # 100: train_lm.py's default
                 *(["--vocab-size", str(p["vocab_size"])] if p.get("vocab_size") else []),
                 *(["--rewarm", str(p["rewarm"])] if p.get("rewarm") else [])]
-    return ["--data-dir", cfg.data_dir, "--fewshot-support", str(p["fewshot_support"]), "--fewshot-query",
-            str(p["fewshot_query"]), "--test-size", str(p["test_size"]), "--warmup", str(p["warmup"]),
-            *(["--image-size", str(p["image_size"])] if p.get("image_size") else [])]
+    flags = ["--data-dir", cfg.data_dir, "--fewshot-support", str(p["fewshot_support"]), "--fewshot-query",
+             str(p["fewshot_query"]), "--test-size", str(p["test_size"]), "--warmup", str(p["warmup"]),
+             *(["--image-size", str(p["image_size"])] if p.get("image_size") else [])]
+    flags += [f for k in ("base_patch", "posemb_grid") if k in p for f in (f"--{k.replace('_', '-')}", str(p[k]))]
+    return flags + (["--fewshot-data", cfg.fewshot_data] if cfg.fewshot_data else [])
 
 
 def static_shapes(e: str, p: dict, teacher: str) -> list[tuple[str, list[str], float]]:
@@ -581,7 +590,11 @@ def main(cfg: Config) -> bool:
     threads = cfg.threads or max(1, (os.cpu_count() or 2) // cfg.jobs)
     if p.get("teacher") and not Path(p["teacher"]).is_file():
         raise UserError(f"--set teacher={p['teacher']}: no such checkpoint (a train_vit.py ckpt.pt)")
+    check_data(cfg, p)
     static, sched = plan(cfg, p, root, seeds, threads)
+    if cfg.plan:                                         # the cost, measured; nothing trained, nothing written
+        plan_sweep(cfg, p, static, sched)
+        return True
     open_manifest(root, dict(version=1, experiment=cfg.experiment, preset=cfg.preset, seeds=list(seeds),
                              budget=p["flops"], precision=cfg.precision, cost=cfg.cost, params=p,
                              command=command(cfg, p, seeds),
@@ -600,6 +613,54 @@ def main(cfg: Config) -> bool:
     say(verdict)
     say(f"== done in {(time.time() - t0) / 60:.1f} min: {root / 'report.md'}")
     return ok
+
+
+def check_data(cfg: Config, p: dict) -> None:
+    """A prepared --data-dir (prepare_images.py): every patch size of the preset divides its resolution."""
+    import prepared
+    if cfg.experiment == "context" or not prepared.is_prepared(cfg.data_dir):
+        return
+    meta = prepared.read_meta(cfg.data_dir, "train")
+    patches = list(p.get("patches", ())) + [p[k] for k in ("patch", "teacher_patch") if k in p]
+    if bad := [q for q in patches if meta["resolution"] % q]:
+        raise UserError(f"{prepared.paths(cfg.data_dir, 'train')[2]}: resolution {meta['resolution']} is not divisible "
+                        f"by the preset's patch size(s) {' '.join(map(str, bad))}; prepare the data at a resolution "
+                        f"they all divide (e.g. 120) or --set patches=...")
+
+
+def plan_sweep(cfg: Config, p: dict, static: list[Job], sched: list[Job]) -> None:
+    """reproduce.py --plan: each distinct static run timed once in this process (the trainer's own plan, at its
+    --threads), seeds sharing it; the scheduled runs, whose schedule the laws decide, between the cheapest and the
+    dearest static shape per FLOP. Sums are run-seconds; with --jobs runs at a time the wall is about sum / jobs."""
+    import importlib
+    script = TRAINER.get(cfg.experiment, "train_vit.py")
+    t = time.perf_counter()                                # a run's own start: interpreter and imports
+    subprocess.run([sys.executable, "-c", f"import {script[:-3]}"], check=True)
+    start, plans, total = time.perf_counter() - t, {}, 0.0
+    trainer = importlib.import_module(script[:-3])
+    for job in static:
+        flags = job.cmd[2:]
+        key = json.dumps([f for i, f in enumerate(flags) if flags[i - 1] not in ("--seed", "--out-dir")])
+        teacher = "--teacher" in flags and not Path(flags[flags.index("--teacher") + 1]).exists()
+        if teacher:
+            say(f"plan {job.name}: {job.budget:.3g} FLOPs; its time is measured once the teacher exists (run the "
+                "pipeline's teacher first, or --set teacher=CKPT)")
+            continue
+        if key not in plans:
+            plans[key] = trainer.plan(runtime.parse(trainer.Config, script, [*flags, "--plan"]), name=job.name)
+        else:
+            say(f"plan {job.name}: as {plans[key]['run']} (another seed)")
+        total += plans[key]["total_s"] - plans[key]["setup_s"] + start
+    per_flop = [(q["train_s"] + q["eval_s"]) / q["flops"] for q in plans.values()] or [0.0]
+    lo = sum(min(per_flop) * j.budget + start for j in sched)
+    hi = sum(max(per_flop) * j.budget + start for j in sched)
+    say(f"sweep: {len(static)} static runs {hours(total)}; {len(sched)} scheduled runs {hours(lo)} to {hours(hi)} "
+        f"(their schedule is fitted from the static runs); all: {hours(total + lo)} to {hours(total + hi)} "
+        f"run-time, about {hours((total + lo) / cfg.jobs)} to {hours((total + hi) / cfg.jobs)} at --jobs {cfg.jobs}")
+
+
+def hours(seconds: float) -> str:
+    return f"{seconds / 3600:.2f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min"
 
 
 def steps(cfg: Config, p: dict, root: Path, static: list[Job], sched: list[Job], bar: Bar) -> None:

@@ -43,6 +43,7 @@ Output in --out-dir (default runs/<data>-<model>-<shape>):
              order, crops, flips, patch sizes, new weights) is seeded by (seed, epoch or step).
 """
 import dataclasses
+import json
 import math
 import sys
 import time
@@ -58,22 +59,25 @@ import distill
 import eval_fewshot
 import expand
 import flexivit
+import planner
+import prepared
 import runtime
 from data import augment, batch_indices, eval_images, generator, key_seed, load_dataset, normalize, resize_images
 from runtime import UserError
 from stages import stage_eval_points, log_config, plan_shapes, schedule_hash, stage_in_force
 
 DEFAULT_DATA = "/usr/share/datasets/fashion-mnist"
-RESUME_KEYS = ("dataset", "model", "patch", "random", "patch_sizes", "batch_size", "seed", "flip", "switch_on",
-               "objective", "temperature", "head_dim")
+RESUME_KEYS = ("dataset", "model", "patch", "base_patch", "posemb_grid", "fewshot_data", "random", "patch_sizes",
+               "batch_size", "seed", "flip", "switch_on", "objective", "temperature", "head_dim")
 
 
 @dataclass
 class Config:
     """Train a FlexiViT at a fixed, random (FlexiViT) or scheduled shape; log compute and error (paper Sec. 3, 4, 6)."""
     data_dir: str = DEFAULT_DATA
-    """Fashion-MNIST IDX files (gz or not), CIFAR-10/100 python batches, or an .npz file"""
-    dataset: Literal["auto", "idx", "cifar", "npz"] = "auto"
+    """Fashion-MNIST IDX files (gz or not), CIFAR-10/100 python batches, an .npz file, or a folder prepared by
+    prepare_images.py (read memory-mapped: any size)"""
+    dataset: Literal["auto", "idx", "cifar", "npz", "prepared"] = "auto"
     """format of --data-dir (auto: detected from the files)"""
     image_size: int = 0
     """resize every image (train and evaluation) once, at load, to this side in pixels (bilinear, antialiased),
@@ -83,6 +87,10 @@ class Config:
     """model size V{width}-{depth} (flexivit.SIZES or any other); a schedule's first stage may set width/depth"""
     patch: int | None = None
     """fixed patch size; None: image side // 4 (7 for 28-pixel images)"""
+    base_patch: int = 7
+    """FlexiViT's underlying patch-embedding size, PI-resized to every patch (the paper, Table 1: 12)"""
+    posemb_grid: int = 7
+    """FlexiViT's underlying position-embedding grid, resized bilinearly (the paper, Table 1: 8)"""
     random: bool = False
     """FlexiViT baseline: draw the patch uniformly from --patch-sizes every step; evaluate at the smallest (Fig. 7)"""
     patch_sizes: tuple[int, ...] = ()
@@ -129,6 +137,9 @@ class Config:
     """random horizontal flips (random crops are always on)"""
     evals: int = 20
     """evaluations log-spaced in compute from 1% of the budget to the end (plus one at the end)"""
+    fewshot_data: str | None = None
+    """a folder prepared by prepare_images.py whose train split is the k-shot support pool and whose val split the
+    query set (the paper: train on ImageNet-21k, 10-shot on ImageNet-1k); None: --data-dir's own"""
     fewshot_support: int = 2000
     """fixed subset of the training set the k-shot examples are drawn from (>= 10 per class: ~5000 for CIFAR-100)"""
     fewshot_query: int = 10000
@@ -162,6 +173,11 @@ class Config:
     """tqdm progress bar on a terminal (--no-progress: none)"""
     stop_after_steps: int | None = None
     """(debug) quit after this global step as if killed: no final evaluation or checkpoint"""
+    plan: bool = False
+    """print what the run will cost (FLOPs, steps, examples, time from a few timed steps and one evaluation on this
+    device at this precision, peak memory) and exit: trains nothing, writes nothing (planner.py)"""
+    plan_steps: int = 5
+    """--plan: timed steps per shape (after 2 untimed ones)"""
 
 
 # ----------------------------------------------------------------------------- training
@@ -232,9 +248,25 @@ def check_flags(cfg):
                      ("head_dim", cfg.head_dim is None or cfg.head_dim > 0), ("image_size", 0 <= cfg.image_size <= 4096),
                      ("threads", cfg.threads is None or cfg.threads > 0), ("ckpt_every", cfg.ckpt_every >= 0),
                      ("ckpt_minutes", cfg.ckpt_minutes > 0), ("patch", cfg.patch is None or cfg.patch > 0),
-                     ("stop_after_steps", cfg.stop_after_steps is None or cfg.stop_after_steps > 0)):
+                     ("stop_after_steps", cfg.stop_after_steps is None or cfg.stop_after_steps > 0),
+                     ("base_patch", cfg.base_patch > 0), ("posemb_grid", cfg.posemb_grid > 0),
+                     ("plan_steps", cfg.plan_steps > 0)):
         if not ok:
             raise UserError(f"--{name.replace('_', '-')} {getattr(cfg, name)} is out of range")
+
+
+def fewshot_sets(cfg, train_x):
+    """--fewshot-data's (support images, labels, query images, labels), checked against the training images; None
+    without it (the k-shot sets then come from --data-dir)."""
+    if cfg.fewshot_data is None:
+        return None
+    if not prepared.is_prepared(cfg.fewshot_data):
+        raise UserError(f"--fewshot-data {cfg.fewshot_data}: not a folder prepared by prepare_images.py (no train.json)")
+    sets = prepared.load_prepared(cfg.fewshot_data)
+    if sets[0].shape[1:] != train_x.shape[1:]:
+        raise UserError(f"--fewshot-data {cfg.fewshot_data}: images {tuple(sets[0].shape[1:])} (C, H, W), the "
+                        f"training images {tuple(train_x.shape[1:])}; prepare both at the same --resolution")
+    return sets
 
 
 def load_checkpoint(path):
@@ -261,6 +293,9 @@ class Run:
         self.precision = runtime.resolve_precision(cfg.precision, self.device)
         self.amp = runtime.autocast(self.device, self.precision)
         self.train_x, self.train_y, test_x, test_y = load_dataset(cfg.data_dir, cfg.dataset)
+        if cfg.image_size and not isinstance(self.train_x, torch.Tensor):   # memory-mapped: never loaded whole
+            raise UserError(f"--image-size {cfg.image_size}: {cfg.data_dir} is prepared at a fixed resolution; "
+                            f"prepare it at the side you want (prepare_images.py --resolution {cfg.image_size})")
         if cfg.image_size:
             self.train_x, test_x = resize_images(self.train_x, cfg.image_size), resize_images(test_x, cfg.image_size)
         self.chans, self.size = self.train_x.shape[1], self.train_x.shape[2]
@@ -268,7 +303,8 @@ class Run:
         torch.manual_seed(cfg.seed)
         try:
             self.template = flexivit.build(cfg.model, image_size=self.size, in_chans=self.chans,
-                                           num_classes=self.num_classes)
+                                           num_classes=self.num_classes, base_patch=cfg.base_patch,
+                                           posemb_grid=cfg.posemb_grid)
         except ValueError as e:                          # a bad --model: flexivit.py is torch-only, no UserError
             raise UserError(f"--model: {e}") from None
         if cfg.head_dim and cfg.head_dim != self.template.head_dim:     # --head-dim: the same model, other heads
@@ -286,8 +322,9 @@ class Run:
         self.ckpts, self.log = runtime.Checkpoints(self.out / "ckpt.pt", self.world.main), runtime.RunLog(
             self.out / "log.jsonl")
         self.shash = schedule_hash(self.sched)
+        self.streamed = isinstance(self.train_x, prepared.Images)    # a prepared file: streamed data order
         self.ev = eval_images(self.train_x, self.train_y, test_x, test_y, cfg.fewshot_support, cfg.fewshot_query,
-                              cfg.test_size, cfg.train_size, self.device)
+                              cfg.test_size, cfg.train_size, self.device, fewshot_sets(cfg, self.train_x))
         self.data_sizes = {"train": len(self.train_x), "test": len(test_x), "image_size": self.size}
         self.state, self.saved_at = State(world_size=self.world.size), time.time()
 
@@ -393,10 +430,11 @@ def train_step(run, fwd, shape, patch):
     cfg, state = run.cfg, run.state
     bs = shape["batch_size"]
     lo, hi = run.world.shard(bs)                            # this process's rows of the global batch
-    idx = batch_indices(len(run.train_x), state.samples, bs, cfg.seed)[lo:hi].to(run.device)
-    x = normalize(augment(run.train_x[idx], generator("augment", cfg.seed, state.step), cfg.flip, rows=(lo, bs)))
+    idx = batch_indices(len(run.train_x), state.samples, bs, cfg.seed, run.streamed)[lo:hi].to(run.device)
+    x = run.train_x[idx].to(run.device, non_blocking=True)   # a prepared file: only these rows are read
+    x = normalize(augment(x, generator("augment", cfg.seed, state.step), cfg.flip, rows=(lo, bs)))
     with run.amp:
-        loss = distill.train_loss(shape["objective"], fwd(x, patch), x, run.train_y[idx], run.teacher,
+        loss = distill.train_loss(shape["objective"], fwd(x, patch), x, run.train_y[idx].to(run.device), run.teacher,
                                   cfg.temperature, cfg.label_smoothing)
     run.opt.zero_grad(set_to_none=True)
     loss.backward()                                         # DDP: gradients averaged over the processes
@@ -424,9 +462,65 @@ def evaluate_and_log(run, shape, lr):
     return metrics["fewshot10_error"]
 
 
+# ----------------------------------------------------------------------------- --plan (planner.py)
+
+def time_shape(run, shape, patches):
+    """(seconds per step, seconds per evaluation, seconds per checkpoint) of one stage's shape, measured on a fresh
+    model of its width and depth (the data position advances: a prepared file is read as in training)."""
+    cfg, t = run.cfg, run.template
+    run.model = flexivit.FlexiViT(**{**t.model_args(), "width": shape["width"], "depth": shape["depth"],
+                                     "heads": shape["width"] // t.head_dim}).to(run.device).train()
+    run.opt, run.state = make_optimizer(run.model, cfg, run.device), State()
+    fwd, drawn = wrap(run), iter(patches * (cfg.plan_steps + 2))
+
+    def step():
+        train_step(run, fwd, shape, next(drawn))
+        run.state.step, run.state.samples = run.state.step + 1, run.state.samples + shape["batch_size"]
+    step_s = planner.time_calls(step, run.device, cfg.plan_steps)
+    eval_s = planner.time_once(lambda: evaluate(run.model, shape["patch"], run.ev, cfg, run.amp), run.device)
+    return step_s, eval_s, planner.save_seconds(run.model, run.opt, run.device)
+
+
+def plan(cfg, name=None):
+    """What this run will cost (planner.py): per stage its steps, examples, FLOPs and timed seconds; trains nothing,
+    writes nothing. Returns the plan (a dict) after printing it."""
+    t0 = time.perf_counter()
+    run = Run(cfg)
+    setup = planner.process_seconds() if name is None else None    # a run of its own: from the process start
+    setup = time.perf_counter() - t0 if setup is None else setup
+    planner.reset_peak(run.device)
+    sched_stages = run.sched.stages if run.sched and not run.sched.random else None
+    stages, timed, saves_s = [], {}, 0.0
+    for k, shape in enumerate(run.stages):
+        patches = run.patches or [shape["patch"]]
+        key = json.dumps({**shape, "patches": patches}, sort_keys=True)
+        if key not in timed:
+            timed[key] = time_shape(run, shape, patches)
+        macs = sum(run.model.macs(p) for p in patches) / len(patches)     # a random draw: the mean patch
+        stages.append({"shape": log_config(shape, run.patches, run.distilling), "timed": timed[key],
+                       "flops_start": sched_stages[k].flops_start if sched_stages else 0.0,
+                       "step_flops": distill.step_flops(macs, shape["batch_size"], shape["objective"], run.teacher)})
+    steps = planner.split_steps(run.budget, run.unit, stages)
+    evals = planner.evals_per_stage(runtime.eval_points(run.budget, cfg.evals, integer=run.unit == "steps"),
+                                    run.unit, stages, steps)
+    rows = [{"shape": " ".join(f"{k}={v}" for k, v in s["shape"].items()), "steps": n,
+             "units": n * run.stages[i]["batch_size"], "flops": n * s["step_flops"], "step_s": s["timed"][0],
+             "evals": e, "eval_s": s["timed"][1]} for i, (s, n, e) in enumerate(zip(stages, steps, evals))]
+    saves_s = max(t[2] for t in timed.values())
+    out = planner.summarise(name or str(run.out), rows, setup, 0, saves_s, planner.peak_memory(run.device))
+    n_saves = out["evals"] + (out["steps"] // cfg.ckpt_every if cfg.ckpt_every else 0) + int(
+        out["total_s"] // (60 * cfg.ckpt_minutes))
+    out = planner.summarise(out["run"], rows, setup, n_saves, saves_s, out["peak_bytes"])
+    print(planner.show(out, run.device, run.precision))
+    return out
+
+
 # ----------------------------------------------------------------------------- main
 
 def main(cfg):
+    if cfg.plan:                                         # the cost, measured; nothing trained, nothing written
+        plan(cfg)
+        return
     # Set up: flags, device, precision, data, the shape of every stage, the output folder.
     run = Run(cfg)
     run.restore()                                        # from ckpt.pt, or a new model
