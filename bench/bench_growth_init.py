@@ -39,6 +39,7 @@ import expand  # noqa: E402
 import flexivit  # noqa: E402
 from data import UserError, load_dataset  # noqa: E402
 from runtime import write_json  # noqa: E402
+from bench_growth import test_error, to_float  # noqa: E402  (the same measure as the one-growth benchmark)
 
 
 @dataclass
@@ -85,17 +86,6 @@ class Config:
     """pre-growth checkpoints (one per seed)"""
 
 
-def to_float(x):
-    return x.float() / 127.5 - 1.0
-
-
-@torch.no_grad()
-def test_error(model, patch, x, y):
-    model.eval()
-    wrong = sum((model(to_float(x[i:i + 500]), patch).argmax(1) != y[i:i + 500]).sum().item()
-                for i in range(0, len(x), 500))
-    model.train()
-    return wrong / len(x)
 
 
 def make_opt(model, cfg):

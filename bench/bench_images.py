@@ -195,7 +195,7 @@ def planner_vs_real(target=120.0):
     record("planner", {"flops": flops, "plan": text, "planned_s": t["time"], "real_s": real,
                        "error": t["time"] / real - 1, "planned_train_s": t["training"], "real_train_s": log[-1]["wall"],
                        "train_error": t["training"] / log[-1]["wall"] - 1, "load_average": os.getloadavg(),
-                       "conditions": "plan then run back to back, both nice -n 15, 1 thread, on the shared 2-core machine"})
+                       "conditions": f"plan then run back to back, 1 thread, nice {os.nice(0)}, on {os.cpu_count()} cores"})
 
 
 def parse_seconds(text):
