@@ -67,8 +67,8 @@ from runtime import UserError
 from stages import stage_eval_points, log_config, plan_shapes, schedule_hash, stage_in_force
 
 DEFAULT_DATA = "/usr/share/datasets/fashion-mnist"
-RESUME_KEYS = ("dataset", "model", "patch", "base_patch", "posemb_grid", "fewshot_data", "random", "patch_sizes",
-               "batch_size", "seed", "flip", "switch_on", "objective", "temperature", "head_dim")
+RESUME_KEYS = ("dataset", "image_size", "model", "patch", "base_patch", "posemb_grid", "fewshot_data", "random",
+               "patch_sizes", "batch_size", "seed", "flip", "switch_on", "objective", "temperature", "head_dim")
 
 
 @dataclass

@@ -271,6 +271,8 @@ def test_image_size_resizes_train_and_evaluation_images(npz, tmp_path):
     macs = flexivit.build("V32-2", image_size=12).macs(6)
     assert recs[-1]["flops"] == 6 * macs * 32 * 6
     assert header["data"]["image_size"] == 12
+    with pytest.raises(train_vit.UserError, match="image_size"):            # a resume at another side is refused
+        train_vit.main(tiny(npz, tmp_path / "r", image_size=8, patch=4, steps=8, resume=True))
     from data import resize_images
     x = torch.full((3, 1, 28, 28), 200, dtype=torch.uint8)
     assert resize_images(x, 24).shape == (3, 1, 24, 24) and (resize_images(x, 24) == 200).all()
