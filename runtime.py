@@ -171,6 +171,17 @@ def eval_points(budget, evals, first=0.01, integer=False):
     return np.unique(np.ceil(points)) if integer else points
 
 
+def stage_eval_points(sched, budget, switch_on, per_stage=(0.25, 0.5, 0.75)):
+    """Extra evaluation points inside each later stage of a FLOPs schedule: its start + 1/4, 1/2, 3/4 of its span.
+    The log-spaced points thin out late, and compare.py reads a stage only from 3 evaluations on; a switch at
+    half the budget would leave its last stage two (measured: every law run of the 3-seed demo). Both trainers
+    use it."""
+    if sched is None or sched.random or switch_on != "flops":
+        return []
+    starts = [s.flops_start for s in sched.stages if 0 < s.flops_start < budget] + [budget]
+    return [a + f * (b - a) for a, b in zip(starts, starts[1:]) for f in per_stage]
+
+
 def check_budget(steps, flops):
     """Exactly one of --steps / --flops, positive and finite: -> (budget, "steps" | "flops")."""
     if (steps is None) == (flops is None):

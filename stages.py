@@ -87,16 +87,6 @@ def schedule_hash(sched):
     return hashlib.sha256(json.dumps([sched.kind, stages], sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def stage_eval_points(sched, budget, switch_on, per_stage=(0.25, 0.5, 0.75)):
-    """Extra evaluation points inside each later stage of a FLOPs schedule: its start + 1/4, 1/2, 3/4 of its span.
-    The log-spaced points thin out late, and compare.py reads a stage only from 3 evaluations on; a switch at
-    half the budget would leave its last stage two (measured: every law run of the 3-seed demo)."""
-    if sched is None or sched.random or switch_on != "flops":
-        return []
-    starts = [s.flops_start for s in sched.stages if 0 < s.flops_start < budget] + [budget]
-    return [a + f * (b - a) for a, b in zip(starts, starts[1:]) for f in per_stage]
-
-
 def stage_in_force(sched, current, flops, error, switch_on):
     """Index of the stage to train in now (never an earlier one: a grown model cannot shrink)."""
     if sched is None or sched.random or (switch_on == "error" and error is None):

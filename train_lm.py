@@ -397,6 +397,15 @@ def load_checkpoint(path, device):
 
 # ----------------------------------------------------------------------------- the loop's parts
 
+def eval_points(run):
+    """Log-spaced from --eval-from to the budget; a FLOPs schedule adds 1/4, 1/2 and 3/4 of each later stage,
+    since compare.py reads a stage from 3 evaluations on (the ViT trainer does the same)."""
+    cfg, points = run.cfg, runtime.eval_points(run.budget, run.cfg.evals, run.cfg.eval_from)
+    if run.unit != "flops":
+        return points
+    return np.array(sorted({*points, *runtime.stage_eval_points(run.schedule, run.budget, cfg.switch_on)}))
+
+
 def stage_now(run):
     """The stage to train in at this step: random (FlexiViT-style baseline), or by cumulative FLOPs (Eq. 2's
     switch points, computed by schedule.py); never an earlier stage."""
@@ -484,7 +493,7 @@ def plan(cfg, name=None):
         stages = [{**stages[-1], "shape": "random over " + " ".join(str(st["context"]) for st in stages),
                    "step_flops": mean("step_flops"), "timed": (mean_t(stages, 0), mean_t(stages, 1))}]
     steps = planner.split_steps(run.budget, run.unit, stages)
-    evals = planner.evals_per_stage(runtime.eval_points(run.budget, cfg.evals, cfg.eval_from), run.unit, stages, steps)
+    evals = planner.evals_per_stage(eval_points(run), run.unit, stages, steps)
     rows = [{"shape": st["shape"], "steps": n, "units": n * st["step_flops"] / (6 * run.model.macs_per_token(
         st["context"])), "flops": n * st["step_flops"], "step_s": st["timed"][0], "evals": e, "eval_s": st["timed"][1]}
             for st, n, e in zip(stages, steps, evals)]
@@ -529,7 +538,7 @@ def main(cfg: Config):
         if resuming and run.was_precision != run.precision:         # the log records a precision change
             run.log.append({"type": "note", "step": state.step, "precision": run.precision,
                             "was": run.was_precision})
-    points = runtime.eval_points(run.budget, cfg.evals, cfg.eval_from)
+    points = eval_points(run)
     next_eval = int(np.searchsorted(points, run.progress(), side="right"))   # points passed are done
     peak = peak_flops(run.device) if world.main else 1.0
     bar = tqdm(total=run.budget, initial=run.progress(), unit="FLOP" if run.unit == "flops" else "step",

@@ -64,7 +64,7 @@ import prepared
 import runtime
 from data import augment, batch_indices, eval_images, generator, key_seed, load_dataset, normalize, resize_images
 from runtime import UserError
-from stages import stage_eval_points, log_config, plan_shapes, schedule_hash, stage_in_force
+from stages import log_config, plan_shapes, schedule_hash, stage_in_force
 
 DEFAULT_DATA = "/usr/share/datasets/fashion-mnist"
 RESUME_KEYS = ("dataset", "image_size", "model", "patch", "base_patch", "posemb_grid", "fewshot_data", "random",
@@ -533,7 +533,7 @@ def main(cfg):
         + (f" x {run.world.size} processes" if run.world.size > 1 else ""))
     points = runtime.eval_points(run.budget, cfg.evals, integer=run.unit == "steps")
     if run.unit == "flops":                       # and 3 inside each later stage of a schedule
-        points = sorted({*points, *stage_eval_points(run.sched, run.budget, cfg.switch_on)})
+        points = sorted({*points, *runtime.stage_eval_points(run.sched, run.budget, cfg.switch_on)})
     due = next((p for p in points if p > run.progress()), math.inf)
     fwd, shape = wrap(run), run.stages[state.stage]
     bar = tqdm(total=run.budget, initial=run.progress(), disable=None if cfg.progress and run.world.main else True,
