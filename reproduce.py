@@ -153,8 +153,9 @@ def resolve(cfg: Config) -> dict:
 def check_grid(e: str, p: dict) -> None:
     """A growth grid (width, depth, joint) that a grown model can follow, checked before any training: at least
     two distinct values per axis (one value: nothing to schedule), widths multiples of the head size (expand.py
-    keeps it fixed), depths whole blocks."""
-    axes = {"width": ("widths",), "depth": ("depths",), "joint": ("patches", "widths")}.get(e, ())
+    keeps it fixed), depths whole blocks (the ViT's and the LM's)."""
+    axes = {"width": ("widths",), "depth": ("depths",), "lm-depth": ("depths",),
+            "joint": ("patches", "widths")}.get(e, ())
     for key in axes:
         values = p[key]
         if len(set(values)) < 2:
@@ -166,20 +167,10 @@ def check_grid(e: str, p: dict) -> None:
         if w % p["head_dim"]:
             raise UserError(f"--experiment {e}: width {w} is not a multiple of the head size {p['head_dim']} "
                             f"(growth keeps the head size; use multiples of {p['head_dim']}, or --set head_dim=...)")
-    for d in p["depths"] if e == "depth" else []:
+    for d in p["depths"] if e in ("depth", "lm-depth") else []:
         if not float(d).is_integer() or d < 1:
-            raise UserError(f"--experiment {e}: depth {d} is not a whole number of blocks >= 1")
-
-
-def check_depths(e: str, p: dict) -> None:
-    """A depth grid grows by whole blocks: whole depths >= 1, at least two, all different (the scheduled run
-    starts at the smallest and can only add blocks)."""
-    if e != "lm-depth" or "depths" not in p:          # the ViT's grids: check_grid
-        return
-    d = p["depths"]
-    if len(d) < 2 or len(set(d)) != len(d) or not all(type(x) is int and x >= 1 for x in d):
-        raise UserError(f"--set depths={','.join(map(str, d))}: give two or more different whole numbers of blocks "
-                        ">= 1, e.g. depths=2,4,6 (a model grows by whole blocks)")
+            raise UserError(f"--experiment {e}: depth {d} is not a whole number of blocks >= 1 (a model grows by "
+                            "whole blocks)")
 
 
 def check_batch(p: dict) -> None:
@@ -583,7 +574,6 @@ def command(cfg: Config, p: dict, seeds) -> str:
 
 def main(cfg: Config) -> bool:
     p, seeds = resolve(cfg), check_seeds(cfg.seeds)
-    check_depths(cfg.experiment, p)
     check_batch(p)
     check_corpus(cfg.experiment, p)                      # before any run: the corpus fits every context
     root = Path(cfg.out_dir or f"runs/{cfg.experiment}-{cfg.preset}")

@@ -89,7 +89,8 @@ def cli(tmp_path, *args):
 @pytest.mark.parametrize("case, says", [
     ("short-corpus", "fewer than the largest context 32 x 128 validation windows"),
     ("token-ids", "token id 300 >= --vocab-size 256"),
-    ("depths-repeat", "grows by whole blocks"), ("depths-one", "grows by whole blocks"),
+    ("depths-repeat", "--experiment lm-depth: depths 2,2 has one value"),
+    ("depths-one", "--experiment lm-depth: depths 3 has one value"), ("depths-twice", "depths 2,4,4 repeats a value"),
     ("depths-half", "whole number"), ("batch-mode", "batch=sometimes"),
 ])
 def test_lm_bad_input_is_one_line_exit_2_before_any_run(tmp_path, case, says):
@@ -100,6 +101,7 @@ def test_lm_bad_input_is_one_line_exit_2_before_any_run(tmp_path, case, says):
     args = {"short-corpus": ["--set", f"data={short}"],
             "token-ids": ["--set", f"data={ids}", "vocab_size=256"],
             "depths-repeat": ["--set", "depths=2,2"], "depths-one": ["--set", "depths=3"],
+            "depths-twice": ["--set", "depths=2,4,4"],
             "depths-half": ["--set", "depths=2,3.5"]}.get(case)
     experiment = ["--experiment", "context", "--set", "batch=sometimes"] if case == "batch-mode" else \
         ["--experiment", "lm-depth", *args]
