@@ -476,3 +476,16 @@ def test_joint_smoke_pipeline_end_to_end(tmp_path):
     assert "## Laws" in (out / "report.md").read_text()
     if len(json.loads((out / "schedule.json").read_text())["stages"]) > 1:
         assert (out / "schedule_width-only.json").exists() and (out / "schedule_patch-only.json").exists()
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_growth_flags_reach_the_trainer_explicitly(keep):
+    """A preset's growth mode is passed as --grow-preserve or --no-grow-preserve, never left to train_vit.py's
+    default, so a change of that default cannot change what a pipeline's scheduled runs do."""
+    import tyro
+    import train_vit
+    p = {**PRESETS["width"]["demo"], "grow_preserve": keep}
+    flags = reproduce.schedule_flags("width", p, "")
+    assert ("--grow-preserve" if keep else "--no-grow-preserve") in flags
+    cfg = tyro.cli(train_vit.Config, args=[*flags, "--flops", "1e9"])
+    assert cfg.grow_preserve is keep and cfg.grow_gamma == p["grow_gamma"] and cfg.head_dim == p["head_dim"]
