@@ -16,8 +16,9 @@ schedule.py --switch-cost charges (the FLOPs lost to the jump, at this scale and
     python bench/bench_growth_init.py --out results/growth-init/growth_init.json     # ~30 min on one core
     python bench/bench_growth_init.py --seeds 0 --variants g0 g1 --flops-before 1e10 --steps-after 20 --test-images 200
 
-Results land in --out after every (seed, variant), and the pre-growth checkpoints in --work-dir: a killed run
-continues where it stopped when started again with the same flags. Training as train_vit.py's (AdamW 0.9/0.999,
+Results land in --out after every (seed, variant), a plot of the curves (Fig. 17's form) beside it at the end, and
+the pre-growth checkpoints in --work-dir: a killed run continues where it stopped when started again with the same
+flags, and a seed whose variants are all in --out is not trained again. Training as train_vit.py's (AdamW 0.9/0.999,
 weight decay 0.01, label smoothing 0.2, clip 1.0, warm-up, constant LR), without augmentation; the error is
 the top-1 test error of the model's own head on --test-images test images.
 """
@@ -210,6 +211,34 @@ def save(cfg, rows):
                          "summary": summarize(cfg, rows)})
 
 
+def plot(cfg, rows, path):
+    """Fig. 17's form: the test error against the FLOPs since the growth, mean over seeds, one line per variant
+    (dashed: re-warmed); the dotted line is the pre-growth error. Written atomically beside --out."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for v in cfg.variants:
+        curves = [np.array(r["curve"], dtype=float) for r in rows if r["variant"] == v]
+        n = min((len(c) for c in curves), default=0)
+        if n:                                            # the seeds share the evaluation steps
+            mean = np.mean([c[:n] for c in curves], axis=0)
+            ax.plot(mean[:, 1], mean[:, 2], "--" if v.endswith("+rw") else "-", label=f"{v} ({len(curves)} seeds)")
+    before = float(np.mean([r["error_before"] for r in rows])) if rows else None
+    if before is not None:
+        ax.axhline(before, color="k", ls=":", lw=1, label="before growth")
+        ax.set_ylim(top=min(ax.get_ylim()[1], before + 0.12))     # the first steps of gamma 1.5 leave the page
+    ax.set_xlabel("FLOPs after the growth")
+    ax.set_ylabel(f"test error ({cfg.test_images} images), mean over seeds")
+    ax.set_title(f"{cfg.model} -> width {cfg.new_width}, patch {cfg.patch}: how to initialise the growth (Fig. 17)")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp, dpi=110)
+    os.replace(tmp, path)
+    plt.close(fig)
+
+
 def main(cfg):
     torch.set_num_threads(cfg.threads)
     tx, ty, vx, vy = load_dataset(cfg.data_dir)
@@ -221,6 +250,8 @@ def main(cfg):
     done = {(r["seed"], r["variant"]) for r in rows}
     for seed in cfg.seeds:
         cfg.seed_now = seed
+        if all((seed, v) in done for v in cfg.variants):     # nothing left to train: no pre-growth run either
+            continue
         model, opt, n, errors = pretrained(cfg, seed, data, test)
         err0 = float(np.mean(errors))
         print(f"seed {seed}: {cfg.model} patch {cfg.patch}, {n} steps, pre-growth error {err0:.4f} "
@@ -235,6 +266,7 @@ def main(cfg):
                   + f"  error {cfg.later:.0e} FLOPs later {r['error_at_later']}", flush=True)
             save(cfg, rows)
     save(cfg, rows)
+    plot(cfg, rows, os.path.splitext(cfg.out)[0] + ".png")
     for v, s in summarize(cfg, rows).items():
         f = lambda d, k=1.0: "—" if d["mean"] is None else (f"{d['mean'] * k:.4g}" + (
             f" [{d['ci95'][0] * k:.4g}, {d['ci95'][1] * k:.4g}]" if d["ci95"] else ""))
