@@ -67,7 +67,8 @@ PRESETS = {
     },
     "batch": {     # the LR of batch B is lr x lr_scaling(B / smallest B), the scheduled run's too
         "full": dict(HP, batch_sizes=(32, 256), lr_scaling="sqrt", flops=3e13),
-        "demo": dict(HP, batch_sizes=(32, 256), lr_scaling="none", flops=3e12, evals=12),
+        # demo: 50 warm-up steps (200 at batch 256 were a third of its 3e12 FLOPs, leaving fit_laws.py 3 points)
+        "demo": dict(HP, batch_sizes=(32, 256), lr_scaling="none", flops=3e12, evals=16, warmup=50),
         "smoke": dict(HP, batch_sizes=(32, 128), lr_scaling="none", flops=4e10, evals=10, fewshot_query=300,
                       test_size=500, warmup=10),
     },
@@ -75,7 +76,7 @@ PRESETS = {
         "full": dict(HP, flops=1e13, teacher="", teacher_model="V96-4", teacher_patch=7, teacher_flops=4e13,
                      temperature=2.0),
         "demo": dict(HP, flops=2e12, teacher="", teacher_model="V96-4", teacher_patch=7, teacher_flops=8e12,
-                     temperature=2.0, evals=12),
+                     temperature=2.0, evals=16, warmup=50),        # 50 warm-up steps: as the batch demo
         "smoke": dict(HP, batch_size=32, flops=4e10, teacher="", teacher_model="V96-4", teacher_patch=7,
                       teacher_flops=5e10, temperature=2.0, evals=10, fewshot_query=300, test_size=500, warmup=10),
     },

@@ -489,3 +489,41 @@ def test_growth_flags_reach_the_trainer_explicitly(keep):
     assert ("--grow-preserve" if keep else "--no-grow-preserve") in flags
     cfg = tyro.cli(train_vit.Config, args=[*flags, "--flops", "1e9"])
     assert cfg.grow_preserve is keep and cfg.grow_gamma == p["grow_gamma"] and cfg.head_dim == p["head_dim"]
+
+
+def static_step_flops(e: str, p: dict) -> list[float]:
+    """The FLOPs of one training step of each static run of a ViT preset (6 x block MACs x batch; + the
+    teacher's forward when distilling), as train_vit.py counts them."""
+    import flexivit
+    macs = lambda name, patch: flexivit.build(name, image_size=p.get("image_size") or 28, in_chans=1,
+                                              num_classes=10).macs(patch)
+    bs = p["batch_size"]
+    if e == "patch":
+        return [6 * macs(p["model"], q) * bs for q in p["patches"]]
+    if e == "batch":
+        return [6 * macs(p["model"], p["patch"]) * b for b in p["batch_sizes"]]
+    if e == "distill":
+        s = macs(p["model"], p["patch"])
+        return [6 * s * bs, (6 * s + 2 * macs(p["teacher_model"], p["teacher_patch"])) * bs]
+    if e == "width":
+        grid = [(p["patch"], f"V{w}-{p['depth']}") for w in p["widths"]]
+    elif e == "depth":
+        grid = [(p["patch"], f"V{p['width']}-{d}") for d in p["depths"]]
+    else:
+        grid = [(q, f"V{w}-{p['depth']}") for q in p["patches"] for w in p["widths"]]
+    return [6 * macs(m, q) * bs for q, m in grid]
+
+
+@pytest.mark.parametrize("e, size", [(e, s) for e in ("patch", "batch", "distill", "width", "depth", "joint")
+                                     for s in ("demo", "full") if s in PRESETS[e]])
+def test_a_preset_leaves_two_laws_their_points_past_the_warmup(e, size):
+    """fit_laws.py drops the evaluations before the end of warm-up and fits a law from 5 points on; a preset whose
+    warm-up eats its budget fails only after the whole static sweep (the batch and distill demos did, with 200
+    warm-up steps: batch 256 kept 3 points, the distilled run 2). At least two shapes must keep 5."""
+    import runtime
+    p = PRESETS[e][size]
+    points = runtime.eval_points(p["flops"], p["evals"])
+    kept = [int(sum(x >= p["warmup"] * step for x in points)) for step in static_step_flops(e, p)]
+    assert sum(k >= 5 for k in kept) >= 2, kept
+    if e in ("batch", "distill"):                       # two shapes: both are needed
+        assert min(kept) >= 5, kept
