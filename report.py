@@ -324,6 +324,14 @@ def no_cross(sched: dict, budget) -> str:
             "runs")
 
 
+def too_few_laws(root: Path) -> str | None:
+    """The verdict when schedule.py left fewer than two laws (its error line in schedule.txt), else None."""
+    log = root / "schedule.txt"
+    why = [ln.split("error: ", 1)[-1] for ln in (log.read_text().splitlines() if log.exists() else [])
+           if "left after leaving out" in ln]
+    return f"== verdict: {why[-1].split(': ', 1)[-1]}: FAIL" if why else None
+
+
 def lm_section(man: dict, tuned: dict | None) -> list[str]:
     """Language-model pipelines: attention's share of a token's block FLOPs at each context (2 T d of
     d (4 d + 3 h) + 2 T d a layer, lm.macs_per_token), and the tokens a step tuned per context (App. B.5)."""
@@ -353,8 +361,10 @@ def write_report(root: Path) -> tuple[bool, str]:
                                                        "comparison.json"))
     man = man or {}
     params = man.get("params", {})
+    few = None if sched else too_few_laws(root)
     ok, line = (False, no_cross(sched, man.get("budget"))) if sched and len(sched["stages"]) < 2 else \
-        judge(comp) if comp else (False, "== verdict: no comparison (no scheduled run finished): FAIL")
+        (False, few) if few else judge(comp) if comp else \
+        (False, "== verdict: no comparison (no scheduled run finished): FAIL")
     out = [f"# {man.get('experiment', '?')} pipeline ({man.get('preset', '?')})",
            f"`{man.get('command', 'python reproduce.py')}`", line.removeprefix("== ")]
     if laws:

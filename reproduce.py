@@ -653,6 +653,21 @@ def hours(seconds: float) -> str:
     return f"{seconds / 3600:.2f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min"
 
 
+def schedule_step(p: dict, root: Path, budget: float) -> bool:
+    """schedule.py on the laws, with the baselines; False when fewer than two laws pass its checks (extrapolation,
+    fit bounds): then nothing can be scheduled, which is a finding of the sweep, not a failure of the pipeline."""
+    try:
+        step("schedule.py", [sys.executable, "schedule.py", "--laws", str(root / "laws.json"), "--budget",
+                             repr(budget), "--max-extrap-error", str(p["max_extrap_error"]), "--out",
+                             str(root / "schedule.json"), "--baselines",
+                             *(["--allow-bound-laws"] if p.get("allow_bound_laws") else [])], root / "schedule.txt")
+    except StepFailed:
+        if "left after leaving out" not in (root / "schedule.txt").read_text():
+            raise
+        return False
+    return True
+
+
 def steps(cfg: Config, p: dict, root: Path, static: list[Job], sched: list[Job], bar: Bar) -> None:
     """Steps 1-5: static runs, laws, schedule and baselines, scheduled runs, comparison."""
     py, runs = sys.executable, [str(j.out) for j in static if j.kind == "static"]
@@ -670,26 +685,26 @@ def steps(cfg: Config, p: dict, root: Path, static: list[Job], sched: list[Job],
     bar.show("3/6 schedule", force=True)
     budget = p["flops"] if cfg.cost == "flops" else max(      # wall: the seconds the longest static run took
         float(report.last_eval(Path(r))["wall"]) for r in runs)
-    step("schedule.py", [py, "schedule.py", "--laws", str(root / "laws.json"), "--budget", repr(budget),
-                         "--max-extrap-error", str(p["max_extrap_error"]), "--out", str(root / "schedule.json"),
-                         "--baselines", *(["--allow-bound-laws"] if p.get("allow_bound_laws") else [])],
-         root / "schedule.txt")
+    if not schedule_step(p, root, budget):                  # fewer than two laws pass the checks: an outcome
+        say("== fewer than two laws pass the checks (schedule.txt): no schedule to train")
+        bar.drop(sched)
+        sched, stages = [], []
+    else:
+        stages = json.loads((root / "schedule.json").read_text())["stages"]
     if any(j.kind == "tune" for j in static):
         apply_tuning(root, [], tuned_batches(root, p))
-    stages = json.loads((root / "schedule.json").read_text())["stages"]
-    if len(stages) < 2:   # law, linear and log runs would repeat a static run: only a random baseline differs
+    if len(stages) == 1:    # law, linear and log runs would repeat a static run: only a random baseline differs
         say(f"== the laws do not cross within {p['flops']:.3g} FLOPs ({stages[0].get('name')} is best "
             "throughout): no law schedule to train")
         bar.drop([j for j in sched if j.kind != "random"])
         sched = [j for j in sched if j.kind == "random"]
-    elif cfg.experiment == "joint":
+    elif stages and cfg.experiment == "joint":
         sched = one_axis_schedules(cfg, p, root, sched, bar)
     train(sched, cfg.jobs, bar, "4/6 scheduled runs")
-    if sched:
-        bar.show("5/6 compare", force=True)
-        step("compare.py", [py, "compare.py", "--runs", *runs, *[str(j.out) for j in sched], "--metric",
-                            p.get("compare_metric", p["metric"]), "--cost", cfg.cost, "--out-dir", str(root)],
-             root / "compare.txt")
+    bar.show("5/6 compare", force=True)      # with no scheduled run too: the static runs' finals, with intervals
+    step("compare.py", [py, "compare.py", "--runs", *runs, *[str(j.out) for j in sched], "--metric",
+                        p.get("compare_metric", p["metric"]), "--cost", cfg.cost, "--out-dir", str(root)],
+         root / "compare.txt")
     bar.show("6/6 report", force=True)
 
 

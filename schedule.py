@@ -287,7 +287,7 @@ def load_laws(path, max_extrap_error=math.inf, allow_bound_laws=False):
     - unless allow_bound_laws, a law with a parameter at a limit of the fit's search box (`at_bound`):
       the box, not the data, set that parameter."""
     src = str(path)
-    data, laws, seen = _read_json(src), [], {}
+    data, laws, seen, left = _read_json(src), [], {}, []
     if not isinstance(data.get("laws"), list) or not data["laws"]:
         raise ScheduleError(f"{src}: field 'laws' must be a non-empty list")
     cost = data.get("cost", "flops")
@@ -305,13 +305,18 @@ def load_laws(path, max_extrap_error=math.inf, allow_bound_laws=False):
         if type(extrap) in (int, float) and extrap > max_extrap_error:
             print(f"schedule.py: warning: law {law.name} left out: its extrapolation check misses by "
                   f"{extrap:.0%} > --max-extrap-error {max_extrap_error:.0%}", file=sys.stderr)
+            left.append(f"{law.name} (extrapolation off by {extrap:.0%})")
             continue
         if law.at_bound and not allow_bound_laws:
             print(f"schedule.py: warning: law {law.name} left out: its parameter {', '.join(law.at_bound)} sits at "
                   "a limit of fit_laws.py's search box, set by the box, not the data (--allow-bound-laws keeps "
                   "it)", file=sys.stderr)
+            left.append(f"{law.name} ({', '.join(law.at_bound)} at the fit's bound)")
             continue
         laws.append(dataclasses.replace(law, metric=data.get("metric")))
+    if len(laws) < 2 and left:      # an outcome of the checks, not a malformed file: say which and how to keep them
+        raise ScheduleError(f"{src}: {len(laws)} law left after leaving out {', '.join(left)}: nothing to schedule "
+                            "(train longer, or keep them with --max-extrap-error / --allow-bound-laws)")
     if len(laws) < 2:
         raise ScheduleError(f"{src}: field 'laws' holds a single configuration: nothing to schedule "
                             "(fit laws for two or more configurations)")

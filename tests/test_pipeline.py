@@ -233,12 +233,15 @@ def test_verdict_says_when_the_run_never_switched(tmp_path, capsys):
 
 
 def test_no_scheduled_run_when_the_laws_do_not_cross(tmp_path, monkeypatch, capsys):
-    """A one-stage schedule can only repeat a static run: the pipeline stops with FAIL before training it."""
-    trained, commands = [], []
+    """A one-stage schedule can only repeat a static run: the pipeline trains no scheduled run and says FAIL; the
+    comparison still reads the static runs (their finals with intervals for the report)."""
+    trained, commands, compared = [], [], []
     monkeypatch.setattr(reproduce, "train", lambda jobs, parallel, bar, desc: trained.extend(jobs))
 
     def fake_step(name, cmd, log):   # fit_laws.py and schedule.py: schedule.py's one-stage answer
         commands.append(Path(cmd[1]).name)
+        if Path(cmd[1]).name == "compare.py":
+            compared.extend(Path(x).name for x in cmd[cmd.index("--runs") + 1:cmd.index("--metric")])
         if Path(cmd[1]).name == "schedule.py":
             stage = {"config": {"batch_size": 32}, "name": "batch_size=32", "flops_start": 0.0, "flops_end": 4e10}
             (tmp_path / "schedule.json").write_text(json.dumps({"version": 1, "stages": [stage]}))
@@ -246,8 +249,8 @@ def test_no_scheduled_run_when_the_laws_do_not_cross(tmp_path, monkeypatch, caps
 
     ok = reproduce.main(Config(experiment="batch", preset="smoke", out_dir=str(tmp_path)))
     assert ok is False
-    assert commands == ["fit_laws.py", "schedule.py"]                      # no compare.py either
-    assert sorted(j.name for j in trained) == ["static_bs128_s0", "static_bs32_s0"]
+    assert commands == ["fit_laws.py", "schedule.py", "compare.py"]
+    assert sorted(j.name for j in trained) == sorted(compared) == ["static_bs128_s0", "static_bs32_s0"]
     assert not any("--schedule" in j.cmd for j in trained)
     assert "do not cross" in capsys.readouterr().out
     assert "do not cross" in (tmp_path / "report.md").read_text()
@@ -527,3 +530,26 @@ def test_a_preset_leaves_two_laws_their_points_past_the_warmup(e, size):
     assert sum(k >= 5 for k in kept) >= 2, kept
     if e in ("batch", "distill"):                       # two shapes: both are needed
         assert min(kept) >= 5, kept
+
+
+def test_too_few_laws_after_the_checks_is_a_verdict_not_a_crash(tmp_path):
+    """Two laws fitted, one left out by schedule.py's checks (its b at the fit's bound): nothing can be scheduled.
+    That is a finding of the sweep (the batch and distill demos), so the pipeline's schedule step returns False
+    (no traceback, no scheduled run) and the report's verdict names the law left out and why."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_schedule import PAIR, write_laws
+    doc = json.loads(Path(write_laws(tmp_path / "laws.json", PAIR)).read_text())
+    doc["laws"][1]["at_bound"] = ["b"]
+    (tmp_path / "laws.json").write_text(json.dumps(doc))
+    p = {"max_extrap_error": 0.3, "allow_bound_laws": False}
+    assert reproduce.schedule_step(p, tmp_path, 1e13) is False
+    assert not (tmp_path / "schedule.json").exists()
+    line = report.too_few_laws(tmp_path)
+    name = doc["laws"][1].get("name") or ",".join(f"{k}={v}" for k, v in doc["laws"][1]["config"].items())
+    assert line.startswith("== verdict: 1 law left after leaving out ") and name in line and "bound" in line
+    assert line.endswith("FAIL")
+    assert reproduce.schedule_step({**p, "allow_bound_laws": True}, tmp_path, 1e13) is True   # kept: it schedules
+    doc["laws"] = doc["laws"][:1]                                   # a malformed file is still an error
+    (tmp_path / "laws.json").write_text(json.dumps(doc))
+    with pytest.raises(reproduce.StepFailed):
+        reproduce.schedule_step(p, tmp_path, 1e13)
