@@ -108,7 +108,8 @@ class Config:
     grow_preserve: bool = True
     """grow exactly function preserving (expand.py preserve=True: width by mean channels, new blocks identities);
     the default since it had the lowest error 1e12 FLOPs after a width growth over 3 seeds (results/growth-init);
-    --no-grow-preserve: new entries N(0, gamma sigma^2) (--grow-gamma), new blocks copies of their neighbours"""
+    --no-grow-preserve: new entries N(0, gamma sigma^2) (--grow-gamma), new blocks copies of their neighbours,
+    which did far better for depth (results/depth-demo-3s against -preserve; the depth presets set it)"""
     head_dim: int | None = None
     """head size (kept fixed when the width grows); None: flexivit.build's (32 below width 128, else 64)"""
     lr_scaling: Literal["none", "linear", "sqrt"] = "none"
