@@ -2,7 +2,7 @@
 #   make test           the test suite (minutes on 2 CPU cores; the CUDA tests skip without a GPU)
 #   make test-gpu       the CUDA tests only (tests marked cuda: bf16, fused AdamW, compile, NCCL, resume)
 #   make demo           the whole adaptive-training pipeline, small (<= 15 min on 2 CPU cores)
-#   make reproduce      the same pipeline at full size (<= 60 min on 2 CPU cores)
+#   make reproduce      the same pipeline at full size (one seed ~1 h on 2 CPU cores; --seeds 0 1 2: 2.4-3.3 h, --plan)
 #   make reproduce-lm   the language-model (context length) pipeline
 #   make reproduce-lm-depth   the language model's depth grown 2 -> 4 -> 6 on code (demo preset)
 #   make hparams-batch / hparams-distill   batch-size and objective schedules (paper Sec. 6.2)
