@@ -283,7 +283,8 @@ def schedule_flags(e: str, p: dict, teacher: str) -> list[str]:
     base = ["--model", start, "--batch-size", str(p["batch_size"]), "--lr", str(p["lr"])]
     if e in ("width", "depth", "joint"):   # how the model grows (train_vit.py; Fig. 17, App. C)
         base += ["--head-dim", str(p["head_dim"]), "--grow-gamma", str(p["grow_gamma"]), "--rewarm", str(p["rewarm"]),
-                 "--grow-preserve" if p["grow_preserve"] else "--no-grow-preserve"]     # explicit: never the default
+                 "--grow-preserve" if p["grow_preserve"] else "--no-grow-preserve",     # explicit: never the default
+                 "--grow-depth", p["grow_depth"]]
     return [*base, "--teacher", teacher, "--temperature", str(p["temperature"])] if e == "distill" else base
 
 

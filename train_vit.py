@@ -104,12 +104,15 @@ class Config:
     """steps of linear learning-rate re-warm-up after the model grows (width or depth); 0: none"""
     grow_gamma: float = 1.0
     """variance factor of the new weights when the model grows (expand.py, App. C): N(0, gamma sigma^2);
-    0: zero-init (Fig. 17); depth growth copies the neighbour block either way"""
+    0: zero-init (Fig. 17); with --no-grow-preserve (depth: --grow-depth)"""
     grow_preserve: bool = True
-    """grow exactly function preserving (expand.py preserve=True: width by mean channels, new blocks identities);
-    the default since it had the lowest error 1e12 FLOPs after a width growth over 3 seeds (results/growth-init);
-    --no-grow-preserve: new entries N(0, gamma sigma^2) (--grow-gamma), new blocks copies of their neighbours,
-    which did far better for depth (results/depth-demo-3s against -preserve; the depth presets set it)"""
+    """grow the width exactly function preserving (expand.py preserve=True, by mean channels): the default, since
+    it had the lowest error 1e12 FLOPs after a width growth over 3 seeds (results/growth-init);
+    --no-grow-preserve: new entries N(0, gamma sigma^2) (--grow-gamma)"""
+    grow_depth: Literal["copy", "identity"] = "copy"
+    """how a deeper stage's new blocks start (expand.py expand_depth): copies of the block before them, or such
+    copies with their output layers zeroed (identity: exactly function preserving). Copies did far better: 30.8%
+    fewer FLOPs against never reaching the target, 3 seeds (results/depth-demo-3s, results/depth-demo-3s-preserve)"""
     head_dim: int | None = None
     """head size (kept fixed when the width grows); None: flexivit.build's (32 below width 128, else 64)"""
     lr_scaling: Literal["none", "linear", "sqrt"] = "none"
@@ -201,11 +204,12 @@ def make_optimizer(model, cfg, device, old=None):
 def grow(model, opt, shape, cfg, device, step):
     """Grow width, then depth, to `shape` (expand.py, App. C); returns an optimizer with the state carried over."""
     torch.manual_seed(key_seed("grow", cfg.seed, step))   # new weights reproducible on resume
-    g, keep = cfg.grow_gamma, cfg.grow_preserve               # --grow-gamma / --grow-preserve (Fig. 17)
+    g, keep = cfg.grow_gamma, cfg.grow_preserve               # --grow-gamma / --grow-preserve (Fig. 17), width
     if shape["width"] > model.width:
         expand.expand_optimizer(opt, expand.expand_width(model, shape["width"], gamma=g, preserve=keep))
     if shape["depth"] > model.depth:
-        expand.expand_optimizer(opt, expand.expand_depth(model, shape["depth"], preserve=keep))
+        identity = cfg.grow_depth == "identity"                 # --grow-depth: copies, or copies made no-ops
+        expand.expand_optimizer(opt, expand.expand_depth(model, shape["depth"], preserve=identity))
     return make_optimizer(model, cfg, device, old=opt)
 
 

@@ -492,6 +492,7 @@ def test_growth_flags_reach_the_trainer_explicitly(keep):
     assert ("--grow-preserve" if keep else "--no-grow-preserve") in flags
     cfg = tyro.cli(train_vit.Config, args=[*flags, "--flops", "1e9"])
     assert cfg.grow_preserve is keep and cfg.grow_gamma == p["grow_gamma"] and cfg.head_dim == p["head_dim"]
+    assert cfg.grow_depth == p["grow_depth"] == "copy"
 
 
 def static_step_flops(e: str, p: dict) -> list[float]:

@@ -296,19 +296,22 @@ def test_a_later_stage_gets_three_evaluations_of_its_own(npz, tmp_path):
 
 
 def test_growth_flags_zero_init_preserve_and_head_dim(npz, tmp_path):
-    """--grow-gamma 0: the new entries start at zero; --grow-preserve: the grown model computes what the small one
-    did; --head-dim: the heads of a static run match a grown model's (checked on resume)."""
+    """--grow-gamma 0: the new entries start at zero; --grow-preserve with --grow-depth identity: the grown model
+    computes what the small one did; --grow-depth copy: a new block is its neighbour's copy; --head-dim: the heads of
+    a static run match a grown model's (checked on resume)."""
     torch.manual_seed(0)
     x = torch.randn(3, 1, 16, 16)
     for gamma, preserve in ((0.0, False), (1.0, True)):
         model = flexivit.build("V32-2", image_size=16).eval()
         before = model(x, 4)
         opt = train_vit.make_optimizer(model, Config(), "cpu")
-        cfg = Config(grow_gamma=gamma, grow_preserve=preserve)
+        cfg = Config(grow_gamma=gamma, grow_preserve=preserve, grow_depth="identity" if preserve else "copy")
         train_vit.grow(model, opt, {"width": 64, "depth": 3}, cfg, "cpu", 0)
         assert model.width == 64 and model.depth == 3 and model.head_dim == 32
         if not preserve:
             assert model.blocks[0].attn.qkv.weight[:, 32:].abs().sum() == 0     # new input columns: zero
+            for a, b in zip(model.blocks[1].parameters(), model.blocks[2].parameters()):   # block 2: block 1's copy
+                torch.testing.assert_close(a, b)
         else:
             torch.testing.assert_close(model(x, 4), before, atol=1e-5, rtol=1e-4)
     train_vit.main(tiny(npz, tmp_path / "h", model="V64-2", head_dim=16, steps=2, evals=1))
