@@ -114,8 +114,9 @@ PRESETS = {
     # the review discussion: an LM whose depth grows (expand.py, exact insertion) on code, the Python standard
     # library as bytes; static runs at each depth (--depth), the schedule's stages grow the model. evals=32
     # log-spaced: set when a schedule's last stage got no evaluations of its own (train_lm.py now adds 3 inside
-    # each later stage, as train_vit.py does); kept, so the runs in results/ stay comparable. rewarm: the LR re-warmed over 50 steps after a growth, expand.py's advice (~5% of the
-    # steps), set before any run, not tuned on savings.
+    # each later stage, as train_vit.py does); kept, so the runs in results/ stay comparable. rewarm: the LR
+    # re-warmed over 50 steps after a growth, expand.py's advice (~5% of the steps), set before any run, not tuned
+    # on savings.
     "lm-depth": {
         "demo": dict(LM, width=64, depths=(2, 4, 6), context=128, flops=3e12, sched_flops=3.3e12, evals=32,
                      val_tokens=8192, warmup=50, rewarm=25),

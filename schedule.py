@@ -315,8 +315,9 @@ def load_laws(path, max_extrap_error=math.inf, allow_bound_laws=False):
             continue
         laws.append(dataclasses.replace(law, metric=data.get("metric")))
     if len(laws) < 2 and left:      # an outcome of the checks, not a malformed file: say which and how to keep them
-        raise ScheduleError(f"{src}: {len(laws)} law left after leaving out {', '.join(left)}: nothing to schedule "
-                            "(train longer, or keep them with --max-extrap-error / --allow-bound-laws)")
+        n = f"{len(laws)} law{'' if len(laws) == 1 else 's'}"
+        raise ScheduleError(f"{src}: {n} left after leaving out {', '.join(left)}: nothing to schedule (train "
+                            "longer, or keep them with --max-extrap-error / --allow-bound-laws)")
     if len(laws) < 2:
         raise ScheduleError(f"{src}: field 'laws' holds a single configuration: nothing to schedule "
                             "(fit laws for two or more configurations)")
