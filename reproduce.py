@@ -663,7 +663,7 @@ def schedule_step(p: dict, root: Path, budget: float) -> bool:
                              str(root / "schedule.json"), "--baselines",
                              *(["--allow-bound-laws"] if p.get("allow_bound_laws") else [])], root / "schedule.txt")
     except StepFailed:
-        if "left after leaving out" not in (root / "schedule.txt").read_text():
+        if report.too_few_laws(root) is None:             # the report reads the same line for its verdict
             raise
         return False
     return True
