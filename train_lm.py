@@ -522,6 +522,16 @@ def forwards(run):
     return plain, torch.compile(ddp) if run.cfg.compile else ddp
 
 
+def start_log(run, resuming):
+    """The output folder and the log's header; a resume continues the log at its checkpoint's step and records a
+    change of precision."""
+    run.out.mkdir(parents=True, exist_ok=True)
+    run.log.start(header(run), run.state.step if resuming else None)
+    if resuming and run.was_precision != run.precision:
+        run.log.append({"type": "note", "step": run.state.step, "precision": run.precision,
+                        "was": run.was_precision})
+
+
 def main(cfg: Config):
     if cfg.plan:                                         # the cost, measured; nothing trained, nothing written
         plan(cfg)
@@ -533,11 +543,7 @@ def main(cfg: Config):
     world.init(run.device)
     plain, fwd = forwards(run)
     if world.main:
-        run.out.mkdir(parents=True, exist_ok=True)
-        run.log.start(header(run), state.step if resuming else None)
-        if resuming and run.was_precision != run.precision:         # the log records a precision change
-            run.log.append({"type": "note", "step": state.step, "precision": run.precision,
-                            "was": run.was_precision})
+        start_log(run, resuming)
     points = eval_points(run)
     next_eval = int(np.searchsorted(points, run.progress(), side="right"))   # points passed are done
     peak = peak_flops(run.device) if world.main else 1.0
