@@ -8,8 +8,8 @@
 #   make hparams-batch / hparams-distill   batch-size and objective schedules (paper Sec. 6.2)
 #   make reproduce-width / reproduce-depth / reproduce-joint   growing ViTs (Sec. 6.1, App. D; demo preset:
 #                       add ARGS="--preset full" for the paper's comparison at CPU scale)
-#   make bench          the benchmarks in bench/ (a separate .venv-bench with timm, transformers)
-# All five run reproduce.py (--experiment patch|context|batch|distill --preset demo|full|smoke); add flags with
+#   make bench          the benchmarks in lab/bench/ (a separate .venv-bench with timm, transformers)
+# All five run lab/reproduce.py (--experiment patch|context|batch|distill --preset demo|full|smoke); add flags with
 # ARGS, e.g. `make demo ARGS="--seeds 0 1 2"`.
 PYTHON ?= python3
 VENV   ?= .venv
@@ -39,52 +39,52 @@ test-gpu: venv
 	$(PY) -m pytest -q -m cuda -rs tests
 
 demo: venv
-	$(PY) reproduce.py --experiment patch --preset demo --data-dir $(DATA) $(ARGS)
+	$(PY) lab/reproduce.py --experiment patch --preset demo --data-dir $(DATA) $(ARGS)
 
 reproduce: venv
-	$(PY) reproduce.py --experiment patch --preset full --data-dir $(DATA) $(ARGS)
+	$(PY) lab/reproduce.py --experiment patch --preset full --data-dir $(DATA) $(ARGS)
 
 # Sec. 6.2: batch-size and training-objective (supervised -> distillation) schedules
 hparams-batch: venv
-	$(PY) reproduce.py --experiment batch --preset full --data-dir $(DATA) $(ARGS)
+	$(PY) lab/reproduce.py --experiment batch --preset full --data-dir $(DATA) $(ARGS)
 
 hparams-distill: venv
-	$(PY) reproduce.py --experiment distill --preset full --data-dir $(DATA) $(ARGS)
+	$(PY) lab/reproduce.py --experiment distill --preset full --data-dir $(DATA) $(ARGS)
 
 # Sec. 6.1 and App. D: width, depth, and patch x width schedules of a growing ViT (expand.py)
 reproduce-width reproduce-depth reproduce-joint: reproduce-%: venv
-	$(PY) reproduce.py --experiment $* --preset demo --data-dir $(DATA) $(ARGS)
+	$(PY) lab/reproduce.py --experiment $* --preset demo --data-dir $(DATA) $(ARGS)
 
 reproduce-lm: venv
-	$(PY) reproduce.py --experiment context --preset full $(ARGS)
+	$(PY) lab/reproduce.py --experiment context --preset full $(ARGS)
 
 # the review discussion: LM depth grown 2 -> 4 -> 6 by the laws, on code (the Python standard library)
 reproduce-lm-depth: venv
-	$(PY) reproduce.py --experiment lm-depth --preset demo $(ARGS)
+	$(PY) lab/reproduce.py --experiment lm-depth --preset demo $(ARGS)
 
 # Benchmarks compare against timm and transformers, which need torchvision; that lives in its own venv
-# (see requirements-bench.txt). The project's own benchmarks run in .venv.
+# (see lab/requirements-bench.txt). The project's own benchmarks run in .venv.
 BENCH_VENV ?= .venv-bench
 BPY = $(BENCH_VENV)/bin/python
 
-$(BENCH_VENV)/.installed: requirements-bench.txt
+$(BENCH_VENV)/.installed: lab/requirements-bench.txt
 	$(PYTHON) -m venv $(BENCH_VENV)
-	$(BPY) -m pip install -q -r requirements-bench.txt
+	$(BPY) -m pip install -q -r lab/requirements-bench.txt
 	touch $@
 
 bench: venv $(BENCH_VENV)/.installed
-	$(BPY) bench/bench_vit_speed.py
-	$(BPY) bench/bench_lm_speed.py
-	$(PY) bench/bench_fit_laws.py
-	$(PY) bench/bench_schedule.py
-	$(PY) bench/bench_growth.py
-	$(PY) bench/bench_accuracy.py
-	$(PY) bench/bench_precision.py --threads 1 --clock cpu
-	$(PY) bench/bench_attention.py --threads 1
-	$(PY) bench/bench_eval_noise.py
-	$(PY) bench/bench_measure.py
-	$(PY) bench/bench_precision_accuracy.py --threads 1
-	$(PY) bench/bench_images.py all
+	$(BPY) lab/bench/bench_vit_speed.py
+	$(BPY) lab/bench/bench_lm_speed.py
+	$(PY) lab/bench/bench_fit_laws.py
+	$(PY) lab/bench/bench_schedule.py
+	$(PY) lab/bench/bench_growth.py
+	$(PY) lab/bench/bench_accuracy.py
+	$(PY) lab/bench/bench_precision.py --threads 1 --clock cpu
+	$(PY) lab/bench/bench_attention.py --threads 1
+	$(PY) lab/bench/bench_eval_noise.py
+	$(PY) lab/bench/bench_measure.py
+	$(PY) lab/bench/bench_precision_accuracy.py --threads 1
+	$(PY) lab/bench/bench_images.py all
 
 clean:
 	rm -rf runs .pytest_cache __pycache__ tests/__pycache__

@@ -24,18 +24,22 @@ the crops and flips drawn for the global batch. Every random draw comes from a g
 import functools
 import gzip
 import hashlib
+import json
 import math
+import mmap
+import os
 import pickle
 import struct
+import sysconfig
 import zipfile
 import zlib
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-import prepared
 from runtime import UserError
 
 
@@ -102,8 +106,8 @@ def load_dataset(data_dir, dataset="auto"):
         raise UserError(f"no data at {p}: `apt-get install dataset-fashion-mnist` (Debian/Ubuntu) or pass "
                         "--data-dir with the four Fashion-MNIST IDX files (train-images-idx3-ubyte.gz, ...), "
                         "CIFAR batches or an .npz")
-    if dataset == "prepared" or (dataset == "auto" and prepared.is_prepared(p)):
-        return prepared.load_prepared(p)               # memory-mapped, never loaded (prepare_images.py)
+    if dataset == "prepared" or (dataset == "auto" and is_prepared(p)):
+        return load_prepared(p)               # memory-mapped, never loaded (prepare_images.py)
     if dataset == "auto":
         dataset = "npz" if p.is_file() else "cifar" if any(
             (p / n).exists() for n in ("data_batch_1", "train", "cifar-10-batches-py", "cifar-100-python")) else "idx"
@@ -259,7 +263,7 @@ def eval_images(train_x, train_y, test_x, test_y, support, query, test_size, tra
         sub = train_subset(len(train_x), train_size, streamed=not torch.is_tensor(train_x)) if train_size > 0 else None
         return {**ev, "query": None, "test": (test_x[:n_test].to(device), test_y[:n_test].to(device)),
                 "train": None if sub is None else (train_x[sub].to(device), train_y[sub].to(device))}
-    streamed = not torch.is_tensor(train_x)                       # a prepared file (prepared.Images)
+    streamed = not torch.is_tensor(train_x)                       # a prepared file (Images)
     sup = draw(len(train_x), support, streamed, "support")
     fewest = int(torch.bincount(train_y[sup], minlength=int(train_y.max()) + 1).min())
     if fewest < 10:
@@ -292,3 +296,250 @@ def augment(x, gen, flip, rows=None):
     return x
 
 
+# ----------------------------------------------------------------------------- prepared image folders
+# The format lab/prepare_images.py writes (any image folder, e.g. ImageNet at 120 px), read memory-mapped.
+# Prepared image files: the format prepare_images.py writes and the memory-mapped reader the trainers use.
+#
+# The paper read ImageNet-21k at 120 px through FFCV: fixed-resolution images prepared once, read fast. This is
+# the same idea without a framework. A prepared folder holds, per split (`train`, `val`):
+#
+#     <split>.u8          raw uint8 array [N, H, W, C] (np.memmap-able, no header), rows in a fixed shuffled order
+#     <split>.labels.npy  int32 class index per row (into the train split's class list)
+#     <split>.json        {"version", "kind": "prepared_images", "split", "shape": [N, H, W, C], "dtype": "uint8",
+#                          "layout": "NHWC", "resolution", "channels", "classes": [names], "counts": [per class],
+#                          "bytes", "data", "labels", "skipped": [files that failed to decode], "source"}
+#
+# The JSON is renamed into place last, so it marks a finished split: a `.u8` without it is refused.
+#
+# Reading (`open_split`): the file is memory-mapped, never loaded. `Images[idx]` gathers the rows of a batch (a
+# LongTensor, a slice or an array of indices) into a uint8 tensor [B, C, H, W]; each torchrun rank asks only for
+# its own rows. Memory does not grow with the file: the mapping is advised MADV_RANDOM (no read-ahead), and the
+# pages a process has touched are dropped from it (MADV_DONTNEED; they stay in the page cache) once it has read
+# `release_bytes` since the last drop, so the resident set stays within a few tens of MB of mapped file pages.
+
+VERSION = 1
+KIND = "prepared_images"
+SPLITS = ("train", "val")
+
+
+def is_prepared(path):
+    """A folder prepare_images.py wrote (its train.json is there)."""
+    return Path(path).is_dir() and (Path(path) / "train.json").is_file()
+
+
+def paths(folder, split):
+    folder = Path(folder)
+    return folder / f"{split}.u8", folder / f"{split}.labels.npy", folder / f"{split}.json"
+
+
+def read_meta(folder, split):
+    """The split's JSON, checked: version, kind, shape; the data and labels files present at their sizes."""
+    data, labels, meta_path = paths(folder, split)
+    if not meta_path.is_file():
+        hint = " (prepare_images.py did not finish it: run it again)" if data.exists() or Path(
+            f"{data}.partial").exists() else ""
+        raise UserError(f"{meta_path} is missing{hint}; prepare the {split} split with prepare_images.py")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, ValueError, RecursionError) as e:
+        raise UserError(f"{meta_path} is unreadable ({type(e).__name__}); prepare it again") from None
+    if not isinstance(meta, dict) or meta.get("kind") != KIND:
+        raise UserError(f"{meta_path} is not a prepare_images.py description; prepare it again")
+    if meta.get("version") != VERSION:
+        raise UserError(f"{meta_path} has version {meta.get('version')!r}, this code reads version {VERSION}; "
+                        "prepare it again with this prepare_images.py")
+    shape = meta.get("shape")
+    if not (isinstance(shape, list) and len(shape) == 4 and all(type(s) is int and s > 0 for s in shape)
+            and shape[1] == shape[2] and shape[3] in (1, 3) and isinstance(meta.get("classes"), list)):
+        raise UserError(f"{meta_path}: field 'shape' must be [N, H, H, 1|3] with a 'classes' list; prepare it again")
+    size = os.path.getsize(data) if data.is_file() else None
+    if size != int(np.prod(shape)):
+        raise UserError(f"{data} is {'missing' if size is None else f'{size} bytes'}, {meta_path} says "
+                        f"{int(np.prod(shape))}: truncated or from another preparation; prepare it again")
+    return meta
+
+
+class Images:
+    """A prepared split's images, memory-mapped: len(), .shape ([N, C, H, W] as torch would give it), and
+    [idx] -> uint8 tensor [B, C, H, W] on the CPU. .to(device) returns itself (the batches move, not the file)."""
+
+    def __init__(self, path, shape, release_bytes=32 << 20):
+        self.path, self.release_bytes, self.read = Path(path), release_bytes, 0
+        n, h, w, c = shape
+        self.shape = torch.Size((n, c, h, w))
+        with open(path, "rb") as f:
+            self.map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        self.map.madvise(mmap.MADV_RANDOM)           # rows are read in random order: no read-ahead
+        self.rows = np.frombuffer(self.map, np.uint8).reshape(n, h, w, c)
+        self.row_bytes = h * w * c
+        self.page_bytes = (self.row_bytes // mmap.PAGESIZE + 2) * mmap.PAGESIZE   # the most a random row maps
+
+    def __len__(self):
+        return self.shape[0]
+
+    def to(self, device):
+        return self
+
+    def _index(self, idx):
+        if isinstance(idx, slice):
+            return np.arange(*idx.indices(len(self)))
+        return idx.detach().cpu().numpy() if torch.is_tensor(idx) else np.asarray(idx)
+
+    def __getitem__(self, idx):
+        idx = self._index(idx).astype(np.int64).reshape(-1)
+        order = np.argsort(idx, kind="stable")          # read in file order, hand back in batch order
+        out = np.empty((len(idx), *self.rows.shape[1:]), np.uint8)
+        out[order] = self.rows[idx[order]]
+        self._account(len(idx) * self.page_bytes)
+        return torch.from_numpy(out).permute(0, 3, 1, 2)  # NHWC on disk -> NCHW, a view (no copy)
+
+    def _account(self, nbytes):
+        """Drop this process's mapped pages after every `release_bytes` read: RSS stays flat, the cache stays warm."""
+        self.read += nbytes
+        if self.read >= self.release_bytes:
+            self.map.madvise(mmap.MADV_DONTNEED)
+            self.read = 0
+
+
+class Labels:
+    """A prepared split's labels, memory-mapped int32: len(), [idx] -> int64 tensor, .max() (from the JSON's
+    class list), .to(device) returns itself."""
+
+    def __init__(self, path, n, num_classes):
+        try:
+            arr = np.load(path, mmap_mode="r")
+        except (OSError, ValueError) as e:
+            raise UserError(f"{path} is unreadable ({type(e).__name__}); prepare it again") from None
+        if arr.shape != (n,) or arr.dtype != np.int32:
+            raise UserError(f"{path} holds {arr.dtype} {arr.shape}, expected int32 ({n},): prepare it again")
+        self.arr, self.num_classes, self.shape = arr, num_classes, torch.Size((n,))
+        self.map, self.read, self.release_bytes = getattr(arr, "_mmap", None), 0, 4 << 20
+        if self.map is not None:
+            self.map.madvise(mmap.MADV_RANDOM)
+
+    def __len__(self):
+        return self.shape[0]
+
+    def to(self, device):
+        return self
+
+    def max(self):
+        return torch.tensor(self.num_classes - 1)
+
+    def __getitem__(self, idx):
+        idx = idx.detach().cpu().numpy() if torch.is_tensor(idx) else idx
+        out = torch.from_numpy(np.asarray(self.arr[idx], np.int64))
+        self.read += 4096 * out.numel()                 # a random label touches a page
+        if self.map is not None and self.read >= self.release_bytes:
+            self.map.madvise(mmap.MADV_DONTNEED)         # as Images: resident memory stays flat
+            self.read = 0
+        return out
+
+
+def open_split(folder, split):
+    """(Images, Labels, meta) of one split of a prepared folder; bad files are one line naming the file."""
+    meta = read_meta(folder, split)
+    data, labels, _ = paths(folder, split)
+    n = meta["shape"][0]
+    return Images(data, meta["shape"]), Labels(labels, n, len(meta["classes"])), meta
+
+
+def load_prepared(folder):
+    """(train_x, train_y, test_x, test_y) of a prepared folder, as data.load_dataset returns them, memory-mapped;
+    the val split is the test set. The two splits must agree on resolution, channels and classes."""
+    train_x, train_y, tm = open_split(folder, "train")
+    test_x, test_y, vm = open_split(folder, "val")
+    if tm["shape"][1:] != vm["shape"][1:] or tm["classes"] != vm["classes"]:
+        raise UserError(f"{paths(folder, 'val')[2]}: resolution, channels or classes differ from the train "
+                        "split's; prepare both splits in one prepare_images.py run")
+    return train_x, train_y, test_x, test_y
+
+
+# ----------------------------------------------------------------------------- text for the LM (Sec. 5)
+# Text data for train_lm.py (paper Sec. 5): a token corpus split into train / validation, random training
+# batches, and the validation loss.
+#
+#     train, val, vocab, name = load_corpus()                      # the Python standard library, as bytes
+#     x, y = get_batch(train, step, batch=64, context=64, seed=0)   # [64, 64] inputs, targets shifted by one
+#     x, y = get_batch(train, step, 64, 64, 0, rows=(0, 32))        # rank 0's half of that same global batch
+#     loss = evaluate(model, val, context=64, val_tokens=32768, batch_tokens=4096, device="cpu")
+#
+# By default the corpus is the Python standard library's .py files as bytes (vocabulary 256): real code on every
+# machine with Python, no download. `data` also takes a text file or folder (bytes), or a uint16 token file
+# *.bin with `vocab_size`. A folder is split into train and validation by a hash of each file's relative path
+# and cached under `cache_dir` as two uint8 files (memory-mapped); a single file is split by position (its tail
+# is the validation split).
+#
+# A step's windows start at random positions drawn from a generator seeded by (seed, step) only: a resumed run
+# sees the same batches, and under data parallelism (dist.py) each process takes its rows of the same global
+# batch, so the data order does not depend on the number of processes.
+#
+# Validation: the first val_tokens tokens of the validation split in windows of the context, so every context
+# predicts the same tokens (the paper truncates the same samples to each model's context).
+
+def load_corpus(data="", glob="", vocab_size=0, val_fraction=0.05, cache_dir="runs/.cache"):
+    """-> (train tokens, validation tokens, vocabulary size, a name for the data) as numpy arrays."""
+    path = Path(data or sysconfig.get_paths()["stdlib"])
+    if path.is_dir():
+        return load_folder(path, glob or ("*" if data else "*.py"), val_fraction, cache_dir)
+    if not path.is_file():
+        raise UserError(f"--data {data}: no such file or folder")
+    vocab, dtype = (vocab_size, np.uint16) if path.suffix == ".bin" else (256, np.uint8)
+    if path.suffix == ".bin" and (vocab <= 0 or path.stat().st_size % 2):
+        raise UserError(f"--data {data}: a uint16 token file needs --vocab-size (and an even byte count)")
+    tokens = np.memmap(path, dtype=dtype, mode="c") if path.stat().st_size else np.zeros(0, dtype)
+    if len(tokens) == 0:
+        raise UserError(f"--data {data}: the corpus is empty")
+    if path.suffix == ".bin" and int(tokens.max()) >= vocab:
+        raise UserError(f"--data {data}: token id {int(tokens.max())} >= --vocab-size {vocab}")
+    cut = len(tokens) - int(len(tokens) * val_fraction)
+    return tokens[:cut], tokens[cut:], vocab, str(path.resolve())
+
+
+def load_folder(root, pattern, val_fraction, cache_dir):
+    """A folder's files as bytes, split by a hash of the relative path, cached as two uint8 files."""
+    skip = {"site-packages", "dist-packages", "__pycache__"}
+    files = sorted(f for f in root.rglob(pattern) if f.is_file() and not skip & set(f.relative_to(root).parts))
+    names = [f.relative_to(root).as_posix() for f in files]
+    stats = [(n, f.stat().st_size, f.stat().st_mtime_ns) for n, f in zip(names, files)]
+    if sum(size for _, size, _ in stats) == 0:
+        raise UserError(f"--data {root}: the corpus is empty (no non-empty files matching {pattern!r})")
+    key = hashlib.md5(json.dumps([str(root.resolve()), val_fraction, stats]).encode()).hexdigest()[:16]
+    paths = [Path(cache_dir) / f"corpus-{key}.{part}.u8" for part in ("train", "val")]
+    if not all(p.exists() for p in paths):
+        in_val = [int(hashlib.md5(n.encode()).hexdigest()[:8], 16) < val_fraction * 2**32 for n in names]
+        paths[0].parent.mkdir(parents=True, exist_ok=True)
+        for path, want in zip(paths, (False, True)):
+            with open(f"{path}.{os.getpid()}.tmp", "wb") as out:         # runs (and ranks) may start side by side
+                for f, v in zip(files, in_val):
+                    if v == want:
+                        out.write(f.read_bytes())
+            os.replace(f"{path}.{os.getpid()}.tmp", path)
+    train, val = (np.memmap(p, dtype=np.uint8, mode="c") if p.stat().st_size else np.zeros(0, np.uint8)
+                  for p in paths)
+    return train, val, 256, f"{root.resolve()}:{pattern}"
+
+
+def get_batch(tokens, step, batch, context, seed, rows=None):
+    """Random windows of context+1 tokens -> (inputs, targets) [batch, context], a function of (seed, step)
+    only; `rows` (lo, hi) takes rows lo..hi-1 of that global batch (one process's shard)."""
+    starts = np.random.default_rng([seed, step]).integers(0, len(tokens) - context, size=batch)
+    if rows is not None:
+        starts = starts[rows[0]:rows[1]]
+    xy = torch.from_numpy(tokens[starts[:, None] + np.arange(context + 1)].astype(np.int64))
+    return xy[:, :-1], xy[:, 1:]
+
+
+@torch.no_grad()
+def evaluate(model, val, context, val_tokens, batch_tokens, device, autocast=nullcontext()):
+    """Mean next-token loss over the first val_tokens tokens of val, in windows of `context` tokens."""
+    n, rows = val_tokens // context, max(1, batch_tokens // context)
+    xy = torch.from_numpy(val[: n * context + 1].astype(np.int64))
+    x, y = xy[:-1].view(n, context), xy[1:].view(n, context)
+    total = 0.0
+    for i in range(0, n, rows):
+        with autocast:
+            logits = model(x[i:i + rows].to(device))
+        total += F.cross_entropy(logits.float().flatten(0, 1), y[i:i + rows].to(device).flatten(),
+                                 reduction="sum").item()
+    return total / (n * context)

@@ -24,16 +24,19 @@ such a Xeon with torch 2.13: 2048^2 matmul at 71-76 GFLOP/s in bf16 against 133 
 bench/bench_precision.py), so there "auto" is float32 and "bf16" is refused. Master weights and AdamW
 state stay float32 in every precision: autocast only casts the inputs of matrix products.
 """
+import datetime
 import json
 import math
 import os
 import shutil
 import sys
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as tdist
 
 
 class UserError(ValueError):
@@ -264,20 +267,113 @@ def warmup_factor(step, warmup):
     """Linear warm-up: (step + 1) / warmup, then 1 (a constant learning rate after it, App. A)."""
     return min(1.0, (step + 1) / max(warmup, 1))
 
+# ----------------------------------------------------------------------------- torchrun: data parallel (DDP)
+# A run means the same on 1 or N processes: the GLOBAL batch is split into N equal shards (rank r takes rows
+# [r*B/N, (r+1)*B/N) of the batch one process would draw), so data order, augmentation, FLOPs and the learning rate
+# do not depend on N; DDP averages the gradients. Rank 0 alone logs, checkpoints and evaluates; the others wait at
+# the next collective. Every check that may fail runs on every rank alike, before the process group starts.
+
+@dataclass(frozen=True)
+class World:
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+
+    @classmethod
+    def from_env(cls):
+        """The process's place in the job as torchrun (or any env:// launcher) sets it; 1 process otherwise."""
+        try:
+            rank, size, local = (int(os.environ.get(k, d)) for k, d in
+                                 (("RANK", 0), ("WORLD_SIZE", 1), ("LOCAL_RANK", 0)))
+        except ValueError:
+            raise UserError("RANK / WORLD_SIZE / LOCAL_RANK must be integers (set by torchrun)") from None
+        if not 0 <= rank < size:
+            raise UserError(f"RANK {rank} is not in [0, WORLD_SIZE={size}); launch with torchrun")
+        return cls(rank, size, local)
+
+    @property
+    def main(self):
+        """Rank 0: the one process that logs, checkpoints, prints and evaluates."""
+        return self.rank == 0
+
+    @property
+    def active(self):
+        return self.size > 1 and tdist.is_initialized()
+
+    def shard(self, batch_size, where="--batch-size"):
+        """(lo, hi): this rank's rows of a global batch; UserError if it does not split evenly."""
+        if batch_size % self.size:
+            raise UserError(f"{where}: batch size {batch_size} does not divide across {self.size} processes "
+                            f"(torchrun --nproc_per_node); use a multiple of {self.size}")
+        n = batch_size // self.size
+        return self.rank * n, (self.rank + 1) * n
+
+    def check_resume(self, saved_size, path):
+        """A run resumes on as many processes as it was trained on (its curve stays bit-identical then)."""
+        if saved_size != self.size:
+            raise UserError(f"--resume: {path} was trained on {saved_size} process(es), this launch has "
+                            f"{self.size}; resume with torchrun --nproc_per_node {saved_size}"
+                            + (" (or without torchrun)" if saved_size == 1 else ""))
+
+    def init(self, device, timeout_min=60):
+        """Join the process group (after every check that may fail): NCCL for CUDA, gloo for CPU."""
+        if self.size == 1 or tdist.is_initialized():
+            return
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        tdist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=self.rank, world_size=self.size,
+                                 timeout=datetime.timedelta(minutes=timeout_min),
+                                 device_id=device if device.type == "cuda" else None)
+
+    def wrap(self, model, device):
+        """DistributedDataParallel around `model` (which stays the object to save, grow and evaluate);
+        after a width/depth growth the parameters are new objects: call wrap again."""
+        if not self.active:
+            return model
+        return torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    def mean(self, t):
+        """The mean of tensor `t` over the processes (one all-reduce; `t` on the backend's device: CUDA for
+        NCCL, CPU for gloo); `t` itself on one process. E.g. the step's loss for the log."""
+        if not self.active:
+            return t
+        t = t.clone()
+        tdist.all_reduce(t)
+        return t / self.size
+
+    def broadcast(self, obj):
+        """Rank 0's `obj` (any picklable) on every rank."""
+        if not self.active:
+            return obj
+        box = [obj]
+        tdist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def barrier(self):
+        if self.active:
+            tdist.barrier()
+
 
 # ----------------------------------------------------------------------------- command line
 
-def parse(config_cls, script, args=None, renamed=None):
+def moved_to_lab(script):
+    """The trainers' flags that moved to the lab (lab/planner.py): their old spelling gets one line naming it."""
+    where = f"moved to the lab: python lab/planner.py {script} <the other flags> [--plan-steps N]"
+    return {"--plan": where, "--plan-steps": where}
+
+
+def parse(config_cls, script, args=None, moved=None):
     """tyro's parse of the flags, with its boxed error message (6-15 lines) cut to one line and exit code 2.
-    `renamed` {old flag: new flag} names a flag that changed its name."""
+    `moved` {old flag: what became of it} names a flag that was renamed or moved."""
     import contextlib
     import io
 
     import tyro
     argv = sys.argv[1:] if args is None else list(args)
-    for old, new in (renamed or {}).items():
+    for old, new in (moved or {}).items():
         if old in argv:
-            raise UserError(f"{old} is now called {new}; see {script} --help")
+            raise UserError(f"{old} {new}; see {script} --help")
     box = io.StringIO()
     try:
         with contextlib.redirect_stderr(box):
@@ -302,7 +398,7 @@ def parse(config_cls, script, args=None, renamed=None):
         raise UserError(f"{msg}{f' (did you mean {hint}?)' if hint else ''}; see {script} --help") from None
 
 
-def run_cli(main, config_cls, script, args=None, errors=(), renamed=None, interrupted="continue with --resume"):
+def run_cli(main, config_cls, script, args=None, errors=(), moved=None, interrupted="continue with --resume"):
     """Parse the flags (tyro) and run main(cfg). UserError (and the `errors` classes of copy-alone modules)
     is one line on stderr, printed by rank 0 only under torchrun, and exit code 2; any other exception is a
     bug and keeps its traceback. Ctrl-C says how to resume. Always leaves the process group. Returns the code."""
@@ -310,7 +406,7 @@ def run_cli(main, config_cls, script, args=None, errors=(), renamed=None, interr
     # rank 0 speaks for the job; a RANK that is no number, or outside WORLD_SIZE: every process says so
     main_rank = rank == "0" or not (rank.isdigit() and world.isdigit() and int(rank) < int(world))
     try:
-        main(parse(config_cls, script, args, renamed))
+        main(parse(config_cls, script, args, moved))
     except (UserError, *errors) as e:
         if main_rank:
             print(f"{script}: error: {e}", file=sys.stderr)

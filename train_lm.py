@@ -61,12 +61,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-import dist
+
 import lm
-import planner
 import runtime
 from lm import LM  # noqa: F401  (re-exported: the model's home is lm.py)
-from lm_data import evaluate, get_batch, load_corpus
+from data import evaluate, get_batch, load_corpus
 from runtime import UserError
 
 PEAK_BF16_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40": 181e12, "4090": 165e12,
@@ -155,11 +154,6 @@ class Config:
     """Also checkpoint when this many minutes passed since the last checkpoint (evaluations always do)."""
     stop_after_steps: int | None = None
     """(debug) checkpoint and quit after this step (no final evaluation), e.g. to test --resume."""
-    plan: bool = False
-    """Print what the run will cost (FLOPs, steps, tokens, time from a few timed steps and evaluations on this
-    device at this precision, peak memory) and exit: trains nothing, writes nothing (planner.py)."""
-    plan_steps: int = 5
-    """--plan: timed steps per context (after 2 untimed ones)."""
 
 
 @dataclass
@@ -229,7 +223,7 @@ def check_flags(cfg):
                      ("threads", cfg.threads >= 0), ("ckpt_minutes", cfg.ckpt_minutes > 0),
                      ("ckpt_every", cfg.ckpt_every >= 0), ("evals", 0 <= cfg.evals <= 10_000),
                      ("vocab_size", cfg.vocab_size >= 0), ("depth", cfg.depth >= 0),
-                     ("rewarm", cfg.rewarm >= 0), ("plan_steps", cfg.plan_steps > 0),
+                     ("rewarm", cfg.rewarm >= 0),
                      ("stop_after_steps", cfg.stop_after_steps is None or cfg.stop_after_steps > 0)):
         if not ok:
             raise UserError(f"--{name.replace('_', '-')} {getattr(cfg, name)} is out of range")
@@ -313,7 +307,7 @@ class Run:
     """One training run: everything set up, restored or initialised, ready for the loop."""
 
     def __init__(self, cfg):
-        self.cfg, self.world = cfg, dist.World.from_env()    # 1 process, or torchrun's rank / size
+        self.cfg, self.world = cfg, runtime.World.from_env()    # 1 process, or torchrun's rank / size
         check_flags(cfg)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
@@ -461,55 +455,6 @@ def header(run):
             "params": sum(p.numel() for p in run.model.parameters()), "world_size": run.world.size}
 
 
-# ----------------------------------------------------------------------------- --plan (planner.py)
-
-def plan(cfg, name=None):
-    """What this run will cost (planner.py): per context its steps, tokens, FLOPs and timed seconds (steps, one
-    evaluation at the context and at the run's largest); trains nothing, writes nothing. Returns the plan."""
-    t0 = time.perf_counter()
-    run = Run(cfg)
-    setup = planner.process_seconds() if name is None else None
-    setup = time.perf_counter() - t0 if setup is None else setup
-    sched = run.schedule if run.schedule and not run.schedule.random else None
-    fwd, stages, timed = torch.compile(run.model) if cfg.compile else run.model, [], {}
-    for k, s in enumerate(run.shapes):                  # full shapes: a stage may name only its depth
-        if s["depth"] > len(run.model.blocks):           # a deeper stage is timed on the grown model
-            grow(run, s["depth"])
-            fwd, timed = torch.compile(run.model) if cfg.compile else run.model, {}
-        context, batch = s["context"], batch_of(cfg, s)
-        if (context, batch) not in timed:
-            def step():
-                train_step(run, fwd, context, batch)
-                run.state.step += 1
-            evals = lambda: [evaluate(fwd, run.val, c, cfg.val_tokens, cfg.tokens_per_step, run.device, run.amp)
-                             for c in {context, run.max_context}]
-            timed[context, batch] = (planner.time_calls(step, run.device, cfg.plan_steps),
-                                     planner.time_once(evals, run.device))
-        stages.append({"shape": f"context={context} batch_size={batch}", "batch": batch, "context": context,
-                       "timed": timed[context, batch], "flops_start": sched.stages[k].flops_start if sched else 0.0,
-                       "step_flops": 6 * run.model.macs_per_token(context) * batch * context})
-    if run.schedule and run.schedule.random:            # a stage drawn per step: the mean step, one row
-        mean = lambda key: sum(st[key] for st in stages) / len(stages)
-        stages = [{**stages[-1], "shape": "random over " + " ".join(str(st["context"]) for st in stages),
-                   "step_flops": mean("step_flops"), "timed": (mean_t(stages, 0), mean_t(stages, 1))}]
-    steps = planner.split_steps(run.budget, run.unit, stages)
-    evals = planner.evals_per_stage(eval_points(run), run.unit, stages, steps)
-    rows = [{"shape": st["shape"], "steps": n, "units": n * st["step_flops"] / (6 * run.model.macs_per_token(
-        st["context"])), "flops": n * st["step_flops"], "step_s": st["timed"][0], "evals": e, "eval_s": st["timed"][1]}
-            for st, n, e in zip(stages, steps, evals)]
-    save_s = planner.save_seconds(run.model, run.opt, run.device)
-    out = planner.summarise(name or cfg.out_dir, rows, setup, 0, save_s, 0, "tokens")
-    n_saves = out["evals"] + (out["steps"] // cfg.ckpt_every if cfg.ckpt_every else 0) + int(
-        out["total_s"] // (60 * cfg.ckpt_minutes))
-    out = planner.summarise(out["run"], rows, setup, n_saves, save_s, planner.peak_memory(run.device), "tokens")
-    print(planner.show(out, run.device, run.precision, "tokens"))
-    return out
-
-
-def mean_t(stages, i):
-    return sum(st["timed"][i] for st in stages) / len(stages)
-
-
 # ----------------------------------------------------------------------------- main
 
 def forwards(run):
@@ -533,9 +478,6 @@ def start_log(run, resuming):
 
 
 def main(cfg: Config):
-    if cfg.plan:                                         # the cost, measured; nothing trained, nothing written
-        plan(cfg)
-        return
     # Set up: flags, device, precision, data, model and optimiser; every check that may fail comes first.
     run = Run(cfg)
     resuming = run.restore()
@@ -594,7 +536,8 @@ def main(cfg: Config):
 
 def cli(args=None):
     """Parse the flags and train; bad input and divergence: one line on stderr (rank 0's) and exit code 2."""
-    return runtime.run_cli(main, Config, "train_lm.py", args, renamed={"--grad-clip": "--clip"})
+    return runtime.run_cli(main, Config, "train_lm.py", args, moved={"--grad-clip": "is now called --clip",
+                                                                          **runtime.moved_to_lab("train_lm.py")})
 
 
 if __name__ == "__main__":

@@ -43,28 +43,31 @@ Output in --out-dir (default runs/<data>-<model>-<shape>):
              order, crops, flips, patch sizes, new weights) is seeded by (seed, epoch or step).
 """
 import dataclasses
+import hashlib
 import json
 import math
+import os
+import pickle
 import sys
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
-import dist
-import distill
+
 import eval_fewshot
 import expand
 import flexivit
-import planner
-import prepared
 import runtime
-from data import augment, batch_indices, eval_images, generator, key_seed, load_dataset, normalize, resize_images
+import schedule
+from data import (Images, augment, batch_indices, eval_images, generator, is_prepared, key_seed, load_dataset,
+                  load_prepared, normalize, resize_images)
 from runtime import UserError
-from stages import log_config, plan_shapes, schedule_hash, stage_in_force
 
 DEFAULT_DATA = "/usr/share/datasets/fashion-mnist"
 RESUME_KEYS = ("dataset", "image_size", "model", "patch", "base_patch", "posemb_grid", "fewshot_data", "random",
@@ -179,11 +182,184 @@ class Config:
     """tqdm progress bar on a terminal (--no-progress: none)"""
     stop_after_steps: int | None = None
     """(debug) quit after this global step as if killed: no final evaluation or checkpoint"""
-    plan: bool = False
-    """print what the run will cost (FLOPs, steps, examples, time from a few timed steps and one evaluation on this
-    device at this precision, peak memory) and exit: trains nothing, writes nothing (planner.py)"""
-    plan_steps: int = 5
-    """--plan: timed steps per shape (after 2 untimed ones)"""
+
+
+# ----------------------------------------------------------------------------- the stages' shapes
+
+SHAPE_KEYS = ("patch", "width", "depth", "batch_size", "objective")
+
+
+def check_patch(patch, size, where):
+    if patch not in flexivit.valid_patches(size):
+        raise UserError(f"{where}: patch size {patch} does not divide the {size}-pixel image; "
+                        f"valid patch sizes: {' '.join(map(str, flexivit.valid_patches(size)))}")
+
+
+def plan_shapes(cfg, size, width, depth, head_dim, world=None):
+    """Every stage's full shape, checked before training: (stages, random patch sizes or None, schedule or None).
+    A stage inherits the previous stage's patch, width, depth and batch size; its objective is --objective's."""
+    shape = dict(patch=cfg.patch or size // 4, width=width, depth=depth, batch_size=cfg.batch_size,
+                 objective=cfg.objective)
+    sched, configs, random = None, [{}], cfg.random
+    if cfg.patch_sizes and not cfg.random:
+        raise UserError("--patch-sizes is the set that --random draws from: add --random, or use --patch")
+    if cfg.random and cfg.patch:
+        raise UserError("--random draws the patch size at every step: drop --patch (use --patch-sizes)")
+    if cfg.random:
+        patches = sorted(cfg.patch_sizes or [p for p in flexivit.valid_patches(size) if 4 <= p <= size // 2] or [size])
+        for p in patches:
+            check_patch(p, size, "--patch-sizes")
+        shape["patch"] = patches[0]
+    if cfg.schedule:
+        try:
+            sched = schedule.Schedule.load(cfg.schedule)
+        except schedule.ScheduleError as e:                       # schedule.py is copy-alone: its own error type
+            raise UserError(f"--schedule {e}") from None
+        configs, random = sched.configs, sched.random
+        if cfg.patch or cfg.random or cfg.patch_sizes:
+            raise UserError("--schedule sets the shape: drop --patch / --random / --patch-sizes")
+    stages = []
+    for i, c in enumerate(configs):
+        where = f"stage {i} of {cfg.schedule}" if cfg.schedule else "--patch"
+        if unknown := set(c) - set(SHAPE_KEYS):
+            raise UserError(f"{where}: unknown config key(s) {sorted(unknown)}; "
+                            f"train_vit.py changes {', '.join(SHAPE_KEYS)}")
+        new = {**shape, "objective": cfg.objective, **c}
+        if bad := [k for k in ("patch", "width", "depth", "batch_size") if type(new[k]) is not int or new[k] < 1]:
+            raise UserError(f"{where}: {bad[0]} {new[bad[0]]!r} must be a positive integer")
+        if i and (new["width"] < shape["width"] or new["depth"] < shape["depth"]):
+            raise UserError(f"{where}: width/depth {new['width']}/{new['depth']} would shrink the model "
+                            f"({shape['width']}/{shape['depth']}); a model can only grow")
+        if new["width"] % head_dim:
+            raise UserError(f"{where}: width {new['width']} is not a multiple of the head size {head_dim} "
+                            "(kept fixed when growing)")
+        if not isinstance(new["depth"], int) or new["depth"] < 1:
+            raise UserError(f"{where}: depth must be a positive integer, got {new['depth']!r}")
+        if not isinstance(new["batch_size"], int) or new["batch_size"] < 1:
+            raise UserError(f"{where}: batch_size must be a positive integer, got {new['batch_size']!r}")
+        check_objective(new["objective"], cfg.teacher, where if cfg.schedule else "--objective")
+        (world or runtime.World()).shard(new["batch_size"], where if cfg.schedule else "--batch-size")
+        check_patch(new["patch"], size, where)
+        stages.append(shape := new)
+    if not random:
+        return stages, None, sched
+    if sched:
+        if len({json.dumps({**s, "patch": 0}, sort_keys=True) for s in stages}) > 1:
+            raise UserError(f"random schedule {cfg.schedule}: its stages may differ in patch only")
+        patches = sorted({s["patch"] for s in stages})
+    return [{**stages[0], "patch": patches[0]}], patches, sched    # evaluated at the smallest patch (Fig. 7)
+
+
+def schedule_hash(sched):
+    if sched is None:
+        return None
+    stages = [dataclasses.asdict(s) if dataclasses.is_dataclass(s) else dict(vars(s)) for s in sched.stages]
+    return hashlib.sha256(json.dumps([sched.kind, stages], sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def stage_in_force(sched, current, flops, error, switch_on):
+    """Index of the stage to train in now (never an earlier one: a grown model cannot shrink)."""
+    if sched is None or sched.random or (switch_on == "error" and error is None):
+        return current
+    s = sched.stage_at(flops=flops) if switch_on == "flops" else sched.stage_at(error=error)
+    return max(current, s.index)
+
+
+def log_config(shape, patches, distilling):
+    """The shape in force, as a record's "config" (the objective only in runs that distill); a random run logs
+    its evaluation patch and the sampled set."""
+    c = {k: shape[k] for k in ("patch", "width", "depth", "batch_size")}
+    c = {**c, "objective": shape["objective"]} if distilling else c
+    return {**c, "random": patches} if patches else c
+
+
+# ----------------------------------------------------------------------------- distillation (Sec. 6.2)
+
+OBJECTIVES = ("supervised", "distill")
+
+
+@dataclass
+class Teacher:
+    model: torch.nn.Module
+    patch: int
+    path: str
+    step: int = 0
+    """the teacher's training step (its checkpoint's state)"""
+
+    @property
+    def macs(self):
+        """Multiply-accumulates of one forward pass of one example (blocks only, as the student's)."""
+        return self.model.macs(self.patch)
+
+    @property
+    def fingerprint(self):
+        """What a resume checks: the same teacher (shape, patch, training step)."""
+        return {"model_args": self.model.model_args(), "patch": self.patch, "step": self.step}
+
+    @torch.no_grad()
+    def logits(self, x):
+        return self.model(x, self.patch)
+
+
+def check_objective(objective, teacher_path, where):
+    """Before training: a known objective, and a teacher for 'distill'."""
+    if objective not in OBJECTIVES:
+        raise UserError(f"{where}: objective {objective!r} is not implemented (train_vit.py trains "
+                           f"{' or '.join(map(repr, OBJECTIVES))})")
+    if objective == "distill" and not teacher_path:
+        raise UserError(f"{where}: objective 'distill' needs a teacher: pass --teacher runs/<teacher>/ckpt.pt")
+
+
+def load_teacher(path, image_size, in_chans, num_classes, device):
+    """A frozen teacher from a train_vit.py checkpoint, checked against the student's data."""
+    if not os.path.isfile(path):
+        raise UserError(f"--teacher: no checkpoint at {path}; train one first "
+                           "(train_vit.py --model V128-6 --patch 7 --out-dir runs/teacher) and pass its ckpt.pt")
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=False)
+    except (OSError, EOFError, RuntimeError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as e:
+        raise UserError(f"--teacher: cannot read {path} ({type(e).__name__}); pass a train_vit.py ckpt.pt") from None
+    if not isinstance(ck, dict) or not {"model_args", "model", "patch"} <= set(ck):
+        raise UserError(f"--teacher: {path} is not a train_vit.py checkpoint (needs model_args, model, patch)")
+    a = ck["model_args"]
+    have = (a.get("image_size"), a.get("in_chans"), a.get("num_classes"))
+    if have != (image_size, in_chans, num_classes):
+        raise UserError(f"--teacher: {path} was trained on {have[0]}-pixel images with {have[1]} channel(s) and "
+                           f"{have[2]} classes, the data here have {image_size}, {in_chans} and {num_classes}; "
+                           "train the teacher on the same data")
+    model = flexivit.FlexiViT(**a)
+    try:
+        model.load_state_dict(ck["model"])
+    except RuntimeError as e:
+        raise UserError(f"--teacher: {path}: weights do not fit model_args ({str(e).splitlines()[0]})") from None
+    model.to(device).eval().requires_grad_(False)
+    return Teacher(model, int(ck["patch"]), str(path), int(ck.get("state", {}).get("step", 0)))
+
+
+def hinton_loss(student_logits, teacher_logits, temperature=2.0):
+    """T^2 * KL(softmax(t/T) || softmax(s/T)), mean over the batch (Hinton et al. 2015; the T^2 keeps the
+    gradient's scale independent of T)."""
+    T = temperature
+    s = F.log_softmax(student_logits.float() / T, dim=-1)
+    t = F.log_softmax(teacher_logits.float() / T, dim=-1)
+    return F.kl_div(s, t, log_target=True, reduction="batchmean") * (T * T)
+
+
+def train_loss(objective, logits, x, y, teacher=None, temperature=2.0, label_smoothing=0.2):
+    """A stage's training objective on the student's `logits` for images `x`, labels `y`: 'supervised',
+    label-smoothed cross-entropy (Table 1); 'distill', only the Hinton loss to the teacher's logits on the same
+    images (App. B.6): one teacher forward per example."""
+    if objective == "distill":
+        return hinton_loss(logits, teacher.logits(x), temperature)
+    return F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
+
+
+def step_flops(student_macs, batch_size, objective, teacher=None):
+    """Training FLOPs of one step: 6 x student MACs per example (forward + backward), plus 2 x teacher MACs
+    (a forward only, Sec. 6.2) when distilling."""
+    if objective == "distill":
+        return (6.0 * student_macs + 2.0 * teacher.macs) * batch_size
+    return 6.0 * student_macs * batch_size
 
 
 # ----------------------------------------------------------------------------- training
@@ -256,8 +432,7 @@ def check_flags(cfg):
                      ("threads", cfg.threads is None or cfg.threads > 0), ("ckpt_every", cfg.ckpt_every >= 0),
                      ("ckpt_minutes", cfg.ckpt_minutes > 0), ("patch", cfg.patch is None or cfg.patch > 0),
                      ("stop_after_steps", cfg.stop_after_steps is None or cfg.stop_after_steps > 0),
-                     ("base_patch", cfg.base_patch > 0), ("posemb_grid", cfg.posemb_grid > 0),
-                     ("plan_steps", cfg.plan_steps > 0)):
+                     ("base_patch", cfg.base_patch > 0), ("posemb_grid", cfg.posemb_grid > 0)):
         if not ok:
             raise UserError(f"--{name.replace('_', '-')} {getattr(cfg, name)} is out of range")
 
@@ -267,9 +442,9 @@ def fewshot_sets(cfg, train_x):
     without it (the k-shot sets then come from --data-dir)."""
     if cfg.fewshot_data is None:
         return None
-    if not prepared.is_prepared(cfg.fewshot_data):
+    if not is_prepared(cfg.fewshot_data):
         raise UserError(f"--fewshot-data {cfg.fewshot_data}: not a folder prepared by prepare_images.py (no train.json)")
-    sets = prepared.load_prepared(cfg.fewshot_data)
+    sets = load_prepared(cfg.fewshot_data)
     if sets[0].shape[1:] != train_x.shape[1:]:
         raise UserError(f"--fewshot-data {cfg.fewshot_data}: images {tuple(sets[0].shape[1:])} (C, H, W), the "
                         f"training images {tuple(train_x.shape[1:])}; prepare both at the same --resolution")
@@ -291,7 +466,7 @@ class Run:
     """One training run, set up: device, precision, data, the planned shapes, the output folder."""
 
     def __init__(self, cfg):
-        self.cfg, self.world = cfg, dist.World.from_env()
+        self.cfg, self.world = cfg, runtime.World.from_env()
         check_flags(cfg)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
@@ -323,13 +498,13 @@ class Run:
         self.stages, self.patches, self.sched = plan_shapes(cfg, self.size, self.template.width, self.template.depth,
                                                             self.template.head_dim, self.world)
         self.distilling = any(s["objective"] == "distill" for s in self.stages)
-        self.teacher = distill.load_teacher(cfg.teacher, self.size, self.chans, self.num_classes,
+        self.teacher = load_teacher(cfg.teacher, self.size, self.chans, self.num_classes,
                                             self.device) if self.distilling else None
         self.out = runtime.check_out_dir(cfg.out_dir or f"runs/{self.default_name()}")
         self.ckpts, self.log = runtime.Checkpoints(self.out / "ckpt.pt", self.world.main), runtime.RunLog(
             self.out / "log.jsonl")
         self.shash = schedule_hash(self.sched)
-        self.streamed = isinstance(self.train_x, prepared.Images)    # a prepared file: streamed data order
+        self.streamed = isinstance(self.train_x, Images)    # a prepared file: streamed data order
         self.ev = eval_images(self.train_x, self.train_y, test_x, test_y, cfg.fewshot_support, cfg.fewshot_query,
                               cfg.test_size, cfg.train_size, self.device, fewshot_sets(cfg, self.train_x))
         self.data_sizes = {"train": len(self.train_x), "test": len(test_x), "image_size": self.size}
@@ -441,7 +616,7 @@ def train_step(run, fwd, shape, patch):
     x = run.train_x[idx].to(run.device, non_blocking=True)   # a prepared file: only these rows are read
     x = normalize(augment(x, generator("augment", cfg.seed, state.step), cfg.flip, rows=(lo, bs)))
     with run.amp:
-        loss = distill.train_loss(shape["objective"], fwd(x, patch), x, run.train_y[idx].to(run.device), run.teacher,
+        loss = train_loss(shape["objective"], fwd(x, patch), x, run.train_y[idx].to(run.device), run.teacher,
                                   cfg.temperature, cfg.label_smoothing)
     run.opt.zero_grad(set_to_none=True)
     loss.backward()                                         # DDP: gradients averaged over the processes
@@ -469,65 +644,9 @@ def evaluate_and_log(run, shape, lr):
     return metrics["fewshot10_error"]
 
 
-# ----------------------------------------------------------------------------- --plan (planner.py)
-
-def time_shape(run, shape, patches):
-    """(seconds per step, seconds per evaluation, seconds per checkpoint) of one stage's shape, measured on a fresh
-    model of its width and depth (the data position advances: a prepared file is read as in training)."""
-    cfg, t = run.cfg, run.template
-    run.model = flexivit.FlexiViT(**{**t.model_args(), "width": shape["width"], "depth": shape["depth"],
-                                     "heads": shape["width"] // t.head_dim}).to(run.device).train()
-    run.opt, run.state = make_optimizer(run.model, cfg, run.device), State()
-    fwd, drawn = wrap(run), iter(patches * (cfg.plan_steps + 2))
-
-    def step():
-        train_step(run, fwd, shape, next(drawn))
-        run.state.step, run.state.samples = run.state.step + 1, run.state.samples + shape["batch_size"]
-    step_s = planner.time_calls(step, run.device, cfg.plan_steps)
-    eval_s = planner.time_once(lambda: evaluate(run.model, shape["patch"], run.ev, cfg, run.amp), run.device)
-    return step_s, eval_s, planner.save_seconds(run.model, run.opt, run.device)
-
-
-def plan(cfg, name=None):
-    """What this run will cost (planner.py): per stage its steps, examples, FLOPs and timed seconds; trains nothing,
-    writes nothing. Returns the plan (a dict) after printing it."""
-    t0 = time.perf_counter()
-    run = Run(cfg)
-    setup = planner.process_seconds() if name is None else None    # a run of its own: from the process start
-    setup = time.perf_counter() - t0 if setup is None else setup
-    planner.reset_peak(run.device)
-    sched_stages = run.sched.stages if run.sched and not run.sched.random else None
-    stages, timed, saves_s = [], {}, 0.0
-    for k, shape in enumerate(run.stages):
-        patches = run.patches or [shape["patch"]]
-        key = json.dumps({**shape, "patches": patches}, sort_keys=True)
-        if key not in timed:
-            timed[key] = time_shape(run, shape, patches)
-        macs = sum(run.model.macs(p) for p in patches) / len(patches)     # a random draw: the mean patch
-        stages.append({"shape": log_config(shape, run.patches, run.distilling), "timed": timed[key],
-                       "flops_start": sched_stages[k].flops_start if sched_stages else 0.0,
-                       "step_flops": distill.step_flops(macs, shape["batch_size"], shape["objective"], run.teacher)})
-    steps = planner.split_steps(run.budget, run.unit, stages)
-    evals = planner.evals_per_stage(runtime.eval_points(run.budget, cfg.evals, integer=run.unit == "steps"),
-                                    run.unit, stages, steps)
-    rows = [{"shape": " ".join(f"{k}={v}" for k, v in s["shape"].items()), "steps": n,
-             "units": n * run.stages[i]["batch_size"], "flops": n * s["step_flops"], "step_s": s["timed"][0],
-             "evals": e, "eval_s": s["timed"][1]} for i, (s, n, e) in enumerate(zip(stages, steps, evals))]
-    saves_s = max(t[2] for t in timed.values())
-    out = planner.summarise(name or str(run.out), rows, setup, 0, saves_s, planner.peak_memory(run.device))
-    n_saves = out["evals"] + (out["steps"] // cfg.ckpt_every if cfg.ckpt_every else 0) + int(
-        out["total_s"] // (60 * cfg.ckpt_minutes))
-    out = planner.summarise(out["run"], rows, setup, n_saves, saves_s, out["peak_bytes"])
-    print(planner.show(out, run.device, run.precision))
-    return out
-
-
 # ----------------------------------------------------------------------------- main
 
 def main(cfg):
-    if cfg.plan:                                         # the cost, measured; nothing trained, nothing written
-        plan(cfg)
-        return
     # Set up: flags, device, precision, data, the shape of every stage, the output folder.
     run = Run(cfg)
     run.restore()                                        # from ckpt.pt, or a new model
@@ -559,7 +678,7 @@ def main(cfg):
         # One step, then the compute it cost: 6 x block MACs x examples (Sec. 3), + the teacher's forward.
         loss, lr = train_step(run, fwd, shape, patch)
         before, bs = run.progress(), shape["batch_size"]
-        state.flops += distill.step_flops(model.macs(patch), bs, shape["objective"], run.teacher)
+        state.flops += step_flops(model.macs(patch), bs, shape["objective"], run.teacher)
         state.step, state.samples = state.step + 1, state.samples + bs
         state.loss_sum, state.loss_count = state.loss_sum + loss, state.loss_count + 1
         state.wall += time.perf_counter() - tick
@@ -586,7 +705,7 @@ def main(cfg):
 
 def cli(args=None):
     """Parse the flags and train; bad input is one line on stderr (rank 0's, under torchrun) and exit code 2."""
-    return runtime.run_cli(main, Config, "train_vit.py", args)
+    return runtime.run_cli(main, Config, "train_vit.py", args, moved=runtime.moved_to_lab("train_vit.py"))
 
 
 if __name__ == "__main__":

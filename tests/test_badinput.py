@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 import torch
 
-import compare
+from lab import compare
 import eval_fewshot
 import fit_laws
-import reproduce
+from lab import reproduce
 import runtime
 import schedule
 import train_lm
@@ -531,7 +531,7 @@ def test_bad_launcher_environment_is_one_line(script, env, w, b, capsys, monkeyp
 
 def test_report_reads_a_garbage_log_as_no_evaluation(tmp_path):
     """reproduce.py asks report.last_eval whether a run is finished: garbage there means "not finished", not a crash."""
-    import report
+    from lab import report
     for junk in (b"\xff\xfe", b"[1, 2]\n", NESTED.encode(), b'{"type": "eval", "flops": 1e400}\n'):
         (tmp_path / "log.jsonl").write_bytes(junk)
         assert report.last_eval(tmp_path) is None

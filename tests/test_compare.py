@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy.stats import t as student_t
 
-import compare
+from lab import compare
 
 ROOT = Path(__file__).resolve().parent.parent
 C = np.geomspace(1e11, 1e13, 14)       # 14 log-spaced evaluations, like the real runs
@@ -182,7 +182,7 @@ def test_duplicate_run_of_one_seed_is_refused(tmp_path):
 
 
 def cli(*args):
-    return subprocess.run([sys.executable, str(ROOT / "compare.py"), *map(str, args)],
+    return subprocess.run([sys.executable, str(ROOT / "lab" / "compare.py"), *map(str, args)],
                           capture_output=True, text=True, cwd=ROOT)
 
 

@@ -14,6 +14,7 @@ import torch
 
 import runtime
 import train_vit
+from lab import planner
 from conftest import make_images
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
@@ -114,14 +115,14 @@ def test_torchrun_on_two_gpus_matches_one(npz, tmp_path):
 
 
 def test_plan_reports_gpu_memory_and_writes_nothing(npz, tmp_path, capsys):
-    assert train_vit.cli(flags(npz, tmp_path / "r", "--flops", "1e11", "--plan")) == 0
+    assert planner.cli(["train_vit.py", *flags(npz, tmp_path / "r", "--flops", "1e11")]) == 0
     out = capsys.readouterr().out
     assert "allocated on the GPU" in out and torch.cuda.get_device_name() in out and not (tmp_path / "r").exists()
 
 
 def test_training_from_a_prepared_file_on_gpu(tmp_path):
     from conftest import make_image_folder
-    import prepare_images
+    from lab import prepare_images
     src = make_image_folder(tmp_path / "src", per_class=14)
     assert prepare_images.cli(["--src", str(src), "--out", str(tmp_path / "p"), "--resolution", "24",
                                "--no-progress"]) == 0

@@ -15,10 +15,9 @@ import torch
 from PIL import Image
 
 import data
-import planner
-import prepare_images
-import prepared
-import reproduce
+from lab import planner
+from lab import prepare_images
+from lab import reproduce
 import runtime
 import train_lm
 import train_vit
@@ -56,7 +55,7 @@ def test_prepared_files_hold_every_image_resized_and_cropped(folder):
     src, out = folder
     x, y, tx, ty = data.load_dataset(out)
     meta = json.loads((out / "train.json").read_text())
-    assert isinstance(x, prepared.Images) and x.shape == (42, 3, 24, 24) and tx.shape == (42, 3, 24, 24)
+    assert isinstance(x, data.Images) and x.shape == (42, 3, 24, 24) and tx.shape == (42, 3, 24, 24)
     assert meta["classes"] == ["c0", "c1", "c2"] and meta["counts"] == [14, 14, 14] and meta["resolution"] == 24
     assert meta["bytes"] == os.path.getsize(out / "train.u8") == 42 * 24 * 24 * 3
     assert np.load(out / "train.labels.npy").dtype == np.int32
@@ -79,7 +78,7 @@ def test_rerun_of_a_finished_preparation_changes_nothing(folder, capsys):
 def test_a_preparation_stopped_mid_way_resumes_to_the_same_files(folder, tmp_path):
     src, whole = folder
     out = tmp_path / "out"
-    cmd = [sys.executable, str(ROOT / "prepare_images.py"), "--src", str(src), "--out", str(out), "--resolution", "24",
+    cmd = [sys.executable, str(ROOT / "lab" / "prepare_images.py"), "--src", str(src), "--out", str(out), "--resolution", "24",
            "--workers", "1", "--chunk", "2", "--no-progress"]
     # stopped as if killed after 3 chunks: nothing under a final name, the progress recorded
     r = subprocess.run([*cmd, "--stop-after-chunks", "3"], capture_output=True, text=True)
@@ -87,7 +86,7 @@ def test_a_preparation_stopped_mid_way_resumes_to_the_same_files(folder, tmp_pat
     assert not (out / "train.u8").exists() and not (out / "train.json").exists()
     assert json.loads((out / "train.progress.json").read_text())["done"] == 3
     with pytest.raises(runtime.UserError, match="did not finish"):
-        prepared.read_meta(out, "train")
+        data.read_meta(out, "train")
     # and killed for real at some moment of a second attempt, then the same command completes
     p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(2.5)
@@ -109,7 +108,7 @@ def test_corrupt_images_are_skipped_named_and_counted_up_to_max_bad(tmp_path, ca
     meta = json.loads((tmp_path / "a" / "train.json").read_text())
     assert meta["shape"][0] == 36 and meta["counts"] == [12, 12, 12] and len(meta["skipped"]) == 2
     # the rows left are exactly the good images, with their labels
-    x, y, _ = prepared.open_split(tmp_path / "a", "train")
+    x, y, _ = data.open_split(tmp_path / "a", "train")
     assert all(int(y[[i]][0]) == int(x[[i]][0].float().mean((1, 2)).argmax()) for i in range(36))
     assert prep(src, tmp_path / "b", "--max-bad", 1) == 2
     one_line_error(capsys, "failed to decode", "--max-bad 1")
@@ -231,7 +230,7 @@ def plan_rows(text):
 def test_plan_counts_the_steps_the_run_takes_and_writes_nothing(folder, tmp_path, capsys):
     _, out = folder
     flags = vit_flags(out, tmp_path / "run", "--flops", "3e8", "--plan-steps", "2")
-    assert train_vit.cli([*flags, "--plan"]) == 0
+    assert planner.cli(["train_vit.py", *flags]) == 0
     text = capsys.readouterr().out
     assert not (tmp_path / "run").exists()
     assert train_vit.cli(flags) == 0
@@ -248,7 +247,7 @@ def test_plan_splits_a_schedule_as_the_trainer_switches(folder, tmp_path, capsys
                                                                           {"config": {"patch": 6}, "flops_start": 1e8}]}))
     flags = [f for f in vit_flags(out, tmp_path / "run", "--flops", "4e8", "--schedule", str(sched)) if f != "12"]
     flags.remove("--patch")
-    assert train_vit.cli([*flags, "--plan", "--plan-steps", "1"]) == 0
+    assert planner.cli(["train_vit.py", *flags, "--plan-steps", "1"]) == 0
     rows = plan_rows(capsys.readouterr().out)
     assert train_vit.cli(flags) == 0
     recs = evals(tmp_path / "run")
@@ -260,10 +259,12 @@ def test_plan_splits_a_schedule_as_the_trainer_switches(folder, tmp_path, capsys
 def test_lm_and_pipeline_plans_write_nothing(tmp_path, capsys):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("the quick brown fox jumps over the lazy dog. " * 400)
-    assert train_lm.cli(["--data", str(corpus), "--model", "L32-2", "--context", "16", "--tokens-per-step", "128",
+    assert planner.cli(["train_lm.py", "--data", str(corpus), "--model", "L32-2", "--context", "16", "--tokens-per-step", "128",
                          "--val-tokens", "256", "--steps", "40", "--out-dir", str(tmp_path / "lm"), "--cache-dir",
-                         str(tmp_path / "cache"), "--threads", "1", "--plan", "--plan-steps", "1"]) == 0
+                         str(tmp_path / "cache"), "--threads", "1", "--plan-steps", "1"]) == 0
     assert "total: 40 steps, 5,120 tokens" in capsys.readouterr().out and not (tmp_path / "lm").exists()
+    assert train_lm.cli(["--data", str(corpus), "--steps", "4", "--plan"]) == 2      # the old spelling: one line
+    assert "moved to the lab: python lab/planner.py train_lm.py" in capsys.readouterr().err
     assert runtime.run_cli(reproduce.main, reproduce.Config, "reproduce.py", [
         "--experiment", "context", "--preset", "smoke", "--set", "contexts=16,8", f"data={corpus}", "val_tokens=256",
         "tokens_per_step=128", "--flops", "2e9", "--out-dir",

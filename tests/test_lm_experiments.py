@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import report
-import reproduce
+from lab import report
+from lab import reproduce
 import train_lm
-from reproduce import Config
+from lab.reproduce import Config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -81,7 +81,7 @@ def test_a_stage_tokens_per_step_sets_the_batch(tmp_path):
 
 
 def cli(tmp_path, *args):
-    r = subprocess.run([sys.executable, str(ROOT / "reproduce.py"), "--out-dir", str(tmp_path / "out"), *args],
+    r = subprocess.run([sys.executable, str(ROOT / "lab" / "reproduce.py"), "--out-dir", str(tmp_path / "out"), *args],
                        capture_output=True, text=True, cwd=tmp_path)
     return r.returncode, r.stderr.strip()
 

@@ -10,16 +10,16 @@ import numpy as np
 import pytest
 
 from conftest import make_images
-import report
-import reproduce
-from report import verdict
-from reproduce import Config, PRESETS
+from lab import report
+from lab import reproduce
+from lab.report import verdict
+from lab.reproduce import Config, PRESETS
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def cli(*args, cwd=ROOT):
-    return subprocess.run([sys.executable, str(ROOT / "reproduce.py"), *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, str(ROOT / "lab" / "reproduce.py"), *args], capture_output=True, text=True,
                           cwd=cwd)
 
 
@@ -442,7 +442,7 @@ def test_one_axis_schedules_restrict_the_joint_laws_to_the_best_shapes_patch_or_
 
 def test_switch_cost_is_read_back_from_a_run_that_lost_known_flops(tmp_path):
     """A law run that follows the new law S FLOPs late after its switch: the bench measures S."""
-    sys.path.insert(0, str(ROOT / "bench"))
+    sys.path.insert(0, str(ROOT / "lab" / "bench"))
     import bench_switch_cost as bsc
     laws = grid_laws(tmp_path)
     P, Q = laws["laws"][0], laws["laws"][3]

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import tyro
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 import schedule as sch  # noqa: E402
 
 

@@ -50,8 +50,8 @@ from dataclasses import dataclass
 import numpy as np
 import tyro
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from compare import Run, compare, fit_shift  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+from lab.compare import Run, compare, fit_shift  # noqa: E402
 from fit_laws import Law  # noqa: E402
 
 P7 = (1.561155e5, 0.4800087, 0.1156755, 3.290254e10)    # a, b, c, d: results/vit-full/laws.json

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 import tyro
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 import expand  # noqa: E402
 import flexivit  # noqa: E402
 

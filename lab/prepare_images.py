@@ -1,4 +1,4 @@
-"""Prepare an image folder once for training: fixed-resolution uint8 arrays, read memory-mapped (prepared.py).
+"""Prepare an image folder once for training: fixed-resolution uint8 arrays, read memory-mapped (data.py).
 
 The paper trained on ImageNet-21k resized to 120 x 120 and read through FFCV (Sec. 3), so that decoding
 never held the GPU back. This script does that preparation for any folder in the usual layout:
@@ -16,7 +16,7 @@ RGBA) becomes 3. Decoding runs in --workers processes (a multiprocessing Pool, i
 with a progress bar.
 
 Output in --out, per split: <split>.u8 (raw uint8 [N, H, W, C]), <split>.labels.npy (int32), <split>.json
-(prepared.py documents the fields). Rows follow the sorted file list shuffled once (seed 0), so that the first N
+(data.py documents the fields). Rows follow the sorted file list shuffled once (seed 0), so that the first N
 rows, the trainers' test set, are a uniform sample; the rows of images that failed to decode are filled by the
 last rows (then the file is cut short).
 
@@ -44,9 +44,10 @@ from typing import Literal
 import numpy as np
 from tqdm import tqdm
 
-import prepared
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # the core, at the repository root
+import data as prepared                               # the prepared format's reader, in data.py
 import runtime
-from presets import PRESETS
+from lab.presets import PRESETS
 from runtime import UserError
 
 EXTENSIONS = (".jpg", ".jpeg", ".png")

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import tyro
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 from fit_laws import Law, fit_law  # noqa: E402
 
 LO, HI, CUT = 1e11, 1e14, 0.3

@@ -17,6 +17,7 @@ import math
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # the core, at the repository root
 from runtime import UserError, atomic_write, run_cli
 
 

@@ -45,9 +45,10 @@ from typing import Literal
 
 from tqdm import tqdm
 
-import report
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # the core, at the repository root
+from lab import report
 import runtime
-from presets import PRESETS
+from lab.presets import PRESETS
 from runtime import UserError, write_json
 
 # per experiment: the trainer, and the baselines it can train (train_vit.py's random mode draws patch sizes only)
@@ -184,7 +185,7 @@ def check_corpus(e: str, p: dict) -> None:
     reach the vocabulary size, so that no run fails half-way through the pipeline."""
     if e not in LM_EXPERIMENTS:
         return
-    from lm_data import load_corpus                     # torch; only the LM experiments need it
+    from data import load_corpus                     # torch; only the LM experiments need it
     T = max(p.get("contexts", ()) or (p["context"],))
     train, val, _, _ = load_corpus(p["data"], "", p.get("vocab_size", 0))
     windows = p["val_tokens"] // T
@@ -608,13 +609,13 @@ def main(cfg: Config) -> bool:
 
 def check_data(cfg: Config, p: dict) -> None:
     """A prepared --data-dir (prepare_images.py): every patch size of the preset divides its resolution."""
-    import prepared
-    if cfg.experiment == "context" or not prepared.is_prepared(cfg.data_dir):
+    import data
+    if cfg.experiment == "context" or not data.is_prepared(cfg.data_dir):
         return
-    meta = prepared.read_meta(cfg.data_dir, "train")
+    meta = data.read_meta(cfg.data_dir, "train")
     patches = list(p.get("patches", ())) + [p[k] for k in ("patch", "teacher_patch") if k in p]
     if bad := [q for q in patches if meta["resolution"] % q]:
-        raise UserError(f"{prepared.paths(cfg.data_dir, 'train')[2]}: resolution {meta['resolution']} is not divisible "
+        raise UserError(f"{data.paths(cfg.data_dir, 'train')[2]}: resolution {meta['resolution']} is not divisible "
                         f"by the preset's patch size(s) {' '.join(map(str, bad))}; prepare the data at a resolution "
                         f"they all divide (e.g. 120) or --set patches=...")
 
@@ -623,12 +624,11 @@ def plan_sweep(cfg: Config, p: dict, static: list[Job], sched: list[Job]) -> Non
     """reproduce.py --plan: each distinct static run timed once in this process (the trainer's own plan, at its
     --threads), seeds sharing it; the scheduled runs, whose schedule the laws decide, between the cheapest and the
     dearest static shape per FLOP. Sums are run-seconds; with --jobs runs at a time the wall is about sum / jobs."""
-    import importlib
     script = TRAINER.get(cfg.experiment, "train_vit.py")
     t = time.perf_counter()                                # a run's own start: interpreter and imports
     subprocess.run([sys.executable, "-c", f"import {script[:-3]}"], check=True)
     start, plans, total = time.perf_counter() - t, {}, 0.0
-    trainer = importlib.import_module(script[:-3])
+    from lab import planner
     for job in static:
         flags = job.cmd[2:]
         key = json.dumps([f for i, f in enumerate(flags) if flags[i - 1] not in ("--seed", "--out-dir")])
@@ -638,7 +638,7 @@ def plan_sweep(cfg: Config, p: dict, static: list[Job], sched: list[Job]) -> Non
                 "pipeline's teacher first, or --set teacher=CKPT)")
             continue
         if key not in plans:
-            plans[key] = trainer.plan(runtime.parse(trainer.Config, script, [*flags, "--plan"]), name=job.name)
+            plans[key] = planner.plan_run(script, flags, name=job.name)
         else:
             say(f"plan {job.name}: as {plans[key]['run']} (another seed)")
         total += plans[key]["total_s"] - plans[key]["setup_s"] + start
@@ -703,7 +703,7 @@ def steps(cfg: Config, p: dict, root: Path, static: list[Job], sched: list[Job],
         sched = one_axis_schedules(cfg, p, root, sched, bar)
     train(sched, cfg.jobs, bar, "4/6 scheduled runs")
     bar.show("5/6 compare", force=True)      # with no scheduled run too: the static runs' finals, with intervals
-    step("compare.py", [py, "compare.py", "--runs", *runs, *[str(j.out) for j in sched], "--metric",
+    step("compare.py", [py, "lab/compare.py", "--runs", *runs, *[str(j.out) for j in sched], "--metric",
                         p.get("compare_metric", p["metric"]), "--cost", cfg.cost, "--out-dir", str(root)],
          root / "compare.txt")
     bar.show("6/6 report", force=True)

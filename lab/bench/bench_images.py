@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 WORK = ROOT / "runs" / "bench-images"
@@ -44,7 +44,7 @@ def prep(n_images=5000, workers=2):
         (src / "done").write_text("")
     subprocess.run(["rm", "-rf", str(out)], check=True)
     t = time.perf_counter()
-    subprocess.run([sys.executable, str(ROOT / "prepare_images.py"), "--src", str(src), "--out", str(out),
+    subprocess.run([sys.executable, str(ROOT / "lab" / "prepare_images.py"), "--src", str(src), "--out", str(out),
                     "--splits", "train", "--workers", str(workers), "--no-progress"], check=True)
     seconds = time.perf_counter() - t
     mean_px = np.mean([w * h for w, h in sizes])
@@ -56,7 +56,6 @@ def prep(n_images=5000, workers=2):
 def fmnist_prepared():
     """Fashion-MNIST written as a prepared folder (the same images, no JPEG round trip)."""
     import data
-    import prepared
     import runtime
     out = WORK / "fmnist-prepared"
     if (out / "val.json").exists():
@@ -64,12 +63,12 @@ def fmnist_prepared():
     out.mkdir(parents=True, exist_ok=True)
     x, y, tx, ty = data.load_dataset(FMNIST)
     for split, a, b in (("train", x, y), ("val", tx, ty)):
-        d, lab, meta = prepared.paths(out, split)
+        d, lab, meta = data.paths(out, split)
         arr = a.permute(0, 2, 3, 1).contiguous().numpy()
         d.write_bytes(arr.tobytes())
         with open(lab, "wb") as f:
             np.save(f, b.numpy().astype(np.int32))
-        runtime.write_json(meta, {"version": prepared.VERSION, "kind": prepared.KIND, "split": split,
+        runtime.write_json(meta, {"version": data.VERSION, "kind": data.KIND, "split": split,
                                   "shape": list(arr.shape), "classes": [str(i) for i in range(10)],
                                   "resolution": 28, "channels": 1, "bytes": arr.nbytes})
     return out
@@ -117,17 +116,17 @@ def speed(rounds=40, steps=5):
 
 def sparse_prepared(rows, name):
     """A prepared folder of `rows` 28x28 images: a sparse data file (zeros, no disk) and real random labels."""
-    import prepared
+    import data
     import runtime
     out = WORK / name
     out.mkdir(parents=True, exist_ok=True)
     for split, n in (("train", rows), ("val", 10000)):
-        d, lab, meta = prepared.paths(out, split)
+        d, lab, meta = data.paths(out, split)
         with open(d, "wb") as f:
             f.truncate(n * 784)
         with open(lab, "wb") as f:
             np.save(f, np.random.default_rng(0).integers(0, 10, n).astype(np.int32))
-        runtime.write_json(meta, {"version": prepared.VERSION, "kind": prepared.KIND, "split": split,
+        runtime.write_json(meta, {"version": data.VERSION, "kind": data.KIND, "split": split,
                                   "shape": [n, 28, 28, 1], "classes": [str(i) for i in range(10)],
                                   "resolution": 28, "channels": 1, "bytes": n * 784})
     return out
