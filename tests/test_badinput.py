@@ -547,11 +547,13 @@ def test_count_of_cases():
 
 E2E = [("fit_laws.py", ["--logs", "x", "--pointz", "3"], "--pointz"),
        ("schedule.py", ["--laws", "/no/laws.json", "--budget", "1e12"], "laws.json"),
-       ("compare.py", ["--runs", "/no/run"], "/no/run"),
+       ("lab/compare.py", ["--runs", "/no/run"], "/no/run"),
        ("train_vit.py", ["--steps", "-1"], "--steps"),
        ("eval_fewshot.py", ["--ckpt", "/no/ckpt.pt"], "ckpt.pt"),
        ("train_lm.py", ["--steps", "2", "--context", "0"], "--context"),
-       ("reproduce.py", ["--preset", "smoke", "--flops", "-1"], "--flops")]
+       ("lab/reproduce.py", ["--preset", "smoke", "--flops", "-1"], "--flops"),
+       ("lab/planner.py", ["train_vit.py", "--steps", "-1"], "--steps"),
+       ("train_vit.py", ["--steps", "2", "--plan"], "lab/planner.py")]
 
 
 @pytest.mark.parametrize("script, args, says", E2E)
