@@ -229,8 +229,8 @@ def plan_rows(text):
 
 def test_plan_counts_the_steps_the_run_takes_and_writes_nothing(folder, tmp_path, capsys):
     _, out = folder
-    flags = vit_flags(out, tmp_path / "run", "--flops", "3e8", "--plan-steps", "2")
-    assert planner.cli(["train_vit.py", *flags]) == 0
+    flags = vit_flags(out, tmp_path / "run", "--flops", "3e8")
+    assert planner.cli(["train_vit.py", *flags, "--plan-steps", "2"]) == 0
     text = capsys.readouterr().out
     assert not (tmp_path / "run").exists()
     assert train_vit.cli(flags) == 0
