@@ -1,9 +1,9 @@
 """Train a Llama-style language model at a fixed or scheduled context length (paper Sec. 5, App. B.5).
 
 One scaling law per context length (fit_laws.py); schedule.py switches from short to long contexts where the laws
-cross (Eq. 2), saving up to 40% of the FLOPs. Model: lm.py's (RoPE, SwiGLU, RMSNorm, tied embeddings). A step
-holds --tokens-per-step tokens at every context; a schedule stage may set its "batch_size" (Sec. 6.2),
-"tokens_per_step" (App. B.5) or "depth" (grown exactly by expand.py, AdamW moments carried over).
+cross (Eq. 2), saving up to 40% of the FLOPs (a "random" schedule, FlexiViT's baseline, draws a stage per step).
+Model: lm.py (RoPE, SwiGLU, RMSNorm, tied embeddings). A step holds --tokens-per-step tokens at every context; a
+stage may set its "batch_size" (Sec. 6.2), "tokens_per_step" (App. B.5) or "depth" (expand.py: exact, AdamW kept).
 
     python train_lm.py --context 64 --steps 1000 --out-dir runs/ctx64               # one static run
     python train_lm.py --schedule schedule.json --flops 2e13 --out-dir runs/sched   # the adaptive run
@@ -50,7 +50,7 @@ class Config:
     context: int = 64  # Context length of a static run (with --schedule: of the stages that name none).
     depth: int = 0  # Blocks (0: --model's depth); given, it is part of the logged shape (one law per depth).
     rewarm: int = 0  # After a depth growth, re-warm the LR linearly over this many steps (0: none).
-    schedule: str = ""  # schedule.json: stages name a context and/or depth [, batch_size or tokens_per_step].
+    schedule: str = ""  # schedule.json: stages name a context T and/or depth D, maybe batch_size or tokens_per_step.
     switch_on: Literal["flops", "error"] = "flops"  # Follow the schedule by cumulative FLOPs, or by measured val_loss.
     tokens_per_step: int = 4096  # Tokens per step, at every context (batch = this // context); over all processes.
     lr_scaling: Literal["none", "linear", "sqrt"] = "none"  # LR x 1, r or sqrt(r): r = stage's B*T / --tokens-per-step.
