@@ -253,9 +253,8 @@ def eval_images(train_x, train_y, test_x, test_y, support, query, test_size, tra
 
 
 # ----------------------------------------------------------------------------- prepared image folders
-# lab/prepare_images.py's format, after the paper's FFCV files (fixed-resolution images prepared once), per split:
-# <split>.u8, raw uint8 rows [N, H, W, C] in a fixed shuffled order; <split>.labels.npy, int32 class per row;
-# <split>.json, the description (shape, classes, ...), renamed into place last: a .u8 without it is unfinished.
+# lab/prepare_images.py's files (the paper's FFCV idea: images prepared once), per split: <split>.u8, raw uint8
+# rows [N, H, W, C]; <split>.labels.npy, int32 classes; <split>.json (shape, classes), written last: a finished split.
 
 VERSION = 1
 KIND = "prepared_images"
@@ -301,6 +300,11 @@ class _Mapped:
     """A memory-mapped file's rows; .to(device) is itself (batches move, not the file). Memory stays flat: no
     read-ahead (MADV_RANDOM), and this process's pages dropped after every `release_bytes` read (MADV_DONTNEED)."""
 
+    def __init__(self, map_, shape, release_bytes):
+        self.map, self.shape, self.release_bytes, self.read = map_, torch.Size(shape), release_bytes, 0
+        if map_ is not None:
+            map_.madvise(mmap.MADV_RANDOM)
+
     def __len__(self):
         return self.shape[0]
 
@@ -323,13 +327,10 @@ class Images(_Mapped):
     """A prepared split's images: .shape [N, C, H, W]; [idx] -> uint8 tensor [B, C, H, W], read in file order."""
 
     def __init__(self, path, shape, release_bytes=32 << 20):
-        self.path, self.release_bytes, self.read = Path(path), release_bytes, 0
         n, h, w, c = shape
-        self.shape = torch.Size((n, c, h, w))
         with open(path, "rb") as f:
-            self.map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        self.map.madvise(mmap.MADV_RANDOM)
-        self.rows = np.frombuffer(self.map, np.uint8).reshape(n, h, w, c)
+            super().__init__(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ), (n, c, h, w), release_bytes)
+        self.path, self.rows = Path(path), np.frombuffer(self.map, np.uint8).reshape(n, h, w, c)
         self.page_bytes = (h * w * c // mmap.PAGESIZE + 2) * mmap.PAGESIZE     # the most a random row maps
 
     def __getitem__(self, idx):
@@ -351,10 +352,8 @@ class Labels(_Mapped):
             raise UserError(f"{path} is unreadable ({type(e).__name__}); prepare it again") from None
         if arr.shape != (n,) or arr.dtype != np.int32:
             raise UserError(f"{path} holds {arr.dtype} {arr.shape}, expected int32 ({n},): prepare it again")
-        self.arr, self.num_classes, self.shape = arr, num_classes, torch.Size((n,))
-        self.map, self.read, self.release_bytes = getattr(arr, "_mmap", None), 0, 4 << 20
-        if self.map is not None:
-            self.map.madvise(mmap.MADV_RANDOM)
+        super().__init__(getattr(arr, "_mmap", None), (n,), 4 << 20)
+        self.arr, self.num_classes = arr, num_classes
 
     def max(self):
         return torch.tensor(self.num_classes - 1)
@@ -382,9 +381,8 @@ def load_prepared(folder):
 
 
 # ----------------------------------------------------------------------------- text for the LM (Sec. 5)
-# By default the Python standard library's .py files as bytes (vocabulary 256): real code on every machine, no
-# download. A step's windows start at positions drawn from (seed, step) only, as the image data order; validation
-# is the first val_tokens of the validation split in windows of the context (the paper truncates the same samples).
+# By default the Python standard library's .py files as bytes (vocabulary 256): real code on every machine. The
+# validation loss is over the same first tokens at every context (the paper truncates the same samples).
 
 def load_corpus(data="", glob="", vocab_size=0, val_fraction=0.05, cache_dir="runs/.cache"):
     """-> (train tokens, validation tokens, vocabulary size, a name), numpy arrays. `data`: a text file or folder
