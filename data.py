@@ -1,39 +1,15 @@
-"""Image data for train_vit.py: loading, augmentation and a resumable data order (paper Sec. 3, App. B).
+"""The data, as train_vit.py and train_lm.py draw it (paper Sec. 3 and 5, App. B):
 
-    from data import load_dataset, normalize      # (train_vit re-exports both)
-    train_x, train_y, test_x, test_y = load_dataset("/usr/share/datasets/fashion-mnist")
-    x = normalize(train_x[:128])                  # uint8 [B, C, H, W] -> float in [-1, 1]
+    train_x, train_y, test_x, test_y = load_dataset(cfg.data_dir)   # uint8 [N, C, H, W], int64 labels
+    idx = batch_indices(len(train_x), samples, batch_size, seed)    # the data order: examples seen = position
+    x = normalize(augment(train_x[idx], generator("augment", seed, step), flip))   # crop + flip, to [-1, 1]
+    ev = eval_images(train_x, train_y, test_x, test_y, ...)         # fixed evaluation sets
+    train, val, vocab, name = load_corpus(cfg.data)                 # the LM's tokens; get_batch, evaluate
 
-Formats (detected from --data-dir): Fashion-MNIST / MNIST IDX files, gzipped or not (Debian/Ubuntu:
-`apt-get install dataset-fashion-mnist` puts them in /usr/share/datasets/fashion-mnist); CIFAR-10 /
-CIFAR-100 python pickle batches; an .npz with x_train, y_train, x_test, y_test (uint8 images [N, H, W],
-[N, H, W, C] or [N, C, H, W], integer labels); a folder prepared by prepare_images.py (any image folder,
-e.g. ImageNet at 120 px), read memory-mapped through prepared.py, never loaded, with a data order computed row
-by row (feistel_permutation) so that memory does not grow with the dataset. Images stay uint8 until a batch is
-drawn.
-
-Augmentation (the paper: random crops and horizontal flips) runs on a whole batch as tensor ops:
-a random crop with zero padding (2 px below 32 px, i.e. Fashion-MNIST; 4 px from 32 px, i.e. CIFAR)
-and a horizontal flip, on by default for both (clothes and CIFAR objects are left-right symmetric;
-turn it off for digits or text). The data order is an endless stream of per-epoch permutations, each
-seeded by (seed, epoch): the number of examples seen is the whole data position, so a resumed run
-draws the same batches. Under torchrun each process takes its rows of the same global batch (dist.py), with
-the crops and flips drawn for the global batch. Every random draw comes from a generator seeded by a key such as
-("augment", seed, step), never from global state.
+Every random draw comes from a generator seeded by a key such as ("augment", seed, step): a resumed run, on
+any number of torchrun processes, draws the same batches.
 """
-import functools
-import gzip
-import hashlib
-import json
-import math
-import mmap
-import os
-import pickle
-import struct
-import sysconfig
-import zipfile
-import zlib
-from contextlib import nullcontext
+import contextlib, functools, gzip, hashlib, json, math, mmap, os, pickle, struct, sysconfig, zipfile, zlib
 from pathlib import Path
 
 import numpy as np
@@ -42,8 +18,20 @@ import torch.nn.functional as F
 
 from runtime import UserError
 
+IDX = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
-def _read_idx(path):
+
+def _read_idx(folder):
+    """The four IDX files (gzipped or not) of Fashion-MNIST / MNIST, the images given a channel axis."""
+    files = [next((f for f in (folder / stem, folder / f"{stem}.gz") if f.exists()), None) for stem in IDX]
+    if None in files:
+        raise UserError(f"{folder} has no {IDX[files.index(None)]}[.gz]: pass --data-dir with the four Fashion-MNIST "
+                        "IDX files, CIFAR batches or an .npz (or `apt-get install dataset-fashion-mnist`)")
+    x, y, tx, ty = (_read_idx_file(f) for f in files)
+    return x[:, None], y, tx[:, None], ty
+
+
+def _read_idx_file(path):
     try:
         with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
             raw = f.read()
@@ -61,9 +49,8 @@ def _read_idx(path):
 def _read_cifar(d):
     d = next((s for s in (d / "cifar-10-batches-py", d / "cifar-100-python") if s.is_dir()), d)
     ten = (d / "data_batch_1").exists()
-    parts = ([f"data_batch_{i}" for i in range(1, 6)], ["test_batch"]) if ten else (["train"], ["test"])
     out = []
-    for names in parts:
+    for names in ([f"data_batch_{i}" for i in range(1, 6)], ["test_batch"]) if ten else (["train"], ["test"]):
         xs, ys = [], []
         for name in names:
             try:
@@ -81,16 +68,15 @@ def _read_npz(path):
     keys = ("x_train", "y_train", "x_test", "y_test")
     try:
         with np.load(path) as z:
-            if missing := [k for k in keys if k not in z.files]:
-                raise UserError(f"{path} lacks {', '.join(missing)} (needs arrays {', '.join(keys)})")
-            arrays = [z[k] for k in keys]
+            missing = [k for k in keys if k not in z.files]
+            arrays = [] if missing else [z[k] for k in keys]
     except (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error) as e:
-        if isinstance(e, UserError):
-            raise
         raise UserError(f"cannot read {path}: truncated or not an .npz ({e})") from None
+    if missing:
+        raise UserError(f"{path} lacks {', '.join(missing)} (needs arrays {', '.join(keys)})")
     out = []
     for k, a in zip(keys, arrays):
-        if k[0] == "x":
+        if k[0] == "x":                             # images: uint8, to [N, C, H, W]
             if a.dtype != np.uint8:
                 raise UserError(f"{path}: {k} must be uint8 images, got {a.dtype}")
             channels_last = a.ndim == 4 and a.shape[-1] in (1, 3) and a.shape[1] not in (1, 3)
@@ -100,32 +86,18 @@ def _read_npz(path):
 
 
 def load_dataset(data_dir, dataset="auto"):
-    """(train_x, train_y, test_x, test_y): uint8 images [N, C, H, W] and int64 labels."""
+    """(train_x, train_y, test_x, test_y): uint8 images [N, C, H, W] and int64 labels, every format checked alike."""
     p = Path(data_dir)
     if not p.exists():
         raise UserError(f"no data at {p}: `apt-get install dataset-fashion-mnist` (Debian/Ubuntu) or pass "
                         "--data-dir with the four Fashion-MNIST IDX files (train-images-idx3-ubyte.gz, ...), "
                         "CIFAR batches or an .npz")
     if dataset == "prepared" or (dataset == "auto" and is_prepared(p)):
-        return load_prepared(p)               # memory-mapped, never loaded (prepare_images.py)
+        return load_prepared(p)
     if dataset == "auto":
         dataset = "npz" if p.is_file() else "cifar" if any(
             (p / n).exists() for n in ("data_batch_1", "train", "cifar-10-batches-py", "cifar-100-python")) else "idx"
-    if dataset == "npz":
-        x, y, tx, ty = _read_npz(p)
-    elif dataset == "cifar":
-        x, y, tx, ty = _read_cifar(p)
-    else:
-        files = []
-        for stem in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
-                     "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
-            f = next((f for f in (p / stem, p / f"{stem}.gz") if f.exists()), None)
-            if f is None:
-                raise UserError(f"{p} has no {stem}[.gz]: pass --data-dir with the four Fashion-MNIST IDX files, "
-                                "CIFAR batches or an .npz (or `apt-get install dataset-fashion-mnist`)")
-            files.append(f)
-        x, y, tx, ty = (_read_idx(f) for f in files)
-        x, tx = x[:, None], tx[:, None]
+    x, y, tx, ty = {"npz": _read_npz, "cifar": _read_cifar}.get(dataset, _read_idx)(p)
     if x.ndim != 4 or x.shape[2] != x.shape[3] or x.shape[1:] != tx.shape[1:] or len(x) != len(y) or len(tx) != len(ty):
         raise UserError(f"{p}: need square images [N, C, H, W] with one label each; "
                         f"got {tuple(x.shape)}, {tuple(tx.shape)}")
@@ -135,7 +107,6 @@ def load_dataset(data_dir, dataset="auto"):
 
 
 def _labels(y, path, split):
-    """Class labels as int64 in [0, 65536): integers, not negative; anything else is named in one line."""
     if y.ndim != 1 or y.dtype.is_floating_point or y.dtype.is_complex or y.dtype == torch.bool:
         raise UserError(f"{path}: the {split} labels must be a 1-d integer array, got {y.dtype} {tuple(y.shape)}")
     if len(y) and (int(y.min()) < 0 or int(y.max()) >= 65536):
@@ -145,22 +116,18 @@ def _labels(y, path, split):
 
 
 def resize_images(x, size, chunk=4096):
-    """uint8 images [N, C, H, W] -> [N, C, size, size]: bilinear, antialiased when shrinking, rounded back to
-    uint8; in chunks, so the float copy stays small. The same side returns `x` itself."""
+    """uint8 images [N, C, H, W] -> [N, C, size, size]: bilinear, antialiased, in chunks; `x` if the same size."""
     if x.shape[-1] == size and x.shape[-2] == size:
         return x
     out = torch.empty((len(x), x.shape[1], size, size), dtype=torch.uint8)
     for i in range(0, len(x), chunk):
-        part = F.interpolate(x[i:i + chunk].float(), size=(size, size), mode="bilinear",
-                             align_corners=False, antialias=True)
-        out[i:i + chunk] = part.round_().clamp_(0, 255).to(torch.uint8)
+        out[i:i + chunk] = F.interpolate(x[i:i + chunk].float(), size=(size, size), mode="bilinear",
+                                         align_corners=False, antialias=True).round_().clamp_(0, 255).to(torch.uint8)
     return out
 
 
 def normalize(x):
-    """uint8 images -> float in [-1, 1]."""
-    return x.float().div_(127.5).sub_(1.0)
-
+    return x.float().div_(127.5).sub_(1.0)                          # uint8 images -> float in [-1, 1]
 
 def key_seed(*key):
     return int(hashlib.sha256(repr(key).encode()).hexdigest()[:15], 16)
@@ -178,8 +145,7 @@ def permutation(n, seed, epoch):
 
 def batch_indices(n, samples, batch_size, seed, streamed=False):
     """The next batch of an endless stream of per-epoch permutations; `samples` (examples seen) is the position.
-    streamed: each permutation is computed row by row (feistel_permutation), never held: memory O(batch), not
-    O(n), for prepared files of any size; otherwise torch.randperm (the in-memory formats' order, as before)."""
+    streamed (for a prepared file of any size): each permutation is computed row by row, never held."""
     parts = []
     while batch_size > 0:
         epoch, offset = divmod(samples, n)
@@ -200,9 +166,9 @@ def _mix(x, key):
 
 
 def feistel_permutation(n, seed, epoch, start, count, rounds=6):
-    """Rows start..start+count of a permutation of range(n) seeded by (seed, epoch), computed without holding it:
-    a balanced Feistel network on the smallest even number of bits that covers n is a bijection of [0, 2^bits);
-    cycle-walking (apply it again while the value is >= n) restricts it to a bijection of [0, n)."""
+    """Rows start..start+count of a permutation of range(n) seeded by (seed, epoch), without holding it: a
+    balanced Feistel network on the fewest even bits covering n is a bijection of [0, 2^bits); cycle-walking
+    (apply it again while the value is >= n) restricts it to one of [0, n)."""
     half = max(1, (max(n - 1, 1).bit_length() + 1) // 2)
     mask = np.uint64((1 << half) - 1)
     keys = [key_seed("stream", seed, epoch, r) for r in range(rounds)]
@@ -219,70 +185,22 @@ def feistel_permutation(n, seed, epoch, start, count, rounds=6):
     return torch.from_numpy(x.astype(np.int64))
 
 
-def eval_sets(train_x, train_y, test_x, test_y, support, query, test_size, device):
-    """Fixed evaluation sets, the same for every run and seed: a k-shot support pool of `support` training
-    images, `query` k-shot query images and `test_size` top-1 test images from the test set."""
-    sup = torch.randperm(len(train_x), generator=generator("support"))[:support]
-    qry = torch.randperm(len(test_x), generator=generator("query"))[:query]
-    fewest = int(torch.bincount(train_y[sup], minlength=int(train_y.max()) + 1).min())
-    if fewest < 10:
-        raise UserError(f"--fewshot-support {support} holds only {fewest} images of some class; "
-                        "10-shot needs 10 per class: raise --fewshot-support")
-    return {"fewshot": [normalize(train_x[sup]).to(device), train_y[sup].to(device),
-                        normalize(test_x[qry]).to(device), test_y[qry].to(device)],
-            "test": (test_x[:test_size].to(device), test_y[:test_size].to(device)),
-            "shots": tuple(k for k in (1, 5, 10, 25) if k <= fewest)}
-
-
-def train_subset(n, size, seed=0, streamed=False):
-    """Indices of a fixed subset of `size` of the n training images (all if fewer), chosen once by `seed` and
-    the same for every run: train_error is measured on these, un-augmented, beside test_error."""
-    return draw(n, size, streamed, "train_subset", seed)
-
-
 def draw(n, size, streamed, *key):
-    """The first `size` of a permutation of range(n) seeded by `key`: torch.randperm for the in-memory formats (as
-    before), the streamed Feistel permutation for a prepared file (memory O(size), not O(n))."""
+    """The first `size` of a permutation of range(n) seeded by `key` (streamed: memory O(size), not O(n))."""
     if streamed:
         return feistel_permutation(n, key_seed(*key), 0, 0, min(size, n))
     return torch.randperm(n, generator=generator(*key))[:size]
 
 
-def eval_images(train_x, train_y, test_x, test_y, support, query, test_size, train_size, device, fewshot=None):
-    """Fixed image sets for eval_fewshot.evaluate_all, uint8 on `device` (normalised batch by batch there):
-    "support": the k-shot pool (the same `support` training images as eval_sets'), "test": the first
-    `test_size` test images, "query": indices into "test" of `query` k-shot query images (None: all of them,
-    the usual choice: one feature pass serves both metrics), "train": `train_size` training images
-    (train_subset; None if 0), "shots": the k with at least k pool images in every class.
-    fewshot=(pool x, pool y, query x, query y), another dataset's (train_vit.py --fewshot-data): the k-shot pool is
-    drawn from its pool and "query_set" holds `query` of its query images (top-1 test_error stays on test_x)."""
-    if fewshot is not None:
-        ev = eval_images(*fewshot, support, query, query, 0, device)
-        ev = {**ev, "query_set": ev["test"] if ev["query"] is None else tuple(t[ev["query"]] for t in ev["test"])}
-        n_test = min(test_size, len(test_x))
-        sub = train_subset(len(train_x), train_size, streamed=not torch.is_tensor(train_x)) if train_size > 0 else None
-        return {**ev, "query": None, "test": (test_x[:n_test].to(device), test_y[:n_test].to(device)),
-                "train": None if sub is None else (train_x[sub].to(device), train_y[sub].to(device))}
-    streamed = not torch.is_tensor(train_x)                       # a prepared file (Images)
-    sup = draw(len(train_x), support, streamed, "support")
-    fewest = int(torch.bincount(train_y[sup], minlength=int(train_y.max()) + 1).min())
-    if fewest < 10:
-        raise UserError(f"--fewshot-support {support} holds only {fewest} images of some class; "
-                        "10-shot needs 10 per class: raise --fewshot-support")
-    n_test = min(test_size, len(test_x))
-    qry = None if query >= n_test else torch.randperm(n_test, generator=generator("query"))[:query].to(device)
-    test_x, test_y = test_x[:n_test], test_y[:n_test]                # a prepared file: these rows read once
-    sub = train_subset(len(train_x), train_size, streamed=streamed) if train_size > 0 else None
-    return {"support": (train_x[sup].to(device), train_y[sup].to(device)),
-            "test": (test_x.to(device), test_y.to(device)), "query": qry,
-            "train": None if sub is None else (train_x[sub].to(device), train_y[sub].to(device)),
-            "shots": tuple(k for k in (1, 5, 10, 25) if k <= fewest)}
+def train_subset(n, size, seed=0, streamed=False):
+    """A fixed subset of `size` of the n training images, the same for every run: train_error is measured on it."""
+    return draw(n, size, streamed, "train_subset", seed)
 
 
 def augment(x, gen, flip, rows=None):
-    """Random crop with zero padding and an optional horizontal flip, on a uint8 batch [B, C, H, W].
-    rows=(lo, total): x is rows lo..lo+B of a global batch of `total` (one data-parallel rank's shard); the
-    draws are those of the whole global batch, so every example gets the same crop and flip on any world size."""
+    """The paper's augmentation on a uint8 batch [B, C, H, W]: a random crop with zero padding (2 px below 32 px,
+    4 px from 32 px) and a horizontal flip. rows=(lo, total): x is rows lo..lo+B of a global batch of `total`
+    (one torchrun rank's shard), drawn as for the whole batch, so any world size crops and flips alike."""
     b, _, h, w = x.shape
     lo, total = rows or (0, b)
     pad = 4 if h >= 32 else 2
@@ -295,35 +213,54 @@ def augment(x, gen, flip, rows=None):
                         x.flip(3), x)
     return x
 
+def _support(train_x, train_y, support, streamed):
+    """The k-shot pool, `support` training images fixed for every run and seed, and the k it allows."""
+    sup = draw(len(train_x), support, streamed, "support")
+    fewest = int(torch.bincount(train_y[sup], minlength=int(train_y.max()) + 1).min())
+    if fewest < 10:
+        raise UserError(f"--fewshot-support {support} holds only {fewest} images of some class; "
+                        "10-shot needs 10 per class: raise --fewshot-support")
+    return sup, tuple(k for k in (1, 5, 10, 25) if k <= fewest)
+
+
+def eval_sets(train_x, train_y, test_x, test_y, support, query, test_size, device):
+    """The earlier evaluation sets (lab/bench/bench_eval_noise.py compares them): normalised pool and queries."""
+    sup, shots = _support(train_x, train_y, support, False)
+    qry = torch.randperm(len(test_x), generator=generator("query"))[:query]
+    return {"fewshot": [normalize(train_x[sup]).to(device), train_y[sup].to(device),
+                        normalize(test_x[qry]).to(device), test_y[qry].to(device)],
+            "test": (test_x[:test_size].to(device), test_y[:test_size].to(device)), "shots": shots}
+
+
+def eval_images(train_x, train_y, test_x, test_y, support, query, test_size, train_size, device, fewshot=None):
+    """Fixed uint8 sets for eval_fewshot.evaluate_all: "support" the k-shot pool, "test" the first `test_size` test
+    images, "query" indices into "test" of `query` k-shot queries (None: all), "train" `train_size` training images
+    (None if 0), "shots" the k the pool allows; fewshot=(pool x, y, query x, y): pool and "query_set" from these."""
+    streamed, n_test = not torch.is_tensor(train_x), min(test_size, len(test_x))   # streamed: a prepared file
+    if fewshot is not None:
+        ev = eval_images(*fewshot, support, query, query, 0, device)
+        ev["query_set"] = ev["test"] if ev["query"] is None else tuple(t[ev["query"]] for t in ev["test"])
+        ev["query"] = None
+    else:
+        sup, shots = _support(train_x, train_y, support, streamed)
+        qry = None if query >= n_test else torch.randperm(n_test, generator=generator("query"))[:query].to(device)
+        ev = {"support": (train_x[sup].to(device), train_y[sup].to(device)), "test": None, "query": qry,
+              "train": None, "shots": shots}
+    ev["test"] = (test_x[:n_test].to(device), test_y[:n_test].to(device))    # a prepared file: read once
+    sub = train_subset(len(train_x), train_size, streamed=streamed) if train_size > 0 else None
+    ev["train"] = None if sub is None else (train_x[sub].to(device), train_y[sub].to(device))
+    return ev
+
 
 # ----------------------------------------------------------------------------- prepared image folders
-# The format lab/prepare_images.py writes (any image folder, e.g. ImageNet at 120 px), read memory-mapped.
-# Prepared image files: the format prepare_images.py writes and the memory-mapped reader the trainers use.
-#
-# The paper read ImageNet-21k at 120 px through FFCV: fixed-resolution images prepared once, read fast. This is
-# the same idea without a framework. A prepared folder holds, per split (`train`, `val`):
-#
-#     <split>.u8          raw uint8 array [N, H, W, C] (np.memmap-able, no header), rows in a fixed shuffled order
-#     <split>.labels.npy  int32 class index per row (into the train split's class list)
-#     <split>.json        {"version", "kind": "prepared_images", "split", "shape": [N, H, W, C], "dtype": "uint8",
-#                          "layout": "NHWC", "resolution", "channels", "classes": [names], "counts": [per class],
-#                          "bytes", "data", "labels", "skipped": [files that failed to decode], "source"}
-#
-# The JSON is renamed into place last, so it marks a finished split: a `.u8` without it is refused.
-#
-# Reading (`open_split`): the file is memory-mapped, never loaded. `Images[idx]` gathers the rows of a batch (a
-# LongTensor, a slice or an array of indices) into a uint8 tensor [B, C, H, W]; each torchrun rank asks only for
-# its own rows. Memory does not grow with the file: the mapping is advised MADV_RANDOM (no read-ahead), and the
-# pages a process has touched are dropped from it (MADV_DONTNEED; they stay in the page cache) once it has read
-# `release_bytes` since the last drop, so the resident set stays within a few tens of MB of mapped file pages.
+# lab/prepare_images.py's files (the paper's FFCV idea: images prepared once), per split: <split>.u8, raw uint8
+# rows [N, H, W, C]; <split>.labels.npy, int32 classes; <split>.json (shape, classes), written last: a finished split.
 
 VERSION = 1
 KIND = "prepared_images"
-SPLITS = ("train", "val")
 
 
 def is_prepared(path):
-    """A folder prepare_images.py wrote (its train.json is there)."""
     return Path(path).is_dir() and (Path(path) / "train.json").is_file()
 
 
@@ -333,7 +270,7 @@ def paths(folder, split):
 
 
 def read_meta(folder, split):
-    """The split's JSON, checked: version, kind, shape; the data and labels files present at their sizes."""
+    """The split's JSON, checked: version, kind, shape; the data file present at its size."""
     data, labels, meta_path = paths(folder, split)
     if not meta_path.is_file():
         hint = " (prepare_images.py did not finish it: run it again)" if data.exists() or Path(
@@ -359,20 +296,14 @@ def read_meta(folder, split):
     return meta
 
 
-class Images:
-    """A prepared split's images, memory-mapped: len(), .shape ([N, C, H, W] as torch would give it), and
-    [idx] -> uint8 tensor [B, C, H, W] on the CPU. .to(device) returns itself (the batches move, not the file)."""
+class _Mapped:
+    """A memory-mapped file's rows; .to(device) is itself (batches move, not the file). Memory stays flat: no
+    read-ahead (MADV_RANDOM), and this process's pages dropped after every `release_bytes` read (MADV_DONTNEED)."""
 
-    def __init__(self, path, shape, release_bytes=32 << 20):
-        self.path, self.release_bytes, self.read = Path(path), release_bytes, 0
-        n, h, w, c = shape
-        self.shape = torch.Size((n, c, h, w))
-        with open(path, "rb") as f:
-            self.map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        self.map.madvise(mmap.MADV_RANDOM)           # rows are read in random order: no read-ahead
-        self.rows = np.frombuffer(self.map, np.uint8).reshape(n, h, w, c)
-        self.row_bytes = h * w * c
-        self.page_bytes = (self.row_bytes // mmap.PAGESIZE + 2) * mmap.PAGESIZE   # the most a random row maps
+    def __init__(self, map_, shape, release_bytes):
+        self.map, self.shape, self.release_bytes, self.read = map_, torch.Size(shape), release_bytes, 0
+        if map_ is not None:
+            map_.madvise(mmap.MADV_RANDOM)
 
     def __len__(self):
         return self.shape[0]
@@ -385,25 +316,34 @@ class Images:
             return np.arange(*idx.indices(len(self)))
         return idx.detach().cpu().numpy() if torch.is_tensor(idx) else np.asarray(idx)
 
+    def _account(self, nbytes):
+        self.read += nbytes
+        if self.map is not None and self.read >= self.release_bytes:
+            self.map.madvise(mmap.MADV_DONTNEED)
+            self.read = 0
+
+
+class Images(_Mapped):
+    """A prepared split's images: .shape [N, C, H, W]; [idx] -> uint8 tensor [B, C, H, W], read in file order."""
+
+    def __init__(self, path, shape, release_bytes=32 << 20):
+        n, h, w, c = shape
+        with open(path, "rb") as f:
+            super().__init__(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ), (n, c, h, w), release_bytes)
+        self.path, self.rows = Path(path), np.frombuffer(self.map, np.uint8).reshape(n, h, w, c)
+        self.page_bytes = (h * w * c // mmap.PAGESIZE + 2) * mmap.PAGESIZE     # the most a random row maps
+
     def __getitem__(self, idx):
         idx = self._index(idx).astype(np.int64).reshape(-1)
-        order = np.argsort(idx, kind="stable")          # read in file order, hand back in batch order
+        order = np.argsort(idx, kind="stable")
         out = np.empty((len(idx), *self.rows.shape[1:]), np.uint8)
         out[order] = self.rows[idx[order]]
         self._account(len(idx) * self.page_bytes)
         return torch.from_numpy(out).permute(0, 3, 1, 2)  # NHWC on disk -> NCHW, a view (no copy)
 
-    def _account(self, nbytes):
-        """Drop this process's mapped pages after every `release_bytes` read: RSS stays flat, the cache stays warm."""
-        self.read += nbytes
-        if self.read >= self.release_bytes:
-            self.map.madvise(mmap.MADV_DONTNEED)
-            self.read = 0
 
-
-class Labels:
-    """A prepared split's labels, memory-mapped int32: len(), [idx] -> int64 tensor, .max() (from the JSON's
-    class list), .to(device) returns itself."""
+class Labels(_Mapped):
+    """A prepared split's labels (int32 on disk): [idx] -> int64 tensor; .max() from the JSON's class list."""
 
     def __init__(self, path, n, num_classes):
         try:
@@ -412,41 +352,26 @@ class Labels:
             raise UserError(f"{path} is unreadable ({type(e).__name__}); prepare it again") from None
         if arr.shape != (n,) or arr.dtype != np.int32:
             raise UserError(f"{path} holds {arr.dtype} {arr.shape}, expected int32 ({n},): prepare it again")
-        self.arr, self.num_classes, self.shape = arr, num_classes, torch.Size((n,))
-        self.map, self.read, self.release_bytes = getattr(arr, "_mmap", None), 0, 4 << 20
-        if self.map is not None:
-            self.map.madvise(mmap.MADV_RANDOM)
-
-    def __len__(self):
-        return self.shape[0]
-
-    def to(self, device):
-        return self
+        super().__init__(getattr(arr, "_mmap", None), (n,), 4 << 20)
+        self.arr, self.num_classes = arr, num_classes
 
     def max(self):
         return torch.tensor(self.num_classes - 1)
 
     def __getitem__(self, idx):
-        idx = idx.detach().cpu().numpy() if torch.is_tensor(idx) else idx
-        out = torch.from_numpy(np.asarray(self.arr[idx], np.int64))
-        self.read += 4096 * out.numel()                 # a random label touches a page
-        if self.map is not None and self.read >= self.release_bytes:
-            self.map.madvise(mmap.MADV_DONTNEED)         # as Images: resident memory stays flat
-            self.read = 0
+        out = torch.from_numpy(np.asarray(self.arr[self._index(idx)], np.int64))
+        self._account(4096 * out.numel())                 # a random label touches a page
         return out
 
 
 def open_split(folder, split):
     """(Images, Labels, meta) of one split of a prepared folder; bad files are one line naming the file."""
-    meta = read_meta(folder, split)
-    data, labels, _ = paths(folder, split)
-    n = meta["shape"][0]
-    return Images(data, meta["shape"]), Labels(labels, n, len(meta["classes"])), meta
+    meta, (data, labels, _) = read_meta(folder, split), paths(folder, split)
+    return Images(data, meta["shape"]), Labels(labels, meta["shape"][0], len(meta["classes"])), meta
 
 
 def load_prepared(folder):
-    """(train_x, train_y, test_x, test_y) of a prepared folder, as data.load_dataset returns them, memory-mapped;
-    the val split is the test set. The two splits must agree on resolution, channels and classes."""
+    """(train_x, train_y, test_x, test_y) of a prepared folder, memory-mapped: val is the test set."""
     train_x, train_y, tm = open_split(folder, "train")
     test_x, test_y, vm = open_split(folder, "val")
     if tm["shape"][1:] != vm["shape"][1:] or tm["classes"] != vm["classes"]:
@@ -456,29 +381,12 @@ def load_prepared(folder):
 
 
 # ----------------------------------------------------------------------------- text for the LM (Sec. 5)
-# Text data for train_lm.py (paper Sec. 5): a token corpus split into train / validation, random training
-# batches, and the validation loss.
-#
-#     train, val, vocab, name = load_corpus()                      # the Python standard library, as bytes
-#     x, y = get_batch(train, step, batch=64, context=64, seed=0)   # [64, 64] inputs, targets shifted by one
-#     x, y = get_batch(train, step, 64, 64, 0, rows=(0, 32))        # rank 0's half of that same global batch
-#     loss = evaluate(model, val, context=64, val_tokens=32768, batch_tokens=4096, device="cpu")
-#
-# By default the corpus is the Python standard library's .py files as bytes (vocabulary 256): real code on every
-# machine with Python, no download. `data` also takes a text file or folder (bytes), or a uint16 token file
-# *.bin with `vocab_size`. A folder is split into train and validation by a hash of each file's relative path
-# and cached under `cache_dir` as two uint8 files (memory-mapped); a single file is split by position (its tail
-# is the validation split).
-#
-# A step's windows start at random positions drawn from a generator seeded by (seed, step) only: a resumed run
-# sees the same batches, and under data parallelism (dist.py) each process takes its rows of the same global
-# batch, so the data order does not depend on the number of processes.
-#
-# Validation: the first val_tokens tokens of the validation split in windows of the context, so every context
-# predicts the same tokens (the paper truncates the same samples to each model's context).
+# By default the Python standard library's .py files as bytes (vocabulary 256): real code on every machine. The
+# validation loss is over the same first tokens at every context (the paper truncates the same samples).
 
 def load_corpus(data="", glob="", vocab_size=0, val_fraction=0.05, cache_dir="runs/.cache"):
-    """-> (train tokens, validation tokens, vocabulary size, a name for the data) as numpy arrays."""
+    """-> (train tokens, validation tokens, vocabulary size, a name), numpy arrays. `data`: a text file or folder
+    (bytes), or a uint16 token file *.bin with `vocab_size`; a file's tail is its validation split."""
     path = Path(data or sysconfig.get_paths()["stdlib"])
     if path.is_dir():
         return load_folder(path, glob or ("*" if data else "*.py"), val_fraction, cache_dir)
@@ -487,7 +395,7 @@ def load_corpus(data="", glob="", vocab_size=0, val_fraction=0.05, cache_dir="ru
     vocab, dtype = (vocab_size, np.uint16) if path.suffix == ".bin" else (256, np.uint8)
     if path.suffix == ".bin" and (vocab <= 0 or path.stat().st_size % 2):
         raise UserError(f"--data {data}: a uint16 token file needs --vocab-size (and an even byte count)")
-    tokens = np.memmap(path, dtype=dtype, mode="c") if path.stat().st_size else np.zeros(0, dtype)
+    tokens = _memmap(path, dtype)
     if len(tokens) == 0:
         raise UserError(f"--data {data}: the corpus is empty")
     if path.suffix == ".bin" and int(tokens.max()) >= vocab:
@@ -511,13 +419,14 @@ def load_folder(root, pattern, val_fraction, cache_dir):
         paths[0].parent.mkdir(parents=True, exist_ok=True)
         for path, want in zip(paths, (False, True)):
             with open(f"{path}.{os.getpid()}.tmp", "wb") as out:         # runs (and ranks) may start side by side
-                for f, v in zip(files, in_val):
-                    if v == want:
-                        out.write(f.read_bytes())
+                out.writelines(f.read_bytes() for f, v in zip(files, in_val) if v == want)
             os.replace(f"{path}.{os.getpid()}.tmp", path)
-    train, val = (np.memmap(p, dtype=np.uint8, mode="c") if p.stat().st_size else np.zeros(0, np.uint8)
-                  for p in paths)
+    train, val = (_memmap(p, np.uint8) for p in paths)
     return train, val, 256, f"{root.resolve()}:{pattern}"
+
+
+def _memmap(path, dtype):
+    return np.memmap(path, dtype=dtype, mode="c") if path.stat().st_size else np.zeros(0, dtype)
 
 
 def get_batch(tokens, step, batch, context, seed, rows=None):
@@ -531,7 +440,7 @@ def get_batch(tokens, step, batch, context, seed, rows=None):
 
 
 @torch.no_grad()
-def evaluate(model, val, context, val_tokens, batch_tokens, device, autocast=nullcontext()):
+def evaluate(model, val, context, val_tokens, batch_tokens, device, autocast=contextlib.nullcontext()):
     """Mean next-token loss over the first val_tokens tokens of val, in windows of `context` tokens."""
     n, rows = val_tokens // context, max(1, batch_tokens // context)
     xy = torch.from_numpy(val[: n * context + 1].astype(np.int64))
