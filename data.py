@@ -126,6 +126,26 @@ def resize_images(x, size, chunk=4096):
     return out
 
 
+def load_images(data_dir, dataset="auto", image_size=0, fewshot_data=None):
+    """A ViT run's images, uint8 [N, C, H, W]: (train_x, train_y, test_x, test_y, the --fewshot-data sets or None),
+    resized once to `image_size` (0: as they are); a prepared folder stays memory-mapped."""
+    train_x, train_y, test_x, test_y = load_dataset(data_dir, dataset)
+    if image_size and not torch.is_tensor(train_x):
+        raise UserError(f"--image-size {image_size}: {data_dir} is prepared at a fixed resolution; "
+                        f"prepare it at the side you want (lab/prepare_images.py --resolution {image_size})")
+    if image_size:
+        train_x, test_x = resize_images(train_x, image_size), resize_images(test_x, image_size)
+    if fewshot_data is None:
+        return train_x, train_y, test_x, test_y, None
+    if not is_prepared(fewshot_data):
+        raise UserError(f"--fewshot-data {fewshot_data}: not a folder prepared by prepare_images.py (no train.json)")
+    sets = load_prepared(fewshot_data)
+    if sets[0].shape[1:] != train_x.shape[1:]:
+        raise UserError(f"--fewshot-data {fewshot_data}: images {tuple(sets[0].shape[1:])} (C, H, W), the training "
+                        f"images {tuple(train_x.shape[1:])}; prepare both at the same --resolution")
+    return train_x, train_y, test_x, test_y, sets
+
+
 def normalize(x):
     return x.float().div_(127.5).sub_(1.0)                          # uint8 images -> float in [-1, 1]
 

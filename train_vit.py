@@ -30,8 +30,8 @@ import expand
 import flexivit
 import runtime
 import schedule
-from data import (Images, augment, batch_indices, eval_images, generator, is_prepared, key_seed, load_dataset,
-                  load_prepared, normalize, resize_images)
+from data import (Images, augment, batch_indices, eval_images, generator, key_seed, load_dataset, load_images,
+                  normalize)
 from runtime import UserError
 
 DEFAULT_DATA = "/usr/share/datasets/fashion-mnist"
@@ -335,7 +335,12 @@ class Run:
         self.device = runtime.resolve_device(cfg.device, self.world)
         self.precision = runtime.resolve_precision(cfg.precision, self.device)
         self.amp = runtime.autocast(self.device, self.precision)
-        self.load_data()
+        self.train_x, self.train_y, test_x, test_y, fewshot = load_images(cfg.data_dir, cfg.dataset, cfg.image_size,
+                                                                          cfg.fewshot_data)
+        self.streamed = isinstance(self.train_x, Images)   # a prepared file: a streamed data order (data.py)
+        self.chans, self.size = self.train_x.shape[1], self.train_x.shape[2]
+        self.num_classes = int(max(self.train_y.max(), test_y.max())) + 1
+        self.data_sizes = {"train": len(self.train_x), "test": len(test_x), "image_size": self.size}
         torch.manual_seed(cfg.seed)
         try:
             t = flexivit.build(cfg.model, image_size=self.size, in_chans=self.chans, num_classes=self.num_classes,
@@ -355,38 +360,9 @@ class Run:
         self.out = runtime.check_out_dir(cfg.out_dir or f"runs/{self.default_name()}")
         self.ckpts = runtime.Checkpoints(self.out / "ckpt.pt", self.world.main)
         self.log, self.shash = runtime.RunLog(self.out / "log.jsonl"), self.sched and schedule_hash(self.sched)
-        self.ev = eval_images(self.train_x, self.train_y, self.test_x, self.test_y, cfg.fewshot_support,
-                              cfg.fewshot_query, cfg.test_size, cfg.train_size, self.device, self.fewshot_sets())
-        del self.test_x, self.test_y
+        self.ev = eval_images(self.train_x, self.train_y, test_x, test_y, cfg.fewshot_support, cfg.fewshot_query,
+                              cfg.test_size, cfg.train_size, self.device, fewshot)
         self.state, self.saved_at = State(world_size=self.world.size), time.time()
-
-    def load_data(self):
-        """The images (uint8 [N, C, H, W]; a prepared folder stays memory-mapped: a streamed data order)."""
-        cfg = self.cfg
-        self.train_x, self.train_y, self.test_x, self.test_y = load_dataset(cfg.data_dir, cfg.dataset)
-        self.streamed = isinstance(self.train_x, Images)
-        if cfg.image_size and self.streamed:
-            raise UserError(f"--image-size {cfg.image_size}: {cfg.data_dir} is prepared at a fixed resolution; "
-                            f"prepare it at the side you want (lab/prepare_images.py --resolution {cfg.image_size})")
-        if cfg.image_size:
-            self.train_x, self.test_x = resize_images(self.train_x, cfg.image_size), resize_images(self.test_x,
-                                                                                                  cfg.image_size)
-        self.chans, self.size = self.train_x.shape[1], self.train_x.shape[2]
-        self.num_classes = int(max(self.train_y.max(), self.test_y.max())) + 1
-        self.data_sizes = {"train": len(self.train_x), "test": len(self.test_x), "image_size": self.size}
-
-    def fewshot_sets(self):
-        """--fewshot-data's (support, labels, query, labels), or None: the k-shot sets come from --data-dir."""
-        path = self.cfg.fewshot_data
-        if path is None:
-            return None
-        if not is_prepared(path):
-            raise UserError(f"--fewshot-data {path}: not a folder prepared by prepare_images.py (no train.json)")
-        sets = load_prepared(path)
-        if sets[0].shape[1:] != self.train_x.shape[1:]:
-            raise UserError(f"--fewshot-data {path}: images {tuple(sets[0].shape[1:])} (C, H, W), the training "
-                            f"images {tuple(self.train_x.shape[1:])}; prepare both at the same --resolution")
-        return sets
 
     def default_name(self):
         cfg, s0 = self.cfg, self.stages[0]
