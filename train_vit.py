@@ -34,7 +34,6 @@ from data import (Images, augment, batch_indices, eval_images, generator, key_se
                   normalize)
 from runtime import UserError
 
-DEFAULT_DATA = "/usr/share/datasets/fashion-mnist"
 RESUME_KEYS = ("dataset", "image_size", "model", "patch", "base_patch", "posemb_grid", "fewshot_data", "random",
                "patch_sizes", "batch_size", "seed", "flip", "switch_on", "objective", "temperature", "head_dim")
 SHAPE_KEYS = ("patch", "width", "depth", "batch_size", "objective")
@@ -44,7 +43,7 @@ OBJECTIVES = ("supervised", "distill")
 @dataclass
 class Config:
     """Train a FlexiViT at a fixed, random (FlexiViT) or scheduled shape; log compute and error (paper Sec. 3, 4, 6)."""
-    data_dir: str = DEFAULT_DATA  # Fashion-MNIST IDX files, CIFAR-10/100 batches, an .npz, or a folder prepared by lab/prepare_images.py (memory-mapped)
+    data_dir: str = "/usr/share/datasets/fashion-mnist"  # Fashion-MNIST IDX files, CIFAR-10/100 batches, an .npz, or a folder prepared by lab/prepare_images.py (memory-mapped)
     dataset: Literal["auto", "idx", "cifar", "npz", "prepared"] = "auto"  # format of --data-dir (auto: detected)
     image_size: int = 0  # resize every image once, at load, to this side (the paper: ImageNet at 120 px); 0: the data's own
     model: str = "V64-4"  # model size V{width}-{depth}; a schedule's first stage may set width/depth
@@ -235,11 +234,9 @@ def load_teacher(path, image_size, in_chans, num_classes, device):
                                                                 "step": step})
 
 
-def hinton_loss(student_logits, teacher_logits, temperature=2.0):
+def hinton_loss(student_logits, teacher_logits, T=2.0):
     """T^2 KL(softmax(t/T) || softmax(s/T)), mean over the batch (Hinton et al. 2015; T^2 keeps the gradient's scale)."""
-    T = temperature
-    s = F.log_softmax(student_logits.float() / T, dim=-1)
-    t = F.log_softmax(teacher_logits.float() / T, dim=-1)
+    s, t = (F.log_softmax(z.float() / T, dim=-1) for z in (student_logits, teacher_logits))
     return F.kl_div(s, t, log_target=True, reduction="batchmean") * (T * T)
 
 
@@ -254,9 +251,7 @@ def train_loss(objective, logits, x, y, teacher=None, temperature=2.0, label_smo
 
 def step_flops(student_macs, batch_size, objective, teacher=None):
     """Sec. 3: 6 x MACs per example (forward + backward); distilling adds the teacher's forward, 2 x its MACs."""
-    if objective == "distill":
-        return (6.0 * student_macs + 2.0 * teacher.macs) * batch_size
-    return 6.0 * student_macs * batch_size
+    return (6.0 * student_macs + (2.0 * teacher.macs if objective == "distill" else 0.0)) * batch_size
 
 
 # ----------------------------------------------------------------------------- optimiser, growth, evaluation
