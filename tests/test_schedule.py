@@ -295,6 +295,37 @@ def test_bad_laws(tmp_path, edit, field):
         sch.load_laws(p)
 
 
+@pytest.mark.parametrize("old, new, field", [('{"patch": 7}', '{"patch": Infinity}', "'laws[1].config.patch'"),
+                                             ('{"patch": 7}', '{"patch": NaN}', "'laws[1].config.patch'"),
+                                             ('{"patch": 7}', '{"patch": 7, "w": [1, -Infinity]}', "'laws[1].config.w'"),
+                                             ('"fewshot10_error"', "NaN", "'metric'")])
+def test_non_finite_config_or_metric_is_refused_where_the_file_is_read(tmp_path, capsys, old, new, field):
+    """Issue 26, item 3: Infinity or NaN in a config (or the metric) would go into schedule.json, which is strict JSON:
+    refused on reading laws.json, one line naming the file and the field, exit code 2, nothing written."""
+    p = write_laws(tmp_path / "laws.json", PAIR)
+    text = open(p).read()
+    assert text.count(old) == 1
+    open(p, "w").write(text.replace(old, new))
+    with pytest.raises(ScheduleError, match=re.escape(field)):
+        sch.load_laws(p)
+    out = tmp_path / "s.json"
+    assert sch.cli(["--laws", p, "--target-error", "0.12", "--out", str(out), "--no-plot", "--baselines"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"schedule.py: error: {p}: field {field}"), err
+    assert not out.exists() and not list(tmp_path.glob("schedule_*.json"))
+
+
+def test_everything_written_is_strict_json(tmp_path):
+    """A configuration whose cost to the target overflows a float is "never" (null), not Infinity."""
+    huge = Law("p14", {"patch": 14}, 1.0, 0.005, 0.1, 1e10)  # g(0.1001) = 1e4**200 - d: past a float's range
+    p = write_laws(tmp_path / "laws.json", [huge, law("p7", {"patch": 7}, 0.05, 0.5, 1e12)])
+    assert sch.cli(["--laws", p, "--target-error", "0.1001", "--out", str(tmp_path / "s.json"), "--no-plot",
+                    "--baselines"]) == 0
+    for f in ("s.json", "schedule_linear.json", "schedule_log.json", "schedule_random.json"):
+        json.loads((tmp_path / f).read_text(), parse_constant=lambda c: pytest.fail(f"{f} holds {c}"))
+    assert json.loads((tmp_path / "s.json").read_text())["predicted"]["static"][0]["cost"] is None
+
+
 def test_laws_from_fit_laws_style_files_load(tmp_path):
     p = write_laws(tmp_path / "laws.json", PAIR, form="E = a*(C+d)**(-b) + c")
     d = json.loads(open(p).read())
