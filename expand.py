@@ -196,7 +196,7 @@ def _expand_width_llama(model, g, new_H, hd, new_mlp_dim):
     rms_d'(x') = sqrt(d/d') rms_d(x), absorbed by the old gains (x sqrt(d/d')) and eps (x d/d'); every writer
     (the tied embedding's new columns, proj's and down's new rows) writes 0 on the new channels. New heads
     (RoPE acts per head) and MLP units are read at random and, with preserve=True, write nothing."""
-    d, H, new_d = g.d, model.heads, g.new_d
+    H, new_d = model.heads, g.new_d
     g.channels_last(model.embed, "weight")                   # [vocab, d]: tied, writer and output layer
     model.embed.embedding_dim = new_d
     qk_rows = _head_rows(2, H, new_H, hd, model.embed.weight.device)

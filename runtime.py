@@ -123,19 +123,16 @@ def autocast(device, precision):
     return torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
 
 
-def eval_points(budget, evals, first=0.01, integer=False):
-    """Log-spaced from `first` x budget to the budget: the paper fits its laws over every decade of compute."""
+def eval_points(budget, evals, first=0.01, integer=False, sched=None, switch_on="flops"):
+    """Log-spaced from `first` x budget to the budget: the paper fits its laws over every decade of compute. With a
+    FLOPs schedule, also 1/4, 1/2 and 3/4 of each later stage (compare.py reads a stage from 3 evaluations on)."""
     points = np.geomspace(first * budget, budget, max(evals, 1)) if evals > 1 else np.array([budget])
     points = np.unique(np.append(points.round(6), budget))
-    return np.unique(np.ceil(points)) if integer else points
-
-
-def stage_eval_points(sched, budget, switch_on, per_stage=(0.25, 0.5, 0.75)):
-    """Extra points at 1/4, 1/2, 3/4 of each later stage of a FLOPs schedule (compare.py needs 3 per stage)."""
+    points = np.unique(np.ceil(points)) if integer else points
     if sched is None or sched.random or switch_on != "flops":
-        return []
+        return points
     starts = [s.flops_start for s in sched.stages if 0 < s.flops_start < budget] + [budget]
-    return [a + f * (b - a) for a, b in zip(starts, starts[1:]) for f in per_stage]
+    return np.array(sorted({*points, *(a + f * (b - a) for a, b in zip(starts, starts[1:]) for f in (0.25, 0.5, 0.75))}))
 
 
 def check_budget(steps, flops):

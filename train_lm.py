@@ -314,11 +314,9 @@ class Run:
 # ----------------------------------------------------------------------------- the loop's parts
 
 def eval_points(run):
-    """Log-spaced from --eval-from to the budget; a FLOPs schedule adds 1/4, 1/2 and 3/4 of each later stage,
-    since compare.py reads a stage from 3 evaluations on (the ViT trainer does the same)."""
-    points = runtime.eval_points(run.budget, run.cfg.evals, run.cfg.eval_from)
-    return points if run.unit != "flops" else np.array(sorted({*points, *runtime.stage_eval_points(
-        run.schedule, run.budget, run.cfg.switch_on)}))
+    """Log-spaced from --eval-from to the budget, and 3 inside each later stage of a FLOPs schedule."""
+    return runtime.eval_points(run.budget, run.cfg.evals, run.cfg.eval_from, switch_on=run.cfg.switch_on,
+                               sched=run.schedule if run.unit == "flops" else None)
 
 
 def stage_now(run):

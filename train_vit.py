@@ -176,7 +176,7 @@ def plan_shapes(cfg, size, width, depth, head_dim, world=None):
 
 
 def schedule_hash(sched):                            # a resume checks that the schedule is the same
-    stages = [dataclasses.asdict(s) if dataclasses.is_dataclass(s) else dict(vars(s)) for s in sched.stages]
+    stages = [dataclasses.asdict(s) for s in sched.stages]
     return hashlib.sha256(json.dumps([sched.kind, stages], sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -491,10 +491,8 @@ def evaluate_and_log(run, shape, lr):
 
 def eval_points(run):
     """Log-spaced in compute (a law needs every decade), and 3 inside each later stage of a FLOPs schedule."""
-    points = runtime.eval_points(run.budget, run.cfg.evals, integer=run.unit == "steps")
-    if run.unit == "flops":
-        points = sorted({*points, *runtime.stage_eval_points(run.sched, run.budget, run.cfg.switch_on)})
-    return points
+    return runtime.eval_points(run.budget, run.cfg.evals, integer=run.unit == "steps", switch_on=run.cfg.switch_on,
+                               sched=run.sched if run.unit == "flops" else None)
 
 
 # ----------------------------------------------------------------------------- main

@@ -206,8 +206,7 @@ def plan_vit(cfg, plan_steps=5, name=None):
                        "flops_start": sched_stages[k].flops_start if sched_stages else 0.0,
                        "step_flops": train_vit.step_flops(macs, shape["batch_size"], shape["objective"], run.teacher)})
     steps = split_steps(run.budget, run.unit, stages)
-    evals = evals_per_stage(runtime.eval_points(run.budget, cfg.evals, integer=run.unit == "steps"),
-                                    run.unit, stages, steps)
+    evals = evals_per_stage(train_vit.eval_points(run), run.unit, stages, steps)   # as the trainer places them
     rows = [{"shape": " ".join(f"{k}={v}" for k, v in s["shape"].items()), "steps": n,
              "units": n * run.stages[i]["batch_size"], "flops": n * s["step_flops"], "step_s": s["timed"][0],
              "evals": e, "eval_s": s["timed"][1]} for i, (s, n, e) in enumerate(zip(stages, steps, evals))]
