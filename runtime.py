@@ -135,6 +135,14 @@ def eval_points(budget, evals, first=0.01, integer=False, sched=None, switch_on=
     return np.array(sorted({*points, *(a + f * (b - a) for a, b in zip(starts, starts[1:]) for f in (0.25, 0.5, 0.75))}))
 
 
+def check_ranges(cfg, positive, rules=()):
+    """Numeric flags checked once, where they are parsed: every name in `positive` > 0 (None passes: an optional
+    flag left out), every (name, ok) in `rules` ok; else one line naming the first flag out of range."""
+    bad = [k for k in positive if getattr(cfg, k) is not None and not getattr(cfg, k) > 0]
+    if bad := bad + [k for k, ok in rules if not ok]:
+        raise UserError(f"--{bad[0].replace('_', '-')} {getattr(cfg, bad[0])} is out of range")
+
+
 def check_budget(steps, flops):
     if (steps is None) == (flops is None):
         raise UserError("give the budget as exactly one of --steps N or --flops F")

@@ -103,16 +103,12 @@ def check_flags(cfg):
     """Numeric flags in range, before any work."""
     runtime.check_budget(cfg.steps, cfg.flops)
     model_args(cfg.model, 256, 1)
-    for name, ok in (("tokens_per_step", cfg.tokens_per_step > 0), ("context", cfg.context > 0), ("lr", cfg.lr > 0),
-                     ("warmup", cfg.warmup >= 0), ("clip", cfg.clip > 0), ("weight_decay", cfg.weight_decay >= 0),
-                     ("val_tokens", cfg.val_tokens > 0), ("val_fraction", 0 < cfg.val_fraction < 1),
-                     ("eval_from", 0 < cfg.eval_from <= 1), ("threads", cfg.threads >= 0),
-                     ("ckpt_minutes", cfg.ckpt_minutes > 0), ("ckpt_every", cfg.ckpt_every >= 0),
-                     ("evals", 0 <= cfg.evals <= 10_000), ("vocab_size", cfg.vocab_size >= 0),
-                     ("depth", cfg.depth >= 0), ("rewarm", cfg.rewarm >= 0),
-                     ("stop_after_steps", cfg.stop_after_steps is None or cfg.stop_after_steps > 0)):
-        if not ok:
-            raise UserError(f"--{name.replace('_', '-')} {getattr(cfg, name)} is out of range")
+    runtime.check_ranges(cfg, ("tokens_per_step", "context", "lr", "clip", "val_tokens", "ckpt_minutes",
+                               "stop_after_steps"), (
+        ("warmup", cfg.warmup >= 0), ("weight_decay", cfg.weight_decay >= 0), ("rewarm", cfg.rewarm >= 0),
+        ("val_fraction", 0 < cfg.val_fraction < 1), ("eval_from", 0 < cfg.eval_from <= 1),
+        ("threads", cfg.threads >= 0), ("ckpt_every", cfg.ckpt_every >= 0), ("evals", 0 <= cfg.evals <= 10_000),
+        ("vocab_size", cfg.vocab_size >= 0), ("depth", cfg.depth >= 0)))
 
 
 def load_stages(cfg):

@@ -94,18 +94,15 @@ class Config:
 
 def check_flags(cfg):
     """Numeric flags in range, where they are parsed (the shapes are checked by plan_shapes): (budget, unit)."""
-    positive = ("batch_size", "lr", "clip", "fewshot_seeds", "fewshot_support", "fewshot_query", "test_size",
-                "temperature", "ckpt_minutes", "base_patch", "posemb_grid", "head_dim", "threads", "patch",
-                "stop_after_steps")                  # the last four may also be None
-    bad = [k for k in positive if getattr(cfg, k) is not None and not getattr(cfg, k) > 0]
-    bad += [k for k, ok in (("warmup", cfg.warmup >= 0), ("weight_decay", cfg.weight_decay >= 0),
-                            ("label_smoothing", 0 <= cfg.label_smoothing < 1), ("evals", 0 <= cfg.evals <= 10_000),
-                            ("train_size", cfg.train_size >= 0), ("rewarm", cfg.rewarm >= 0),
-                            ("grow_gamma", math.isfinite(cfg.grow_gamma) and cfg.grow_gamma >= 0),
-                            ("image_size", 0 <= cfg.image_size <= 4096), ("ckpt_every", cfg.ckpt_every >= 0)) if not ok]
-    if bad:
-        raise UserError(f"--{bad[0].replace('_', '-')} {getattr(cfg, bad[0])} is out of range")
-    return runtime.check_budget(cfg.steps, cfg.flops)
+    budget = runtime.check_budget(cfg.steps, cfg.flops)
+    runtime.check_ranges(cfg, ("batch_size", "lr", "clip", "fewshot_seeds", "fewshot_support", "fewshot_query",
+                               "test_size", "temperature", "ckpt_minutes", "base_patch", "posemb_grid", "head_dim",
+                               "threads", "patch", "stop_after_steps"), (
+        ("warmup", cfg.warmup >= 0), ("weight_decay", cfg.weight_decay >= 0), ("rewarm", cfg.rewarm >= 0),
+        ("label_smoothing", 0 <= cfg.label_smoothing < 1), ("evals", 0 <= cfg.evals <= 10_000),
+        ("train_size", cfg.train_size >= 0), ("grow_gamma", math.isfinite(cfg.grow_gamma) and cfg.grow_gamma >= 0),
+        ("image_size", 0 <= cfg.image_size <= 4096), ("ckpt_every", cfg.ckpt_every >= 0)))
+    return budget
 
 
 # ----------------------------------------------------------------------------- the stages' shapes (Sec. 4, 6)
@@ -208,26 +205,20 @@ class Teacher:
 
 
 def load_teacher(path, image_size, in_chans, num_classes, device):
-    """The frozen teacher from a train_vit.py checkpoint, trained on data of the student's shape."""
-    if not Path(path).is_file():
-        raise UserError(f"--teacher: no checkpoint at {path}; train one first "
-                        "(train_vit.py --model V128-6 --patch 7 --out-dir runs/teacher) and pass its ckpt.pt")
+    """The frozen teacher: a train_vit.py checkpoint (read as eval_fewshot.py reads one), trained on data of the
+    student's shape."""
     try:
-        ck = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:                               # truncated, foreign or corrupt: torch raises many kinds
-        raise UserError(f"--teacher: cannot read {path} ({type(e).__name__}); pass a train_vit.py ckpt.pt") from None
-    if not isinstance(ck, dict) or not {"model_args", "model", "patch"} <= set(ck):
-        raise UserError(f"--teacher: {path} is not a train_vit.py checkpoint (needs model_args, model, patch)")
+        model, ck = eval_fewshot.load_checkpoint(path)
+    except UserError as e:
+        raise UserError(f"--teacher: cannot read {path}: {e}; train one first (train_vit.py --model V128-6 --patch 7 "
+                        "--out-dir runs/teacher) and pass its ckpt.pt") from None
+    if "patch" not in ck:
+        raise UserError(f"--teacher: {path} is not a train_vit.py checkpoint (it names no patch size)")
     have = tuple(ck["model_args"].get(k) for k in ("image_size", "in_chans", "num_classes"))
     if have != (image_size, in_chans, num_classes):
         raise UserError(f"--teacher: {path} was trained on {have[0]}-pixel images with {have[1]} channel(s) and "
                         f"{have[2]} classes, the data here have {image_size}, {in_chans} and {num_classes}; "
                         "train the teacher on the same data")
-    model = flexivit.FlexiViT(**ck["model_args"])
-    try:
-        model.load_state_dict(ck["model"])
-    except RuntimeError as e:
-        raise UserError(f"--teacher: {path}: weights do not fit model_args ({str(e).splitlines()[0]})") from None
     model.to(device).eval().requires_grad_(False)
     step, patch = int(ck.get("state", {}).get("step", 0)), int(ck["patch"])
     return Teacher(model, patch, str(path), model.macs(patch), {"model_args": model.model_args(), "patch": patch,
@@ -307,16 +298,6 @@ class State:
     world_size: int = 1
 
 
-def load_checkpoint(path):                           # a resume's ckpt.pt, or one line naming it
-    try:
-        ck = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:   # truncated, foreign or corrupt: torch raises many kinds
-        raise UserError(f"{path} is not a readable checkpoint ({type(e).__name__}); delete it to start afresh") from None
-    if not isinstance(ck, dict) or not {"model_args", "model", "optimizer", "state", "config"} <= set(ck):
-        raise UserError(f"{path} is not a train_vit.py checkpoint; use another --out-dir")
-    return ck
-
-
 # ----------------------------------------------------------------------------- one run, set up
 
 class Run:
@@ -374,15 +355,20 @@ class Run:
         cfg, path, t = self.cfg, self.ckpts.path, self.template
         if path.exists() and not cfg.resume:
             raise UserError(f"{self.out} holds a run already: pass --resume to continue it, or another --out-dir")
-        self.ck = load_checkpoint(path) if path.exists() else None
-        if self.ck is None:                              # killed before its first checkpoint: start afresh
+        self.ck = None
+        if not path.exists():                            # killed before its first checkpoint: start afresh
             if cfg.resume and self.world.main:
                 print(f"train_vit.py: no checkpoint in {self.out} yet; starting the run afresh", file=sys.stderr)
             w0, d0 = self.stages[0]["width"], self.stages[0]["depth"]
             self.model = t if (w0, d0) == (t.width, t.depth) else flexivit.FlexiViT(
                 **{**t.model_args(), "width": w0, "depth": d0, "heads": w0 // t.head_dim})
             return
-        ck = self.ck
+        try:                                             # the model and its checkpoint, read as eval_fewshot.py does
+            self.model, ck = eval_fewshot.load_checkpoint(path)
+        except UserError as e:
+            raise UserError(f"{e}; delete it to start afresh") from None
+        if not {"optimizer", "state", "config", "schedule_hash"} <= set(ck):
+            raise UserError(f"{path} is not a train_vit.py checkpoint; use another --out-dir")
         saved = {k: ck["config"].get(k, getattr(Config, k)) for k in RESUME_KEYS}
         runtime.check_resume(saved, {k: getattr(cfg, k) for k in RESUME_KEYS}, path)
         if ck["schedule_hash"] != self.shash:
@@ -390,9 +376,7 @@ class Run:
         if ck.get("teacher") != (self.teacher and self.teacher.fingerprint):
             raise UserError(f"--resume: {path} was distilled from another --teacher; use the same one or another --out-dir")
         self.world.check_resume(ck["state"].get("world_size", 1), path)
-        self.model = flexivit.FlexiViT(**ck["model_args"])
-        self.model.load_state_dict(ck["model"])
-        self.state = State(**{**dataclasses.asdict(State()), **ck["state"]})
+        self.state, self.ck = State(**{**dataclasses.asdict(State()), **ck["state"]}), ck
         self.ckpts.step = self.state.step
         torch.set_rng_state(ck["rng"]["torch"])
 
