@@ -243,15 +243,6 @@ def _support(train_x, train_y, support, streamed):
     return sup, tuple(k for k in (1, 5, 10, 25) if k <= fewest)
 
 
-def eval_sets(train_x, train_y, test_x, test_y, support, query, test_size, device):
-    """The earlier evaluation sets (lab/bench/bench_eval_noise.py compares them): normalised pool and queries."""
-    sup, shots = _support(train_x, train_y, support, False)
-    qry = torch.randperm(len(test_x), generator=generator("query"))[:query]
-    return {"fewshot": [normalize(train_x[sup]).to(device), train_y[sup].to(device),
-                        normalize(test_x[qry]).to(device), test_y[qry].to(device)],
-            "test": (test_x[:test_size].to(device), test_y[:test_size].to(device)), "shots": shots}
-
-
 def eval_images(train_x, train_y, test_x, test_y, support, query, test_size, train_size, device, fewshot=None):
     """Fixed uint8 sets for eval_fewshot.evaluate_all: "support" the k-shot pool, "test" the first `test_size` test
     images, "query" indices into "test" of `query` k-shot queries (None: all), "train" `train_size` training images

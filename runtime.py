@@ -84,6 +84,15 @@ class RunLog:
             f.write(dumps(record) + "\n")
 
 
+def machine(cfg, world=None):
+    """--threads, --device and --precision resolved: (device, "fp32" | "bf16", the forward passes' autocast)."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = resolve_device(cfg.device, world)
+    precision = resolve_precision(cfg.precision, device)
+    return device, precision, autocast(device, precision)
+
+
 def resolve_device(name, world=None):
     """The torch device for --device (auto: cuda if available); under torchrun the local GPU."""
     try:
@@ -216,6 +225,13 @@ def lr_scale(kind, ratio):
 def warmup_factor(step, warmup):
     """The paper's linear warm-up, then a constant learning rate (App. A)."""
     return min(1.0, (step + 1) / max(warmup, 1))
+
+
+def learning_rate(lr, step, warmup, scaling="none", ratio=1.0, rewarm=0, rewarm_from=None):
+    """--lr warmed up (App. A), scaled to the step's batch by `ratio` (Sec. 6.2), re-warmed over `rewarm` steps after
+    the growth at step `rewarm_from`."""
+    lr = lr * lr_scale(scaling, ratio) * warmup_factor(step, warmup)
+    return lr * warmup_factor(step - rewarm_from, rewarm) if rewarm and rewarm_from is not None else lr
 
 
 @dataclass(frozen=True)

@@ -9,13 +9,14 @@ inverse g_P(E) is the cost of reaching error E. Eq. 2: at every error level trai
     python schedule.py --check my_schedule.json        # a hand-written schedule against the rules
 """
 import contextlib
+import hashlib
 import io
 import itertools as it
 import json
 import math
 import os
 import sys
-from dataclasses import dataclass, field, make_dataclass
+from dataclasses import asdict, dataclass, field, make_dataclass
 from pathlib import Path
 
 import numpy as np
@@ -380,6 +381,8 @@ class Schedule:
     path: str = "<dict>"
     configs = property(lambda self: [dict(s.config) for s in self.stages])
     load = classmethod(lambda cls, path: cls.from_dict(_read_json(str(path)), source=str(path)))
+    digest = property(lambda self: hashlib.sha256(json.dumps(  # its identity, which a resumed run compares
+        [self.kind, [asdict(s) for s in self.stages]], sort_keys=True, default=str).encode()).hexdigest()[:16])
 
     @classmethod
     def from_dict(cls, data, source="<dict>"):

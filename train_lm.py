@@ -181,11 +181,8 @@ def make_optimizer(model, cfg, device):
 def learning_rate(cfg, step, tokens, rewarm_from=None):
     """Linear warm-up to --lr, then constant (Table 3); scaled (--lr-scaling) by r = the step's tokens /
     --tokens-per-step (Sec. 6.2); re-warmed over --rewarm steps after a growth."""
-    lr = cfg.lr * runtime.lr_scale(cfg.lr_scaling, tokens / cfg.tokens_per_step) * runtime.warmup_factor(
-        step, cfg.warmup)
-    if cfg.rewarm and rewarm_from is not None:
-        lr *= min(1.0, (step - rewarm_from + 1) / cfg.rewarm)
-    return lr
+    return runtime.learning_rate(cfg.lr, step, cfg.warmup, cfg.lr_scaling, tokens / cfg.tokens_per_step, cfg.rewarm,
+                                 rewarm_from)
 
 
 def grow(run, depth):
@@ -222,11 +219,7 @@ class Run:
     def __init__(self, cfg):
         self.cfg, self.world = cfg, runtime.World.from_env()    # 1 process, or torchrun's rank / size
         check_flags(cfg)
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
-        self.device = runtime.resolve_device(cfg.device, self.world)
-        self.precision = runtime.resolve_precision(cfg.precision, self.device)   # bf16 autocast, fp32 master weights
-        self.amp = runtime.autocast(self.device, self.precision)
+        self.device, self.precision, self.amp = runtime.machine(cfg, self.world)   # bf16 autocast, fp32 master weights
         self.stages, self.shapes, self.schedule = load_stages(cfg)
         self.train, self.val, vocab, data_name = load_corpus(cfg.data, cfg.glob, cfg.vocab_size, cfg.val_fraction,
                                                              cfg.cache_dir)

@@ -11,13 +11,8 @@ LR, App. A). Compute counts the blocks only (Sec. 3): an example costs 6 x model
 evaluations log the paper's 10-shot error E and the test error to --out-dir/log.jsonl; ckpt.pt is written atomically
 and every random draw is seeded by (seed, step), so --resume continues bit for bit.
 """
-import dataclasses
-import hashlib
-import json
-import math
-import sys
-import time
-from dataclasses import dataclass
+import dataclasses, json, math, sys, time
+from collections import namedtuple
 from pathlib import Path
 from typing import Literal
 
@@ -40,29 +35,29 @@ SHAPE_KEYS = ("patch", "width", "depth", "batch_size", "objective")
 OBJECTIVES = ("supervised", "distill")
 
 
-@dataclass
+@dataclasses.dataclass
 class Config:
     """Train a FlexiViT at a fixed, random (FlexiViT) or scheduled shape; log compute and error (paper Sec. 3, 4, 6)."""
-    data_dir: str = "/usr/share/datasets/fashion-mnist"  # Fashion-MNIST IDX files, CIFAR-10/100 batches, an .npz, or a folder prepared by lab/prepare_images.py (memory-mapped)
+    data_dir: str = "/usr/share/datasets/fashion-mnist"  # IDX, CIFAR batches, .npz, or a prepared folder
     dataset: Literal["auto", "idx", "cifar", "npz", "prepared"] = "auto"  # format of --data-dir (auto: detected)
-    image_size: int = 0  # resize every image once, at load, to this side (the paper: ImageNet at 120 px); 0: the data's own
+    image_size: int = 0  # resize every image once, at load, to this side (the paper: 120 px); 0: as is
     model: str = "V64-4"  # model size V{width}-{depth}; a schedule's first stage may set width/depth
     patch: int | None = None  # fixed patch size; None: image side // 4
     base_patch: int = 7  # FlexiViT's underlying patch-embedding size, PI-resized to every patch (Table 1: 12)
     posemb_grid: int = 7  # FlexiViT's underlying position-embedding grid, resized bilinearly (Table 1: 8)
-    random: bool = False  # FlexiViT's baseline: a patch drawn from --patch-sizes every step, evaluated at the smallest (Fig. 7)
-    patch_sizes: tuple[int, ...] = ()  # patch sizes for --random; empty: the divisors of the side from 4 to half the side
-    schedule: str | None = None  # schedule.json (schedule.py): the stages' configs (patch, width, depth, batch_size, objective)
-    switch_on: Literal["flops", "error"] = "flops"  # enter a stage at its flops_start, or once fewshot10_error falls below the previous stage's error_end
+    random: bool = False  # FlexiViT's baseline: a patch drawn from --patch-sizes per step (Fig. 7)
+    patch_sizes: tuple[int, ...] = ()  # for --random; empty: the divisors of the side in [4, side/2]
+    schedule: str | None = None  # schedule.json (schedule.py): the stages' shapes in turn
+    switch_on: Literal["flops", "error"] = "flops"  # at flops_start, or once the error is below the last stage's error_end
     rewarm: int = 0  # steps of linear learning-rate re-warm-up after the model grows; 0: none
-    grow_gamma: float = 1.0  # variance factor of new weights when growing without --grow-preserve: N(0, gamma sigma^2) (App. C; 0: zero-init)
-    grow_preserve: bool = True  # grow the width exactly function-preserving (lowest error after growth, results/growth-init)
-    grow_depth: Literal["copy", "identity"] = "copy"  # new blocks: copies of the block before them, or such copies zeroed to identities
+    grow_gamma: float = 1.0  # new weights N(0, gamma sigma^2) without --grow-preserve (App. C)
+    grow_preserve: bool = True  # grow the width function-preserving (best: results/growth-init)
+    grow_depth: Literal["copy", "identity"] = "copy"  # new blocks: copies of the one before, or identities
     head_dim: int | None = None  # head size, kept fixed when the width grows; None: 32 below width 128, else 64
-    lr_scaling: Literal["none", "linear", "sqrt"] = "none"  # the LR at a stage's batch size B: --lr times 1, B/--batch-size or its square root
-    objective: Literal["supervised", "distill"] = "supervised"  # the objective of stages that name none: supervised, or distill from --teacher
-    teacher: str | None = None  # teacher checkpoint (a bigger model's ckpt.pt from train_vit.py) for distillation (Sec. 6.2)
-    temperature: float = 2.0  # distillation temperature T: loss T^2 KL(softmax(teacher/T) || softmax(student/T)) (App. B.6)
+    lr_scaling: Literal["none", "linear", "sqrt"] = "none"  # LR at a stage's batch B: x 1, B/--batch-size, sqrt
+    objective: Literal["supervised", "distill"] = "supervised"  # of the stages that name none (distill: from --teacher)
+    teacher: str | None = None  # a bigger model's train_vit.py ckpt.pt to distill from (Sec. 6.2)
+    temperature: float = 2.0  # distillation temperature T (App. B.6)
     steps: int | None = None  # training budget in steps (exactly one of --steps, --flops)
     flops: float | None = None  # training budget in cumulative FLOPs (6 x block MACs x examples)
     batch_size: int = 128  # examples per step, over all processes (a schedule stage may change it)
@@ -73,7 +68,7 @@ class Config:
     clip: float = 1.0  # gradient-norm clip
     flip: bool = True  # random horizontal flips (random crops are always on)
     evals: int = 20  # evaluations log-spaced in compute from 1% of the budget to the end
-    fewshot_data: str | None = None  # a prepared folder whose train split is the k-shot pool and val split the queries; None: --data-dir's
+    fewshot_data: str | None = None  # a prepared folder: k-shot pool (train) and queries (val)
     fewshot_support: int = 2000  # fixed training subset the k-shot examples are drawn from (>= 10 per class)
     fewshot_query: int = 10000  # k-shot query images, a fixed subset of the --test-size test images
     fewshot_seeds: int = 50  # draws of the k-shot examples averaged per evaluation (std ~0.002 at 50)
@@ -82,7 +77,7 @@ class Config:
     out_dir: str | None = None  # run folder for log.jsonl and ckpt.pt; None: runs/<data>-<model>-<shape>
     seed: int = 0  # seed of the initialisation, data order, augmentation and random patch sizes
     device: str = "auto"  # cpu, cuda, cuda:1, ... (auto: cuda if available)
-    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast where bf16 matrix units exist (CUDA, AMX), else fp32
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 where matrix units have it (CUDA, AMX)
     compile: bool = False  # torch.compile the model (recompiles per patch size and after growth)
     threads: int | None = None  # torch CPU threads; None: torch's choice
     ckpt_every: int = 0  # also checkpoint every N steps (0: at evaluations, every --ckpt-minutes and at the end)
@@ -172,11 +167,6 @@ def plan_shapes(cfg, size, width, depth, head_dim, world=None):
     return [{**stages[0], "patch": patches[0]}], patches, sched    # evaluated at the smallest patch (Fig. 7)
 
 
-def schedule_hash(sched):                            # a resume checks that the schedule is the same
-    stages = [dataclasses.asdict(s) for s in sched.stages]
-    return hashlib.sha256(json.dumps([sched.kind, stages], sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
 def stage_in_force(sched, current, flops, error, switch_on):
     """Eq. 2's switch rule: the stage whose span holds the FLOPs (or the measured error); never an earlier one."""
     if sched is None or sched.random or (switch_on == "error" and error is None):
@@ -194,14 +184,8 @@ def log_config(shape, patches, distilling):
 
 # ----------------------------------------------------------------------------- distillation (Sec. 6.2, App. B.6)
 
-@dataclass
-class Teacher:
-    """A frozen train_vit.py model at its own patch; `macs`: one forward pass of one example (blocks only)."""
-    model: torch.nn.Module
-    patch: int
-    path: str
-    macs: float
-    fingerprint: dict                                    # what a resume checks: the same teacher (shape, patch, step)
+# A frozen train_vit.py model at its own patch; macs: one forward pass of one example; fingerprint: what a resume checks
+Teacher = namedtuple("Teacher", "model patch path macs fingerprint")
 
 
 def load_teacher(path, image_size, in_chans, num_classes, device):
@@ -253,9 +237,7 @@ def make_optimizer(model, cfg, device, old=None):
     groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
               {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
     opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999), fused=True)
-    for p in params if old is not None else ():
-        if p in old.state:
-            opt.state[p] = old.state[p]
+    opt.state.update({p: old.state[p] for p in params if p in old.state} if old is not None else {})
     return opt
 
 
@@ -272,10 +254,8 @@ def grow(model, opt, shape, cfg, device, step):
 
 def learning_rate(cfg, step, batch_size, rewarm_from):
     """Linear warm-up to --lr (App. A), scaled to the stage's batch size (Sec. 6.2), re-warmed after a growth."""
-    lr = cfg.lr * runtime.lr_scale(cfg.lr_scaling, batch_size / cfg.batch_size) * runtime.warmup_factor(step, cfg.warmup)
-    if cfg.rewarm and rewarm_from is not None:
-        lr *= min(1.0, (step - rewarm_from + 1) / cfg.rewarm)
-    return lr
+    return runtime.learning_rate(cfg.lr, step, cfg.warmup, cfg.lr_scaling, batch_size / cfg.batch_size, cfg.rewarm,
+                                 rewarm_from)
 
 
 def evaluate(model, patch, ev, cfg, amp):
@@ -283,7 +263,7 @@ def evaluate(model, patch, ev, cfg, amp):
     return eval_fewshot.evaluate_all(model, patch, ev, shots=(10,), draws=cfg.fewshot_seeds, amp=amp)
 
 
-@dataclass
+@dataclasses.dataclass
 class State:
     """What a checkpoint carries besides weights and optimiser: the run's position and running sums."""
     step: int = 0                  # optimiser steps
@@ -306,11 +286,7 @@ class Run:
     def __init__(self, cfg):
         self.cfg, self.world = cfg, runtime.World.from_env()
         self.budget, self.unit = check_flags(cfg)
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
-        self.device = runtime.resolve_device(cfg.device, self.world)
-        self.precision = runtime.resolve_precision(cfg.precision, self.device)
-        self.amp = runtime.autocast(self.device, self.precision)
+        self.device, self.precision, self.amp = runtime.machine(cfg, self.world)   # bf16 autocast, fp32 master weights
         self.train_x, self.train_y, test_x, test_y, fewshot = load_images(cfg.data_dir, cfg.dataset, cfg.image_size,
                                                                           cfg.fewshot_data)
         self.streamed = isinstance(self.train_x, Images)   # a prepared file: a streamed data order (data.py)
@@ -335,7 +311,7 @@ class Run:
                                     self.device) if self.distilling else None
         self.out = runtime.check_out_dir(cfg.out_dir or f"runs/{self.default_name()}")
         self.ckpts = runtime.Checkpoints(self.out / "ckpt.pt", self.world.main)
-        self.log, self.shash = runtime.RunLog(self.out / "log.jsonl"), self.sched and schedule_hash(self.sched)
+        self.log, self.shash = runtime.RunLog(self.out / "log.jsonl"), self.sched and self.sched.digest
         self.ev = eval_images(self.train_x, self.train_y, test_x, test_y, cfg.fewshot_support, cfg.fewshot_query,
                               cfg.test_size, cfg.train_size, self.device, fewshot)
         self.state, self.saved_at = State(world_size=self.world.size), time.time()

@@ -82,6 +82,15 @@ class Config:
     """timing rounds (each times every job once; the fastest counts)"""
 
 
+def eval_sets(train_x, train_y, test_x, test_y, support, query, test_size, device):
+    """The earlier evaluation sets, which this benchmark compares with data.eval_images: normalised pool and queries."""
+    sup, shots = data._support(train_x, train_y, support, False)
+    qry = torch.randperm(len(test_x), generator=data.generator("query"))[:query]
+    return {"fewshot": [data.normalize(train_x[sup]).to(device), train_y[sup].to(device),
+                        data.normalize(test_x[qry]).to(device), test_y[qry].to(device)],
+            "test": (test_x[:test_size].to(device), test_y[:test_size].to(device)), "shots": shots}
+
+
 def checkpoint(cfg):
     if cfg.ckpt:
         return cfg.ckpt
@@ -159,7 +168,7 @@ def noise(cfg, feats, labels, test_feats, test_y, pool, query, draws, pool_fixed
 
 def costs(cfg, model, patch, train_x, train_y, test_x, test_y):
     """Seconds of a training step, of the old evaluation and of the new ones; printed with the share of a run."""
-    old_ev = data.eval_sets(train_x, train_y, test_x, test_y, 2000, 2000, 10000, "cpu")
+    old_ev = eval_sets(train_x, train_y, test_x, test_y, 2000, 2000, 10000, "cpu")
     jobs = {"step x10": training_steps(model, patch, train_x, train_y, 10),
             "old: 2000 pool, 2000 queries, 3 draws, k=1,5,10,25 + test pass":
                 lambda: old_evaluation(model, patch, old_ev)}
