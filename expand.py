@@ -19,8 +19,8 @@ channels. The invariant is linear: each layer that WRITES the residual stream (p
 posemb, cls token, attn.proj, mlp.fc2) gives its new rows the mean of its old rows; new heads / MLP units write
 nothing (zero new columns of attn.proj, mlp.fc2). Readers (qkv, fc1, head) see zeros on the new channels, so
 their new entries stay random: no change now, gradients at once. PI-resize and posemb interpolation are linear
-per channel: exact at every patch size. gamma=0 leaves the new heads dead. A model rebuilt from a checkpoint
-gets the constructor's eps back (a change of order eps). lm.py's LM (RMSNorm) pads with zeros instead.
+per channel: exact at every patch size. gamma=0 leaves the new heads dead. FlexiViT's model_args() carry the
+scaled eps, so a model rebuilt from a checkpoint is the grown one. lm.py's LM (RMSNorm) pads with zeros instead.
 
 Depth. A new block copies the block before it (init="copy", stacking, Gong et al. 2019) or is drawn afresh
 (init="random"); preserve=True zeroes its output layers: a pre-norm residual block is then the identity.

@@ -165,11 +165,11 @@ class Mlp(nn.Module):
 class Block(nn.Module):
     """Pre-norm transformer block: x + attn(norm1(x)), then x + mlp(norm2(x))."""
 
-    def __init__(self, width, heads, head_dim, mlp_dim):
+    def __init__(self, width, heads, head_dim, mlp_dim, eps=1e-6):
         super().__init__()
-        self.norm1 = nn.LayerNorm(width, eps=1e-6)
+        self.norm1 = nn.LayerNorm(width, eps=eps)
         self.attn = Attention(width, heads, head_dim)
-        self.norm2 = nn.LayerNorm(width, eps=1e-6)
+        self.norm2 = nn.LayerNorm(width, eps=eps)
         self.mlp = Mlp(width, mlp_dim)
 
     def forward(self, x):
@@ -187,7 +187,7 @@ class FlexiViT(nn.Module):
 
     def __init__(self, image_size=28, in_chans=1, num_classes=10, width=128, depth=6, heads=4,
                  mlp_ratio=4, base_patch=7, posemb_grid=7, patch_sizes=None,
-                 resize_mode="bilinear", antialias=False):
+                 resize_mode="bilinear", antialias=False, eps=1e-6):
         super().__init__()
         if min(width, depth, heads, in_chans, num_classes, image_size) < 1:
             raise ValueError(f"width {width}, depth {depth}, heads {heads}, channels {in_chans}, classes "
@@ -208,8 +208,8 @@ class FlexiViT(nn.Module):
         self.patch_weight = nn.Parameter(torch.empty(width, in_chans, base_patch, base_patch))
         self.patch_bias = nn.Parameter(torch.zeros(width))
         self.posemb = nn.Parameter(torch.empty(1, posemb_grid, posemb_grid, width))
-        self.blocks = nn.ModuleList(Block(width, heads, self.head_dim, self.mlp_dim) for _ in range(depth))
-        self.norm = nn.LayerNorm(width, eps=1e-6)
+        self.blocks = nn.ModuleList(Block(width, heads, self.head_dim, self.mlp_dim, eps) for _ in range(depth))
+        self.norm = nn.LayerNorm(width, eps=eps)
         self.head = nn.Linear(width, num_classes)
         self.reset_parameters()
 
@@ -229,11 +229,12 @@ class FlexiViT(nn.Module):
         nn.init.zeros_(self.head.weight)
 
     def model_args(self):
-        """kwargs that rebuild a model of the current shape (after any growth): FlexiViT(**model_args())."""
+        """kwargs that rebuild a model of the current shape (after any growth): FlexiViT(**model_args()); eps too,
+        which a function-preserving width growth scales (expand.py)."""
         return dict(image_size=self.image_size, in_chans=self.in_chans, num_classes=self.num_classes,
                     width=self.width, depth=self.depth, heads=self.heads, mlp_ratio=self.mlp_ratio,
                     base_patch=self.base_patch, posemb_grid=self.posemb_grid, patch_sizes=list(self.patch_sizes),
-                    resize_mode=self.resize_mode, antialias=self.antialias)
+                    resize_mode=self.resize_mode, antialias=self.antialias, eps=self.norm.eps)
 
     def set_attention(self, impl):
         """Every block's attention path: "auto" (default), "sdpa" or "matmul" (see attention())."""
