@@ -170,11 +170,21 @@ def check_resume(saved, wanted, path):
 
 
 class Checkpoints:
-    """ckpt.pt and the one before (ckpt.prev.pt): a divergence rolls back past the newest this process wrote."""
+    """ckpt.pt and the one before (ckpt.prev.pt). A divergence rolls back past the newest this process wrote, to the
+    one before only if it came from before the trouble: the loss right after it did not double, and the weights had
+    not grown tenfold since the save before it. Else what it wrote is removed, and the same command starts afresh."""
 
     def __init__(self, path, main=True):
         self.path, self.main, self.written, self.step = Path(path), main, 0, None
         self.prev = self.path.with_name(f"{self.path.stem}.prev{self.path.suffix}")
+        self.loss = self.watch = self.norm = self.saved_norm = None
+        self.suspect = [False, False]                     # [the newest, the one before]
+
+    def observe(self, loss):
+        """Every step's loss (check_finite): the first loss after a save judges that checkpoint."""
+        if self.watch is not None and loss > 2 * self.watch:
+            self.suspect[0] = True
+        self.loss, self.watch = loss, None
 
     def save(self, obj, step):
         if self.main:
@@ -184,6 +194,8 @@ class Checkpoints:
             if self.path.exists():
                 atomic_write(self.prev, lambda tmp: shutil.copyfile(self.path, tmp))
             atomic_write(self.path, lambda tmp: torch.save(obj, tmp))
+        grew = None not in (self.norm, self.saved_norm) and self.norm > 10 * self.saved_norm
+        self.suspect, self.watch, self.saved_norm = [grew, self.suspect[0]], self.loss, self.norm
         self.written, self.step = self.written + 1, step
 
     def roll_back(self):
@@ -191,10 +203,13 @@ class Checkpoints:
         if not self.written:
             return (f"the last good checkpoint {self.path} (step {self.step}) is kept" if self.step is not None
                     else "no checkpoint was written")
-        if not self.prev.exists():
+        if not self.prev.exists() or self.suspect[1]:
+            what = ("its checkpoints were removed (the loss rose after them: they may hold the diverging weights)"
+                    if self.prev.exists() else "its only checkpoint was removed (it may hold the diverging weights)")
             if self.main:
                 self.path.unlink(missing_ok=True)
-            return "its only checkpoint was removed (it may hold the diverging weights); the same command starts afresh"
+                self.prev.unlink(missing_ok=True)
+            return what + "; the same command starts afresh"
         step = torch.load(self.prev, map_location="cpu", weights_only=False)["state"]["step"]
         if self.main:
             os.replace(self.prev, self.path)
@@ -206,15 +221,19 @@ class DivergedError(UserError):
 
 
 def check_finite(step, ckpts, **values):
-    if not all(math.isfinite(v) for v in values.values()):
-        what = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in values.items())
-        raise DivergedError(f"non-finite {what} at step {step}: training diverged; {ckpts.roll_back()}; "
-                            "lower --lr or raise --warmup")
+    """Every value finite (a step's loss is also shown to the checkpoints), else roll back and stop in one line."""
+    if all(math.isfinite(v) for v in values.values()):
+        return ckpts.observe(values["loss"]) if "loss" in values else None
+    what = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in values.items())
+    raise DivergedError(f"non-finite {what} at step {step}: training diverged; {ckpts.roll_back()}; "
+                        "lower --lr or raise --warmup")
 
 
 def check_finite_weights(model, step, ckpts):
+    """Before a save: the weights finite, and their norm noted for the checkpoints' judgement."""
     if not all(torch.isfinite(p).all() for p in model.parameters()):
         check_finite(step, ckpts, weights=math.nan)
+    ckpts.norm = float(torch.stack([p.detach().double().square().sum() for p in model.parameters()]).sum().sqrt())
 
 
 def lr_scale(kind, ratio):

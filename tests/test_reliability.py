@@ -1,5 +1,6 @@
 """Bad input gets one line and exit code 2 from both trainers; a bug keeps its traceback; a poisoned run is
 never checkpointed and resumes from the last good checkpoint; unreadable checkpoints are named in one line."""
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -130,3 +131,22 @@ def test_divergence_keeps_a_good_checkpoint_and_a_sane_resume_trains(npz, tmp_pa
     assert train_vit.cli([str(a) for a in vit_args(npz, out, "--steps", 12, "--resume")]) == 0   # trains on
     last = [ln for ln in (out / "log.jsonl").read_text().splitlines() if '"eval"' in ln][-1]
     assert '"step": 12' in last
+
+
+@pytest.mark.parametrize("script", ["train_vit.py", "train_lm.py"])
+def test_a_run_that_diverges_at_once_keeps_no_poisoned_checkpoint(npz, corpus, tmp_path, script):
+    """Issue 26: a huge LR poisons the weights in the first steps while the loss stays finite for a step or two; the
+    checkpoints written then are removed, and the same command with a sane LR is the uninterrupted sane run."""
+    cli = {"train_vit.py": train_vit.cli, "train_lm.py": train_lm.cli}[script]
+    args = lambda out, lr: [str(a) for a in (vit_args(npz, out) if script == "train_vit.py" else lm_args(corpus, out))
+                            + ["--steps", 12, "--evals", 12, "--warmup", 2, "--lr", lr]]
+    assert cli(args(tmp_path / "run", 1e3)) == 2
+    assert not (tmp_path / "run" / "ckpt.pt").exists() and not (tmp_path / "run" / "ckpt.prev.pt").exists()
+    assert cli(args(tmp_path / "run", 1e-3)) == 0
+    assert cli(args(tmp_path / "sane", 1e-3)) == 0
+    assert eval_records(tmp_path / "run") == eval_records(tmp_path / "sane")
+
+
+def eval_records(out):
+    rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k != "wall"} for r in rows if r.get("type") == "eval"]
