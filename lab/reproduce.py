@@ -582,8 +582,8 @@ def main(cfg: Config) -> bool:
     threads = cfg.threads or max(1, (os.cpu_count() or 2) // cfg.jobs)
     if p.get("teacher") and not Path(p["teacher"]).is_file():
         raise UserError(f"--set teacher={p['teacher']}: no such checkpoint (a train_vit.py ckpt.pt)")
-    check_data(cfg, p)
     static, sched = plan(cfg, p, root, seeds, threads)
+    check_runs(cfg, p, static)                           # every run's flags, metric and patch sizes: nothing written yet
     if cfg.plan:                                         # the cost, measured; nothing trained, nothing written
         plan_sweep(cfg, p, static, sched)
         return True
@@ -607,17 +607,34 @@ def main(cfg: Config) -> bool:
     return ok
 
 
-def check_data(cfg: Config, p: dict) -> None:
-    """A prepared --data-dir (prepare_images.py): every patch size of the preset divides its resolution."""
+METRICS = {"train_vit.py": ("fewshot10_error", "test_error", "train_error"),
+           "train_lm.py": ("val_loss", "val_loss_max_context")}
+
+
+def check_runs(cfg: Config, p: dict, static: list[Job]) -> None:
+    """Before anything is written (issue 26): the metrics exist, every static run's flags are what its trainer takes
+    (values and ranges, as it would check them), and every patch size divides the images' side."""
+    import importlib
     import data
-    if cfg.experiment == "context" or not data.is_prepared(cfg.data_dir):
+    import flexivit
+    script = TRAINER.get(cfg.experiment, "train_vit.py")
+    for key in ("metric", "compare_metric"):
+        if p.get(key, METRICS[script][0]) not in METRICS[script]:
+            raise UserError(f"--set {key}={p[key]}: {script} logs {', '.join(METRICS[script])}")
+    trainer = importlib.import_module(script[:-3])
+    for job in static:
+        trainer.check_flags(runtime.parse(trainer.Config, script, job.cmd[2:]))
+    if script != "train_vit.py" or not Path(cfg.data_dir).exists():   # no images here: the first run says so
         return
-    meta = data.read_meta(cfg.data_dir, "train")
+    if data.is_prepared(cfg.data_dir):
+        side, where = data.read_meta(cfg.data_dir, "train")["resolution"], data.paths(cfg.data_dir, "train")[2]
+    else:
+        side, where = p.get("image_size") or data.load_dataset(cfg.data_dir)[0].shape[-1], cfg.data_dir
     patches = list(p.get("patches", ())) + [p[k] for k in ("patch", "teacher_patch") if k in p]
-    if bad := [q for q in patches if meta["resolution"] % q]:
-        raise UserError(f"{data.paths(cfg.data_dir, 'train')[2]}: resolution {meta['resolution']} is not divisible "
-                        f"by the preset's patch size(s) {' '.join(map(str, bad))}; prepare the data at a resolution "
-                        f"they all divide (e.g. 120) or --set patches=...")
+    if bad := [q for q in patches if q not in flexivit.valid_patches(side)]:
+        raise UserError(f"{where}: the {side}-pixel images have no patch size {' '.join(map(str, bad))} (valid: "
+                        f"{' '.join(map(str, flexivit.valid_patches(side)))}); --set patches=... or prepare the data "
+                        "at a resolution they all divide (e.g. 120)")
 
 
 def plan_sweep(cfg: Config, p: dict, static: list[Job], sched: list[Job]) -> None:

@@ -554,3 +554,21 @@ def test_too_few_laws_after_the_checks_is_a_verdict_not_a_crash(tmp_path):
     (tmp_path / "laws.json").write_text(json.dumps(doc))
     with pytest.raises(reproduce.StepFailed):
         reproduce.schedule_step(p, tmp_path, 1e13)
+
+
+@pytest.mark.parametrize("bad, says", [("patches=5", "no patch size 5"), ("patches=14,7,3", "no patch size 3"),
+                                       ("metric=bogus", "metric=bogus"), ("compare_metric=val_loss", "compare_metric"),
+                                       ("warmup=-3", "warmup"), ("lr=0", "lr")])
+def test_a_bad_set_is_refused_before_anything_is_written(tmp_path, capsys, bad, says):
+    """Issue 26: every --set value, the metrics and every patch size against the images are checked before
+    pipeline.json or any run exists, so the corrected command is not refused as another pipeline."""
+    rng = np.random.default_rng(0)
+    (xt, yt), (xs, ys) = make_images(60, rng, size=28), make_images(20, rng, size=28)
+    np.savez(tmp_path / "t.npz", x_train=xt, y_train=yt, x_test=xs, y_test=ys)
+    out = tmp_path / "pipe"
+    rc = reproduce.runtime.run_cli(reproduce.main, Config, "reproduce.py", [
+        "--experiment", "patch", "--preset", "smoke", "--data-dir", str(tmp_path / "t.npz"), "--set", bad,
+        "--out-dir", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and says in err[0], err
+    assert not out.exists()
