@@ -179,16 +179,14 @@ def make_optimizer(model, cfg, device):
 
 
 def learning_rate(cfg, step, tokens, rewarm_from=None):
-    """Linear warm-up to --lr, then constant (Table 3); scaled (--lr-scaling) by r = the step's tokens /
-    --tokens-per-step (Sec. 6.2); re-warmed over --rewarm steps after a growth."""
+    """runtime.learning_rate: --warmup (Table 3), --lr-scaling by the step's tokens / --tokens-per-step (Sec. 6.2)."""
     return runtime.learning_rate(cfg.lr, step, cfg.warmup, cfg.lr_scaling, tokens / cfg.tokens_per_step, cfg.rewarm,
                                  rewarm_from)
 
 
 def grow(run, depth):
-    """Grow the model to `depth` blocks (expand.py): each new block follows the block it copies, its output
-    layers zero (exactly the same function); the AdamW moments are carried over, and the optimiser rebuilt
-    in the model's parameter order, so a checkpoint written after it resumes into a fresh model of that depth."""
+    """Grow the model to `depth` blocks (expand.py: each new one copies the block before it, output layers zero: the
+    same function); AdamW moments kept, the optimiser rebuilt in parameter order as a resumed model's would be."""
     import expand                                    # torch only; needed once a run grows
     old = run.opt
     expand.expand_optimizer(old, expand.expand_depth(run.model, depth, preserve=True, where="interleave"))
@@ -309,8 +307,7 @@ def eval_points(run):
 
 
 def stage_now(run):
-    """The stage to train in at this step: random (FlexiViT-style baseline), or by cumulative FLOPs (Eq. 2's
-    switch points, computed by schedule.py); never an earlier stage."""
+    """This step's stage: random (FlexiViT's baseline), or by cumulative FLOPs (Eq. 2, schedule.py); never earlier."""
     sched, state = run.schedule, run.state
     if sched and sched.random:
         return int(np.random.default_rng([run.cfg.seed, state.step, 1]).integers(len(run.stages)))
@@ -394,10 +391,9 @@ def main(cfg: Config):
         loss, lr = train_step(run, fwd, context, batch)
         dt, tokens = time.perf_counter() - t0, batch * context
         step_flops = 6 * run.model.macs_per_token(context) * tokens          # Sec. 3: 6 x block MACs a token
-        state.step, state.tokens, state.flops = state.step + 1, state.tokens + tokens, state.flops + step_flops
-        state.wall, state.loss_sum, state.loss_n = state.wall + dt, state.loss_sum + loss, state.loss_n + 1
-        session.tokens, session.flops, session.wall = session.tokens + tokens, session.flops + step_flops, \
-            session.wall + dt
+        state.step, state.loss_sum, state.loss_n = state.step + 1, state.loss_sum + loss, state.loss_n + 1
+        for sums in (state, session):                                        # the run's, and this process's
+            sums.tokens, sums.flops, sums.wall = sums.tokens + tokens, sums.flops + step_flops, sums.wall + dt
         bar.update(run.progress() - bar.n)
         bar.set_postfix(ctx=context, loss=f"{loss:.3f}", tok_s=f"{session.tokens / session.wall:.0f}",
                         mfu=f"{session.flops / session.wall / peak:.1%}", refresh=False)
