@@ -10,9 +10,7 @@ evaluate_all (the trainer's): ONE forward pass per image set serves every draw a
 The CLI evaluates a train_vit.py checkpoint (pool: its training set, queries: its test set), one JSON line:
     python eval_fewshot.py --ckpt runs/p7/ckpt.pt --data-dir /usr/share/datasets/fashion-mnist
 """
-import os
-import pickle
-from contextlib import nullcontext
+import contextlib, os, pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,7 +35,7 @@ def feature_pass(model, patch, images, batch_size=512, amp=None, predict=False):
     device, was_training, feats, preds = next(model.parameters()).device, model.training, [], []
     model.eval()
     try:
-        with amp if amp is not None else nullcontext():
+        with amp if amp is not None else contextlib.nullcontext():
             for i in range(0, len(images), batch_size):
                 x = images[i:i + batch_size].to(device)
                 f = model.features(x if torch.is_floating_point(x) else normalize(x), patch)
@@ -208,8 +206,7 @@ def main(cfg):
     return result
 
 
-def cli(args=None):
-    """Parse the flags (None: sys.argv) and evaluate; bad input is one line on stderr and exit code 2."""
+def cli(args=None):                                      # args None: sys.argv
     return run_cli(main, Config, "eval_fewshot.py", args)
 
 
