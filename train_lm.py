@@ -15,9 +15,7 @@ train_loss, lr, val_loss (at the current context), val_loss_max_context (the run
 --out-dir/ckpt.pt: written atomically at every evaluation and every --ckpt-minutes. A NaN/inf loss stops the run
 and keeps the last good checkpoint; it and bad input exit with code 2 and one line.
 """
-import json
-import sys
-import time
+import json, sys, time
 from dataclasses import asdict, dataclass
 from typing import Literal
 
@@ -91,8 +89,7 @@ class State:
 
 # ----------------------------------------------------------------------------- set-up: flags, stages, sizes
 
-def model_args(name, vocab_size, max_context):
-    """lm.model_args, with a bad --model as the one-line user error."""
+def model_args(name, vocab_size, max_context):                  # lm.model_args; a bad --model: a UserError
     try:
         return lm.model_args(name, vocab_size, max_context)
     except ValueError as e:
@@ -140,8 +137,7 @@ def load_stages(cfg):
 
 
 def batch_of(cfg, shape):
-    """Sequences a step (global): the stage's batch_size (Sec. 6.2), or its tokens_per_step (App. B.5: a batch
-    tuned per context), else --tokens-per-step, // context: a longer context, a smaller batch."""
+    """Sequences a step (global): batch_size (Sec. 6.2), else (tokens_per_step (App. B.5) or --tokens-per-step) // T."""
     return shape.get("batch_size", shape.get("tokens_per_step", cfg.tokens_per_step) // shape["context"])
 
 
@@ -317,8 +313,7 @@ def stage_now(run):
 
 
 def forwards(run):
-    """(plain, fwd): the model rank 0 evaluates with, and the one that trains (DDP-wrapped under torchrun; both
-    compiled with --compile); built again after a growth, whose parameters are new objects."""
+    """(plain, fwd): rank 0's evaluation model and the training one (DDP under torchrun); rebuilt after a growth."""
     compiled = torch.compile if run.cfg.compile else (lambda model: model)
     plain = compiled(run.model)
     return plain, compiled(run.world.wrap(run.model, run.device)) if run.world.active else plain   # DDP: mean grads
@@ -420,7 +415,6 @@ def main(cfg: Config):
 
 
 def cli(args=None):
-    """Parse the flags and train; bad input and divergence: one line on stderr (rank 0's) and exit code 2."""
     return runtime.run_cli(main, Config, "train_lm.py", args, moved={"--grad-clip": "is now called --clip",
                                                                           **runtime.moved_to_lab("train_lm.py")})
 
