@@ -227,7 +227,6 @@ OUTPUT_LAYERS = (("attn.proj", "mlp.fc2"),                  # FlexiViT / timm Vi
 
 
 def output_layers(block):
-    """The names of `block`'s output layers, recognised by layout; ValueError for an unknown layout."""
     names = dict(block.named_modules())
     for layout in OUTPUT_LAYERS:
         if all(n in names for n in layout):
