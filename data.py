@@ -206,9 +206,8 @@ def feistel_permutation(n, seed, epoch, start, count, rounds=6):
 
 def draw(n, size, streamed, *key):
     """The first `size` of a permutation of range(n) seeded by `key` (streamed: memory O(size), not O(n))."""
-    if streamed:
-        return feistel_permutation(n, key_seed(*key), 0, 0, min(size, n))
-    return torch.randperm(n, generator=generator(*key))[:size]
+    return (feistel_permutation(n, key_seed(*key), 0, 0, min(size, n)) if streamed
+            else torch.randperm(n, generator=generator(*key))[:size])
 
 
 def train_subset(n, size, seed=0, streamed=False):
