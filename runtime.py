@@ -51,8 +51,7 @@ def write_json(path, obj):
     atomic_write(path, lambda tmp: Path(tmp).write_text(dumps(obj, indent=1) + "\n"))
 
 
-def check_out_dir(path, flag="--out-dir"):
-    """An output folder that can be made: neither it nor a folder above it is a file."""
+def check_out_dir(path, flag="--out-dir"):                  # a folder that can be made: none above it is a file
     path = Path(path)
     if file := next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None):
         raise UserError(f"{flag} {path}: {file} is a file; give a folder")
