@@ -96,8 +96,7 @@ def model_args(name, vocab_size, max_context):                  # lm.model_args;
         raise UserError(str(e)) from None
 
 
-def check_flags(cfg):
-    """Numeric flags in range, before any work."""
+def check_flags(cfg):                                               # numeric flags in range, before any work
     runtime.check_budget(cfg.steps, cfg.flops)
     model_args(cfg.model, 256, 1)
     runtime.check_ranges(cfg, ("tokens_per_step", "context", "lr", "clip", "val_tokens", "ckpt_minutes",
@@ -296,8 +295,7 @@ class Run:
 
 # ----------------------------------------------------------------------------- the loop's parts
 
-def eval_points(run):
-    """Log-spaced from --eval-from to the budget, and 3 inside each later stage of a FLOPs schedule."""
+def eval_points(run):                                               # runtime.eval_points for this run's flags
     return runtime.eval_points(run.budget, run.cfg.evals, run.cfg.eval_from, switch_on=run.cfg.switch_on,
                                sched=run.schedule if run.unit == "flops" else None)
 
@@ -356,8 +354,6 @@ def evaluate_and_log(run, plain, context, lr):
     run.log.append(record)
     return record
 
-
-# ----------------------------------------------------------------------------- main
 
 def main(cfg: Config):
     # Set up: flags, device, precision, data, model and optimiser; every check that may fail comes first.
