@@ -153,8 +153,7 @@ def key_seed(*key):
     return int(hashlib.sha256(repr(key).encode()).hexdigest()[:15], 16)
 
 
-def generator(*key):
-    """A CPU torch.Generator seeded by a key such as ("perm", seed, epoch): a resume redraws the same numbers."""
+def generator(*key):                                                # a CPU generator: see the module docstring
     return torch.Generator().manual_seed(key_seed(*key))
 
 
@@ -207,9 +206,8 @@ def feistel_permutation(n, seed, epoch, start, count, rounds=6):
 
 def draw(n, size, streamed, *key):
     """The first `size` of a permutation of range(n) seeded by `key` (streamed: memory O(size), not O(n))."""
-    if streamed:
-        return feistel_permutation(n, key_seed(*key), 0, 0, min(size, n))
-    return torch.randperm(n, generator=generator(*key))[:size]
+    return (feistel_permutation(n, key_seed(*key), 0, 0, min(size, n)) if streamed
+            else torch.randperm(n, generator=generator(*key))[:size])
 
 
 def train_subset(n, size, seed=0, streamed=False):
@@ -255,8 +253,7 @@ def eval_images(train_x, train_y, test_x, test_y, support, query, test_size, tra
     else:
         sup, shots = _support(train_x, train_y, support, streamed)
         qry = None if query >= n_test else torch.randperm(n_test, generator=generator("query"))[:query].to(device)
-        ev = {"support": (train_x[sup].to(device), train_y[sup].to(device)), "test": None, "query": qry,
-              "train": None, "shots": shots}
+        ev = {"support": (train_x[sup].to(device), train_y[sup].to(device)), "query": qry, "shots": shots}
     ev["test"] = (test_x[:n_test].to(device), test_y[:n_test].to(device))    # a prepared file: read once
     sub = train_subset(len(train_x), train_size, streamed=streamed) if train_size > 0 else None
     ev["train"] = None if sub is None else (train_x[sub].to(device), train_y[sub].to(device))
@@ -441,11 +438,9 @@ def _memmap(path, dtype):
 
 
 def get_batch(tokens, step, batch, context, seed, rows=None):
-    """Random windows of context+1 tokens -> (inputs, targets) [batch, context], a function of (seed, step)
-    only; `rows` (lo, hi) takes rows lo..hi-1 of that global batch (one process's shard)."""
-    starts = np.random.default_rng([seed, step]).integers(0, len(tokens) - context, size=batch)
-    if rows is not None:
-        starts = starts[rows[0]:rows[1]]
+    """Random windows of context+1 tokens -> (inputs, targets) [batch, context], a function of (seed, step) only."""
+    lo, hi = rows or (0, batch)                     # rows (lo, hi): one process's shard of the global batch
+    starts = np.random.default_rng([seed, step]).integers(0, len(tokens) - context, size=batch)[lo:hi]
     xy = torch.from_numpy(tokens[starts[:, None] + np.arange(context + 1)].astype(np.int64))
     return xy[:, :-1], xy[:, 1:]
 

@@ -10,9 +10,7 @@ evaluate_all (the trainer's): ONE forward pass per image set serves every draw a
 The CLI evaluates a train_vit.py checkpoint (pool: its training set, queries: its test set), one JSON line:
     python eval_fewshot.py --ckpt runs/p7/ckpt.pt --data-dir /usr/share/datasets/fashion-mnist
 """
-import os
-import pickle
-from contextlib import nullcontext
+import contextlib, os, pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +18,7 @@ import numpy as np
 import torch
 
 from data import load_dataset, normalize
-from runtime import UserError, atomic_write, check_out_dir, dumps, resolve_device, run_cli
+from runtime import UserError, atomic_write, check_out_dir, check_ranges, dumps, resolve_device, run_cli
 
 
 def extract_features(model, patch, images, batch_size=512):
@@ -37,7 +35,7 @@ def feature_pass(model, patch, images, batch_size=512, amp=None, predict=False):
     device, was_training, feats, preds = next(model.parameters()).device, model.training, [], []
     model.eval()
     try:
-        with amp if amp is not None else nullcontext():
+        with amp if amp is not None else contextlib.nullcontext():
             for i in range(0, len(images), batch_size):
                 x = images[i:i + batch_size].to(device)
                 f = model.features(x if torch.is_floating_point(x) else normalize(x), patch)
@@ -138,28 +136,17 @@ def evaluate(model, patch, support_images, support_labels, query_images, query_l
 
 @dataclass
 class Config:
-    ckpt: str
-    """checkpoint saved by train_vit.py (a dict with "model_args", "model", "config")"""
-    data_dir: str = "/usr/share/datasets/fashion-mnist"
-    """dataset folder, read by train_vit.load_dataset"""
-    patch: int = 0
-    """patch size to evaluate at; 0 = the checkpoint's "patch" (the size in force when saved), else its config["patch"]"""
-    shots: tuple[int, ...] = (1, 5, 10, 25)
-    """k values: examples per class in the support set"""
-    seeds: int = 5
-    """number of draws of the support set (seeds 0..seeds-1)"""
-    reg: float = 1e-2
-    """ridge regularisation (paper App. B.2: 1e-2)"""
-    pool_size: int = 0
-    """draw the shots from the first pool_size training images (0 = all)"""
-    query_size: int = 0
-    """score on the first query_size test images (0 = all)"""
-    batch_size: int = 512
-    """feature-extraction batch size"""
-    device: str = "cpu"
-    """torch device"""
-    out: str = ""
-    """also write the JSON result to this file (atomically)"""
+    ckpt: str  # checkpoint saved by train_vit.py (a dict with "model_args", "model", "config")
+    data_dir: str = "/usr/share/datasets/fashion-mnist"  # dataset folder, read by train_vit.load_dataset
+    patch: int = 0  # patch size to evaluate at; 0 = the checkpoint's "patch" (in force when saved) or config["patch"]
+    shots: tuple[int, ...] = (1, 5, 10, 25)  # k values: examples per class in the support set
+    seeds: int = 5  # number of draws of the support set (seeds 0..seeds-1)
+    reg: float = 1e-2  # ridge regularisation (paper App. B.2: 1e-2)
+    pool_size: int = 0  # draw the shots from the first pool_size training images (0 = all)
+    query_size: int = 0  # score on the first query_size test images (0 = all)
+    batch_size: int = 512  # feature-extraction batch size
+    device: str = "cpu"  # torch device
+    out: str = ""  # also write the JSON result to this file (atomically)
 
 
 def load_checkpoint(path, device="cpu"):
@@ -190,9 +177,8 @@ def check_flags(cfg):
         raise UserError("--seeds and every --shots value must be >= 1")
     if not cfg.reg > 0:
         raise UserError(f"--reg {cfg.reg}: the ridge regulariser must be > 0")
-    for name in ("patch", "pool_size", "query_size", "batch_size"):
-        if getattr(cfg, name) < (1 if name == "batch_size" else 0):
-            raise UserError(f"--{name.replace('_', '-')} {getattr(cfg, name)} is out of range")
+    check_ranges(cfg, (), (("patch", cfg.patch >= 0), ("pool_size", cfg.pool_size >= 0),
+                           ("query_size", cfg.query_size >= 0), ("batch_size", cfg.batch_size >= 1)))
     if cfg.out and (os.path.isdir(cfg.out) or cfg.out.endswith(os.sep)):
         raise UserError(f"--out {cfg.out} is a folder; give a file name such as fewshot.json")
     if cfg.out:
@@ -220,8 +206,7 @@ def main(cfg):
     return result
 
 
-def cli(args=None):
-    """Parse the flags (None: sys.argv) and evaluate; bad input is one line on stderr and exit code 2."""
+def cli(args=None):                                      # args None: sys.argv
     return run_cli(main, Config, "eval_fewshot.py", args)
 
 

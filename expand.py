@@ -48,7 +48,6 @@ from torch import nn
 
 
 def _sigma(w):
-    """The paper's sigma: sqrt(mean(W**2)) of the old W."""
     return w.detach().float().pow(2).mean().sqrt().item()
 
 
@@ -70,8 +69,7 @@ class _Grower:
 
     def __init__(self, d, new_d, gamma, preserve, zero_pad=False):
         self.d, self.new_d, self.gamma, self.preserve = d, new_d, gamma, preserve
-        self.zero_pad = zero_pad     # RMSNorm models: new residual channels are 0 (LayerNorm: the mean)
-        self.mapping = {}
+        self.zero_pad, self.mapping = zero_pad, {}     # zero_pad (RMSNorm): new residual channels 0, not the mean
 
     def replace(self, module, name, tensor, index):
         old = getattr(module, name)
@@ -141,10 +139,7 @@ class _Grower:
 
 @torch.no_grad()
 def expand_width(model, new_width, gamma=1.0, preserve=False):
-    """Grow the model's width in place to new_width (App. C); returns {new Parameter: (old, index)}.
-
-    gamma scales the new entries' variance (0: zero-init); preserve=True: exactly function preserving. Heads
-    grow with head_dim fixed, mlp_dim in proportion."""
+    """Grow the model's width in place to new_width (App. C, the module docstring); returns {new: (old, index)}."""
     d, H, M = model.width, model.heads, model.mlp_dim
     hd = getattr(model, "head_dim", None) or d // H            # lm.py's LM keeps heads, not head_dim
     if new_width < d or new_width % hd:
@@ -232,7 +227,6 @@ OUTPUT_LAYERS = (("attn.proj", "mlp.fc2"),                  # FlexiViT / timm Vi
 
 
 def output_layers(block):
-    """The names of `block`'s output layers, recognised by layout; ValueError for an unknown layout."""
     names = dict(block.named_modules())
     for layout in OUTPUT_LAYERS:
         if all(n in names for n in layout):
@@ -269,11 +263,9 @@ def _new_block(blk, init, gamma, zero, mapping):
 
 @torch.no_grad()
 def expand_depth(model, new_depth, preserve=False, where="end", init="copy", gamma=1.0, zero=None):
-    """Insert blocks in place until the model has new_depth blocks; returns {new Parameter: (src, None)}.
-
-    Each new block follows the block it copies (`init`), all after the last block (where="end") or spread
-    evenly ("interleave"); preserve=True zeroes its output layers (`zero`: names inside a block; None:
-    OUTPUT_LAYERS by layout), making it exactly the identity."""
+    """Insert blocks in place up to new_depth, each after the block it copies (`init`), all after the last block
+    (where="end") or spread evenly ("interleave"); preserve=True zeroes their layers named in `zero` (None:
+    OUTPUT_LAYERS by layout), so each is the identity. Returns {new Parameter: (src, None)}."""
     attr = "blocks" if hasattr(model, "blocks") else "layers"
     blocks = getattr(model, attr)
     depth = len(blocks)
@@ -309,8 +301,7 @@ def expand_optimizer(optimizer, mapping, sq_fill="zero"):
             if not grown:
                 continue
             (new, index), = grown
-            state = optimizer.state.pop(p, None)
-            if state:
+            if state := optimizer.state.pop(p, None):
                 optimizer.state[new] = {k: _grow_state(k, v, p, new, index, sq_fill) for k, v in state.items()}
         group["params"] = params
     return optimizer

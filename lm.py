@@ -46,8 +46,7 @@ def model_args(name, vocab_size, max_context):
                 mlp_dim=4 * width, max_context=max_context)
 
 
-def macs_per_token(width, depth, mlp_dim, context):
-    """Forward multiply-accumulates per token of the transformer blocks (embedding and head excluded)."""
+def macs_per_token(width, depth, mlp_dim, context):                 # the module docstring's count
     return depth * (4 * width**2 + 3 * width * mlp_dim + 2 * context * width)
 
 
@@ -69,8 +68,7 @@ def apply_rope(x, freqs):
 
 
 def attention(q, k, v, impl="auto"):
-    """Causal softmax(q k^T / sqrt(head_dim)) v over [B, heads, T, head_dim]; impl "auto", "sdpa" or
-    "matmul" (see the module docstring)."""
+    """Causal softmax(q k^T / sqrt(d)) v over [B, heads, T, d]; impl "auto", "sdpa" or "matmul" (module docstring)."""
     if impl == "auto":
         impl = "matmul" if q.device.type == "cpu" and torch.is_autocast_enabled("cpu") else "sdpa"
     if impl == "sdpa":

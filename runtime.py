@@ -51,8 +51,7 @@ def write_json(path, obj):
     atomic_write(path, lambda tmp: Path(tmp).write_text(dumps(obj, indent=1) + "\n"))
 
 
-def check_out_dir(path, flag="--out-dir"):
-    """An output folder that can be made: neither it nor a folder above it is a file."""
+def check_out_dir(path, flag="--out-dir"):                  # a folder that can be made: none above it is a file
     path = Path(path)
     if file := next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None):
         raise UserError(f"{flag} {path}: {file} is a file; give a folder")
@@ -145,8 +144,7 @@ def eval_points(budget, evals, first=0.01, integer=False, sched=None, switch_on=
 
 
 def check_ranges(cfg, positive, rules=()):
-    """Numeric flags checked once, where they are parsed: every name in `positive` > 0 (None passes: an optional
-    flag left out), every (name, ok) in `rules` ok; else one line naming the first flag out of range."""
+    """Each flag in `positive` > 0 (None: left out), each (name, ok) of `rules` ok; else one line naming the first."""
     bad = [k for k in positive if getattr(cfg, k) is not None and not getattr(cfg, k) > 0]
     if bad := bad + [k for k, ok in rules if not ok]:
         raise UserError(f"--{bad[0].replace('_', '-')} {getattr(cfg, bad[0])} is out of range")
@@ -247,8 +245,7 @@ def warmup_factor(step, warmup):
 
 
 def learning_rate(lr, step, warmup, scaling="none", ratio=1.0, rewarm=0, rewarm_from=None):
-    """--lr warmed up (App. A), scaled to the step's batch by `ratio` (Sec. 6.2), re-warmed over `rewarm` steps after
-    the growth at step `rewarm_from`."""
+    """--lr warmed up (App. A), scaled by batch `ratio` (Sec. 6.2), re-warmed over `rewarm` steps from `rewarm_from`."""
     lr = lr * lr_scale(scaling, ratio) * warmup_factor(step, warmup)
     return lr * warmup_factor(step - rewarm_from, rewarm) if rewarm and rewarm_from is not None else lr
 

@@ -15,9 +15,7 @@ train_loss, lr, val_loss (at the current context), val_loss_max_context (the run
 --out-dir/ckpt.pt: written atomically at every evaluation and every --ckpt-minutes. A NaN/inf loss stops the run
 and keeps the last good checkpoint; it and bad input exit with code 2 and one line.
 """
-import json
-import sys
-import time
+import json, sys, time
 from dataclasses import asdict, dataclass
 from typing import Literal
 
@@ -91,16 +89,14 @@ class State:
 
 # ----------------------------------------------------------------------------- set-up: flags, stages, sizes
 
-def model_args(name, vocab_size, max_context):
-    """lm.model_args, with a bad --model as the one-line user error."""
+def model_args(name, vocab_size, max_context):                  # lm.model_args; a bad --model: a UserError
     try:
         return lm.model_args(name, vocab_size, max_context)
     except ValueError as e:
         raise UserError(str(e)) from None
 
 
-def check_flags(cfg):
-    """Numeric flags in range, before any work."""
+def check_flags(cfg):                                               # numeric flags in range, before any work
     runtime.check_budget(cfg.steps, cfg.flops)
     model_args(cfg.model, 256, 1)
     runtime.check_ranges(cfg, ("tokens_per_step", "context", "lr", "clip", "val_tokens", "ckpt_minutes",
@@ -140,8 +136,7 @@ def load_stages(cfg):
 
 
 def batch_of(cfg, shape):
-    """Sequences a step (global): the stage's batch_size (Sec. 6.2), or its tokens_per_step (App. B.5: a batch
-    tuned per context), else --tokens-per-step, // context: a longer context, a smaller batch."""
+    """Sequences a step (global): batch_size (Sec. 6.2), else (tokens_per_step (App. B.5) or --tokens-per-step) // T."""
     return shape.get("batch_size", shape.get("tokens_per_step", cfg.tokens_per_step) // shape["context"])
 
 
@@ -179,16 +174,14 @@ def make_optimizer(model, cfg, device):
 
 
 def learning_rate(cfg, step, tokens, rewarm_from=None):
-    """Linear warm-up to --lr, then constant (Table 3); scaled (--lr-scaling) by r = the step's tokens /
-    --tokens-per-step (Sec. 6.2); re-warmed over --rewarm steps after a growth."""
+    """runtime.learning_rate: --warmup (Table 3), --lr-scaling by the step's tokens / --tokens-per-step (Sec. 6.2)."""
     return runtime.learning_rate(cfg.lr, step, cfg.warmup, cfg.lr_scaling, tokens / cfg.tokens_per_step, cfg.rewarm,
                                  rewarm_from)
 
 
 def grow(run, depth):
-    """Grow the model to `depth` blocks (expand.py): each new block follows the block it copies, its output
-    layers zero (exactly the same function); the AdamW moments are carried over, and the optimiser rebuilt
-    in the model's parameter order, so a checkpoint written after it resumes into a fresh model of that depth."""
+    """Grow the model to `depth` blocks (expand.py: each new one copies the block before it, output layers zero: the
+    same function); AdamW moments kept, the optimiser rebuilt in parameter order as a resumed model's would be."""
     import expand                                    # torch only; needed once a run grows
     old = run.opt
     expand.expand_optimizer(old, expand.expand_depth(run.model, depth, preserve=True, where="interleave"))
@@ -302,15 +295,13 @@ class Run:
 
 # ----------------------------------------------------------------------------- the loop's parts
 
-def eval_points(run):
-    """Log-spaced from --eval-from to the budget, and 3 inside each later stage of a FLOPs schedule."""
+def eval_points(run):                                               # runtime.eval_points for this run's flags
     return runtime.eval_points(run.budget, run.cfg.evals, run.cfg.eval_from, switch_on=run.cfg.switch_on,
                                sched=run.schedule if run.unit == "flops" else None)
 
 
 def stage_now(run):
-    """The stage to train in at this step: random (FlexiViT-style baseline), or by cumulative FLOPs (Eq. 2's
-    switch points, computed by schedule.py); never an earlier stage."""
+    """This step's stage: random (FlexiViT's baseline), or by cumulative FLOPs (Eq. 2, schedule.py); never earlier."""
     sched, state = run.schedule, run.state
     if sched and sched.random:
         return int(np.random.default_rng([run.cfg.seed, state.step, 1]).integers(len(run.stages)))
@@ -320,8 +311,7 @@ def stage_now(run):
 
 
 def forwards(run):
-    """(plain, fwd): the model rank 0 evaluates with, and the one that trains (DDP-wrapped under torchrun; both
-    compiled with --compile); built again after a growth, whose parameters are new objects."""
+    """(plain, fwd): rank 0's evaluation model and the training one (DDP under torchrun); rebuilt after a growth."""
     compiled = torch.compile if run.cfg.compile else (lambda model: model)
     plain = compiled(run.model)
     return plain, compiled(run.world.wrap(run.model, run.device)) if run.world.active else plain   # DDP: mean grads
@@ -365,8 +355,6 @@ def evaluate_and_log(run, plain, context, lr):
     return record
 
 
-# ----------------------------------------------------------------------------- main
-
 def main(cfg: Config):
     # Set up: flags, device, precision, data, model and optimiser; every check that may fail comes first.
     run = Run(cfg)
@@ -394,10 +382,9 @@ def main(cfg: Config):
         loss, lr = train_step(run, fwd, context, batch)
         dt, tokens = time.perf_counter() - t0, batch * context
         step_flops = 6 * run.model.macs_per_token(context) * tokens          # Sec. 3: 6 x block MACs a token
-        state.step, state.tokens, state.flops = state.step + 1, state.tokens + tokens, state.flops + step_flops
-        state.wall, state.loss_sum, state.loss_n = state.wall + dt, state.loss_sum + loss, state.loss_n + 1
-        session.tokens, session.flops, session.wall = session.tokens + tokens, session.flops + step_flops, \
-            session.wall + dt
+        state.step, state.loss_sum, state.loss_n = state.step + 1, state.loss_sum + loss, state.loss_n + 1
+        for sums in (state, session):                                        # the run's, and this process's
+            sums.tokens, sums.flops, sums.wall = sums.tokens + tokens, sums.flops + step_flops, sums.wall + dt
         bar.update(run.progress() - bar.n)
         bar.set_postfix(ctx=context, loss=f"{loss:.3f}", tok_s=f"{session.tokens / session.wall:.0f}",
                         mfu=f"{session.flops / session.wall / peak:.1%}", refresh=False)
@@ -424,7 +411,6 @@ def main(cfg: Config):
 
 
 def cli(args=None):
-    """Parse the flags and train; bad input and divergence: one line on stderr (rank 0's) and exit code 2."""
     return runtime.run_cli(main, Config, "train_lm.py", args, moved={"--grad-clip": "is now called --clip",
                                                                           **runtime.moved_to_lab("train_lm.py")})
 
