@@ -260,9 +260,8 @@ def eval_images(train_x, train_y, test_x, test_y, support, query, test_size, tra
     return ev
 
 
-# ----------------------------------------------------------------------------- prepared image folders
-# lab/prepare_images.py's files (the paper's FFCV idea: images prepared once), per split: <split>.u8, raw uint8
-# rows [N, H, W, C]; <split>.labels.npy, int32 classes; <split>.json (shape, classes), written last: a finished split.
+# ------------------------------------------- prepared image folders (lab/prepare_images.py; the paper's FFCV idea)
+# Per split: <split>.u8 (uint8 rows [N, H, W, C]), <split>.labels.npy (int32), <split>.json (written last).
 
 VERSION = 1
 KIND = "prepared_images"
@@ -389,8 +388,7 @@ def load_prepared(folder):
 
 
 # ----------------------------------------------------------------------------- text for the LM (Sec. 5)
-# By default the Python standard library's .py files as bytes (vocabulary 256): real code on every machine. The
-# validation loss is over the same first tokens at every context (the paper truncates the same samples).
+# By default the standard library's .py files as bytes (vocabulary 256): real code on every machine, no download.
 
 def load_corpus(data="", glob="", vocab_size=0, val_fraction=0.05, cache_dir="runs/.cache"):
     """-> (train tokens, validation tokens, vocabulary size, a name), numpy arrays. `data`: a text file or folder
@@ -447,7 +445,8 @@ def get_batch(tokens, step, batch, context, seed, rows=None):
 
 @torch.no_grad()
 def evaluate(model, val, context, val_tokens, batch_tokens, device, autocast=contextlib.nullcontext()):
-    """Mean next-token loss over the first val_tokens tokens of val, in windows of `context` tokens."""
+    """Mean next-token loss over the first val_tokens tokens of val, in windows of `context` tokens: the same tokens
+    at every context (the paper truncates the same samples)."""
     n, rows = val_tokens // context, max(1, batch_tokens // context)
     xy = torch.from_numpy(val[: n * context + 1].astype(np.int64))
     x, y = xy[:-1].view(n, context), xy[1:].view(n, context)

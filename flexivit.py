@@ -229,8 +229,7 @@ class FlexiViT(nn.Module):
         nn.init.zeros_(self.head.weight)
 
     def model_args(self):
-        """kwargs that rebuild a model of the current shape (after any growth): FlexiViT(**model_args()); eps too,
-        which a function-preserving width growth scales (expand.py)."""
+        """kwargs that rebuild the current shape (after any growth, eps included): FlexiViT(**model_args())."""
         return dict(image_size=self.image_size, in_chans=self.in_chans, num_classes=self.num_classes,
                     width=self.width, depth=self.depth, heads=self.heads, mlp_ratio=self.mlp_ratio,
                     base_patch=self.base_patch, posemb_grid=self.posemb_grid, patch_sizes=list(self.patch_sizes),

@@ -2,7 +2,7 @@
 
     sys.exit(runtime.run_cli(main, Config, "train_vit.py"))  # a UserError: one line, exit 2; a bug: its traceback
     world = runtime.World.from_env()                         # 1 process, or torchrun's rank and size
-    device = runtime.resolve_device(cfg.device, world)       # then resolve_precision, autocast, eval_points
+    device, precision, amp = runtime.machine(cfg, world)     # --threads, --device, --precision
     log, ckpts = runtime.RunLog(out / "log.jsonl"), runtime.Checkpoints(out / "ckpt.pt")   # written atomically
     runtime.check_finite(step, ckpts, loss=..., grad_norm=...)   # divergence: roll back, one line, exit 2
 """
@@ -64,11 +64,15 @@ class RunLog:
     def __init__(self, path):
         self.path = Path(path)
 
-    def start(self, header, resume_step=None):
+    def start(self, header, resume_step=None, was_precision=None):
+        """A new log; a resume keeps the records up to its checkpoint's step and notes a change of precision."""
         lines = [dumps(header)]
         if resume_step is not None and self.path.exists():
             kept = [r for r in self.records() if r.get("type") != "eval" or r.get("step", 0) <= resume_step]
             lines = [dumps(r) for r in kept] or lines
+        if resume_step is not None and was_precision not in (None, now := header["precision"]):
+            lines.append(dumps({"type": "note", "step": resume_step, "precision": now, "was": was_precision}))
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(self.path, lambda tmp: Path(tmp).write_text("\n".join(lines) + "\n"))
 
     def records(self):
@@ -168,9 +172,8 @@ def check_resume(saved, wanted, path):
 
 
 class Checkpoints:
-    """ckpt.pt and the one before (ckpt.prev.pt). A divergence rolls back past the newest this process wrote, to the
-    one before only if it came from before the trouble: the loss right after it did not double, and the weights had
-    not grown tenfold since the save before it. Else what it wrote is removed, and the same command starts afresh."""
+    """ckpt.pt and the one before. A divergence rolls back past the newest this process wrote, to the one before if that
+    came before the trouble (the loss after it did not double, the weights did not grow tenfold), else removes both."""
 
     def __init__(self, path, main=True):
         self.path, self.main, self.written, self.step = Path(path), main, 0, None
@@ -178,10 +181,8 @@ class Checkpoints:
         self.loss = self.watch = self.norm = self.saved_norm = None
         self.suspect = [False, False]                     # [the newest, the one before]
 
-    def observe(self, loss):
-        """Every step's loss (check_finite): the first loss after a save judges that checkpoint."""
-        if self.watch is not None and loss > 2 * self.watch:
-            self.suspect[0] = True
+    def observe(self, loss):                              # every step's loss: the first after a save judges it
+        self.suspect[0] |= self.watch is not None and loss > 2 * self.watch
         self.loss, self.watch = loss, None
 
     def save(self, obj, step):
@@ -227,8 +228,7 @@ def check_finite(step, ckpts, **values):
                         "lower --lr or raise --warmup")
 
 
-def check_finite_weights(model, step, ckpts):
-    """Before a save: the weights finite, and their norm noted for the checkpoints' judgement."""
+def check_finite_weights(model, step, ckpts):        # before a save: finite weights, their norm noted
     if not all(torch.isfinite(p).all() for p in model.parameters()):
         check_finite(step, ckpts, weights=math.nan)
     ckpts.norm = float(torch.stack([p.detach().double().square().sum() for p in model.parameters()]).sum().sqrt())
@@ -239,15 +239,12 @@ def lr_scale(kind, ratio):
     return {"none": 1.0, "linear": ratio, "sqrt": math.sqrt(ratio)}[kind]
 
 
-def warmup_factor(step, warmup):
-    """The paper's linear warm-up, then a constant learning rate (App. A)."""
-    return min(1.0, (step + 1) / max(warmup, 1))
-
-
 def learning_rate(lr, step, warmup, scaling="none", ratio=1.0, rewarm=0, rewarm_from=None):
-    """--lr warmed up (App. A), scaled by batch `ratio` (Sec. 6.2), re-warmed over `rewarm` steps from `rewarm_from`."""
-    lr = lr * lr_scale(scaling, ratio) * warmup_factor(step, warmup)
-    return lr * warmup_factor(step - rewarm_from, rewarm) if rewarm and rewarm_from is not None else lr
+    """--lr warmed up linearly then constant (App. A), scaled by the batch `ratio` (Sec. 6.2), re-warmed over `rewarm`
+    steps from the growth at `rewarm_from`."""
+    warm = lambda s, w: min(1.0, (s + 1) / max(w, 1))
+    lr = lr * lr_scale(scaling, ratio) * warm(step, warmup)
+    return lr * warm(step - rewarm_from, rewarm) if rewarm and rewarm_from is not None else lr
 
 
 @dataclass(frozen=True)

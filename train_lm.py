@@ -10,10 +10,8 @@ stage may set its "batch_size" (Sec. 6.2), "tokens_per_step" (App. B.5) or "dept
     python train_lm.py <the same flags> --resume                                    # continue it, bit-identically
     torchrun --standalone --nproc_per_node 2 train_lm.py ...                        # any of them, data parallel
 
---out-dir/log.jsonl: a header line, then per (log-spaced) evaluation {"type": "eval", step, tokens, flops, config,
-train_loss, lr, val_loss (at the current context), val_loss_max_context (the run's largest), wall[, stage]}.
---out-dir/ckpt.pt: written atomically at every evaluation and every --ckpt-minutes. A NaN/inf loss stops the run
-and keeps the last good checkpoint; it and bad input exit with code 2 and one line.
+--out-dir/log.jsonl: a header, then per log-spaced evaluation val_loss (at the current context) and
+val_loss_max_context (the run's largest); ckpt.pt, atomic. Bad input and a diverged run: one line, exit code 2.
 """
 import json, sys, time
 from dataclasses import asdict, dataclass
@@ -283,14 +281,10 @@ class Run:
 
     def start_log(self, resuming):
         """log.jsonl's header (a resume continues the log at its checkpoint's step and notes a new precision)."""
-        self.out.mkdir(parents=True, exist_ok=True)
         self.log.start({"version": 1, "type": "header", "run": self.out.name, "config": asdict(self.cfg),
                         "metrics": ["val_loss", "val_loss_max_context"], "model_args": self.margs,
                         "precision": self.precision, "params": sum(p.numel() for p in self.model.parameters()),
-                        "world_size": self.world.size}, self.state.step if resuming else None)
-        if resuming and self.was_precision != self.precision:
-            self.log.append({"type": "note", "step": self.state.step, "precision": self.precision,
-                             "was": self.was_precision})
+                        "world_size": self.world.size}, *(self.state.step, self.was_precision) if resuming else ())
 
 
 # ----------------------------------------------------------------------------- the loop's parts

@@ -48,7 +48,7 @@ class Config:
     random: bool = False  # FlexiViT's baseline: a patch drawn from --patch-sizes per step (Fig. 7)
     patch_sizes: tuple[int, ...] = ()  # for --random; empty: the divisors of the side in [4, side/2]
     schedule: str | None = None  # schedule.json (schedule.py): the stages' shapes in turn
-    switch_on: Literal["flops", "error"] = "flops"  # at flops_start, or once the error is below the last stage's error_end
+    switch_on: Literal["flops", "error"] = "flops"  # at flops_start, or once the error is below the last error_end
     rewarm: int = 0  # steps of linear learning-rate re-warm-up after the model grows; 0: none
     grow_gamma: float = 1.0  # new weights N(0, gamma sigma^2) without --grow-preserve (App. C)
     grow_preserve: bool = True  # grow the width function-preserving (best: results/growth-init)
@@ -184,13 +184,12 @@ def log_config(shape, patches, distilling):
 
 # ----------------------------------------------------------------------------- distillation (Sec. 6.2, App. B.6)
 
-# A frozen train_vit.py model at its own patch; macs: one forward pass of one example; fingerprint: what a resume checks
-Teacher = namedtuple("Teacher", "model patch path macs fingerprint")
+Teacher = namedtuple("Teacher", "model patch path macs fingerprint")   # macs: a forward pass of one example
 
 
 def load_teacher(path, image_size, in_chans, num_classes, device):
-    """The frozen teacher: a train_vit.py checkpoint (read as eval_fewshot.py reads one), trained on data of the
-    student's shape."""
+    """The frozen teacher: a train_vit.py checkpoint (read as eval_fewshot.py reads one) trained on data of the
+    student's shape, at its own patch; its fingerprint is what a resume checks."""
     try:
         model, ck = eval_fewshot.load_checkpoint(path)
     except UserError as e:
@@ -366,12 +365,8 @@ class Run:
             self.opt.load_state_dict(self.ck["optimizer"])
             for g, decay in zip(self.opt.param_groups, (self.cfg.weight_decay, 0.0)):
                 g["weight_decay"] = decay
-        if self.world.main:
-            self.out.mkdir(parents=True, exist_ok=True)
-            self.log.start(self.header(), self.state.step if self.ck is not None else None)
-            was = self.ck and self.ck.get("precision", "fp32")
-            if was and was != self.precision:            # the log records a precision change
-                self.log.append({"type": "note", "step": self.state.step, "precision": self.precision, "was": was})
+        if self.world.main:                             # a resume continues the log, noting a new precision
+            self.log.start(self.header(), *(self.state.step, self.ck.get("precision", "fp32")) if self.ck else ())
         self.ck = None
         self.train_x, self.train_y = self.train_x.to(self.device), self.train_y.to(self.device)
 
