@@ -21,6 +21,10 @@ HP = dict(VIT, patch=7, evals=20)     # Sec. 6.2: batch size, distillation
 # results/growth-init); no re-warm-up (it hurt the preserving growth on both seeds it ran with).
 GROW = dict(VIT, head_dim=32, grow_gamma=1.0, grow_preserve=True, grow_depth="copy", rewarm=0, warmup=100,
             fewshot_query=2000, test_size=2000)
+# the growing models' budgets and evaluation sizes per preset, the same for width, depth and patch x width
+SIZE = {"demo": dict(GROW, flops=3e12),
+        "full": dict(GROW, flops=2.5e13, evals=14, fewshot_query=10000, test_size=10000),
+        "smoke": dict(GROW, flops=2e11, evals=10, fewshot_query=300, test_size=500, warmup=20)}
 # the language model's shared values: 4096 tokens a step, the stdlib corpus ('' = the default), val_loss at the run's
 # own context; compare_metric: the loss every run is compared at (the context experiment: at the largest context)
 LM = dict(val_tokens=32768, tokens_per_step=4096, data="", vocab_size=0, metric="val_loss", min_flops_frac=0.02,
@@ -85,31 +89,25 @@ PRESETS = {
     # heads of 64); grow_gamma, grow_preserve, grow_depth, rewarm: train_vit.py's growth flags (Fig. 17, App. C).
     # Patch 14 in the demos: at a few 1e12 FLOPs it is the best static patch on Fashion-MNIST (results/patch-demo).
     "width": {
-        "demo": dict(GROW, patch=14, depth=4, widths=(32, 64, 128), flops=3e12),
-        "full": dict(GROW, patch=7, depth=4, widths=(64, 128, 256), flops=2.5e13, evals=14, fewshot_query=10000,
-                     test_size=10000),
-        "smoke": dict(GROW, patch=7, depth=2, widths=(32, 64), flops=2e11, evals=10, fewshot_query=300,
-                      test_size=500, warmup=20),
+        "demo": dict(SIZE["demo"], patch=14, depth=4, widths=(32, 64, 128)),
+        "full": dict(SIZE["full"], patch=7, depth=4, widths=(64, 128, 256)),
+        "smoke": dict(SIZE["smoke"], patch=7, depth=2, widths=(32, 64)),
     },
     # depth grows by copying a neighbour block (grow_depth="copy", in GROW), not by identity blocks: over 3 seeds the
     # demo's linear-spaced growth saved 30.8% [25.7, 35.9] with copies and never reached the target with
     # identities (results/depth-demo-3s, and results/depth-demo-3s-preserve, made when --grow-preserve also set
     # the depth growth)
     "depth": {
-        "demo": dict(GROW, patch=14, width=64, depths=(2, 4, 6), flops=3e12),
-        "full": dict(GROW, patch=7, width=128, depths=(4, 8, 12), flops=2.5e13, evals=14, fewshot_query=10000,
-                     test_size=10000),
-        "smoke": dict(GROW, patch=7, width=32, depths=(1, 2), flops=2e11, evals=10, fewshot_query=300,
-                      test_size=500, warmup=20),
+        "demo": dict(SIZE["demo"], patch=14, width=64, depths=(2, 4, 6)),
+        "full": dict(SIZE["full"], patch=7, width=128, depths=(4, 8, 12)),
+        "smoke": dict(SIZE["smoke"], patch=7, width=32, depths=(1, 2)),
     },
     # App. D, Fig. 19: patch x width; the law schedule picks a monotone path (patch never grows, width never
     # shrinks); width-only and patch-only schedules on sub-grids of the same laws are trained beside it
     "joint": {
-        "demo": dict(GROW, patches=(14, 7), depth=4, widths=(32, 64, 128), flops=3e12),
-        "full": dict(GROW, patches=(14, 7, 4), depth=4, widths=(64, 128, 256), flops=2.5e13, evals=14,
-                     fewshot_query=10000, test_size=10000),
-        "smoke": dict(GROW, patches=(14, 7), depth=2, widths=(32, 64), flops=2e11, evals=10, fewshot_query=300,
-                      test_size=500, warmup=20),
+        "demo": dict(SIZE["demo"], patches=(14, 7), depth=4, widths=(32, 64, 128)),
+        "full": dict(SIZE["full"], patches=(14, 7, 4), depth=4, widths=(64, 128, 256)),
+        "smoke": dict(SIZE["smoke"], patches=(14, 7), depth=2, widths=(32, 64)),
     },
     # the review discussion: an LM whose depth grows (expand.py, exact insertion) on code, the Python standard
     # library as bytes; static runs at each depth (--depth), the schedule's stages grow the model. evals=32

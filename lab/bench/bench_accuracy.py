@@ -24,20 +24,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 @dataclasses.dataclass
 class Config:
-    model: str = "V64-4"
-    """Model size V{width}-{depth}."""
-    patch: int = 7
-    """Fixed patch size (16 tokens on 28 px images)."""
-    flops: float = 3.5e13
-    """Training budget in FLOPs (6 x block MACs x examples); sized to fit the time limit."""
-    data_dir: str = "/usr/share/datasets/fashion-mnist"
-    """Fashion-MNIST IDX files."""
-    out_dir: str = "runs/bench_accuracy"
-    """Run folder (removed first, so the run starts fresh)."""
-    minutes: float = 10.0
-    """Time limit the promise is about, in minutes (whole command, evaluation included)."""
-    max_error: float = 0.12
-    """Test error the promise is about."""
+    model: str = "V64-4"  # Model size V{width}-{depth}.
+    patch: int = 7  # Fixed patch size (16 tokens on 28 px images).
+    flops: float = 3.5e13  # Training budget in FLOPs (6 x block MACs x examples); sized to fit the time limit.
+    data_dir: str = "/usr/share/datasets/fashion-mnist"  # Fashion-MNIST IDX files.
+    out_dir: str = "runs/bench_accuracy"  # Run folder (removed first, so the run starts fresh).
+    minutes: float = 10.0  # Time limit the promise is about, in minutes (whole command, evaluation included).
+    max_error: float = 0.12  # Test error the promise is about.
 
 
 def main(cfg: Config) -> None:

@@ -25,20 +25,13 @@ from bench_vit_speed import time_interleaved  # noqa: E402
 
 @dataclass
 class Config:
-    threads: int = 1
-    """torch threads (0 = torch's default)"""
-    repeats: int = 7
-    """interleaved repeats; the median is reported"""
-    steps: int = 3
-    """timed calls per repeat"""
-    warmup: int = 1
-    """untimed calls of each path first"""
-    clock: str = "wall"
-    """'wall' (perf_counter) or 'cpu' (this process's CPU time)"""
-    vit_tokens: tuple[int, ...] = (1, 4, 16, 49, 196)
-    """ViT token counts (patch 28, 14, 7, 4, 2 of a 28-pixel image)"""
-    lm_contexts: tuple[int, ...] = (64, 128, 256, 512, 1024)
-    """LM context lengths (4096 tokens a batch)"""
+    threads: int = 1  # torch threads (0 = torch's default)
+    repeats: int = 7  # interleaved repeats; the median is reported
+    steps: int = 3  # timed calls per repeat
+    warmup: int = 1  # untimed calls of each path first
+    clock: str = "wall"  # 'wall' (perf_counter) or 'cpu' (this process's CPU time)
+    vit_tokens: tuple[int, ...] = (1, 4, 16, 49, 196)  # ViT token counts (patch 28, 14, 7, 4, 2 of a 28-pixel image)
+    lm_contexts: tuple[int, ...] = (64, 128, 256, 512, 1024)  # LM context lengths (4096 tokens a batch)
 
 
 def case(module, batch, heads, n, head_dim, impl, amp):

@@ -56,30 +56,18 @@ import eval_fewshot  # noqa: E402
 class Config:
     ckpt: str | None = None
     """train_vit.py checkpoint to evaluate; None: train one first (--steps, V64-4 at patch 7) in --work-dir"""
-    steps: int = 300
-    """training steps of the model trained when no --ckpt is given"""
-    work_dir: str = "/tmp/bench_eval_noise"
-    """run folder of that training (reused if it holds a checkpoint already)"""
-    data_dir: str = "/usr/share/datasets/fashion-mnist"
-    """Fashion-MNIST IDX files"""
-    eval_seeds: int = 100
-    """evaluation seeds per setting: the std over them is the noise of one evaluation"""
-    draws: tuple[int, ...] = (30, 50)
-    """support draws per evaluation of the new settings"""
-    pools: tuple[int, ...] = (2000, 5000)
-    """support pool sizes (training images) of the new settings"""
-    train_size: int = 2000
-    """fixed training subset for train_error (timed only)"""
-    run_steps: tuple[int, ...] = (3000, 6000)
-    """run lengths for the share of wall time"""
-    run_evals: int = 14
-    """evaluations per run for the share of wall time"""
-    threads: int = 1
-    """torch CPU threads"""
-    noise: bool = True
-    """measure the noise (--no-noise: the costs only)"""
-    rounds: int = 5
-    """timing rounds (each times every job once; the fastest counts)"""
+    steps: int = 300  # training steps of the model trained when no --ckpt is given
+    work_dir: str = "/tmp/bench_eval_noise"  # run folder of that training (reused if it holds a checkpoint already)
+    data_dir: str = "/usr/share/datasets/fashion-mnist"  # Fashion-MNIST IDX files
+    eval_seeds: int = 100  # evaluation seeds per setting: the std over them is the noise of one evaluation
+    draws: tuple[int, ...] = (30, 50)  # support draws per evaluation of the new settings
+    pools: tuple[int, ...] = (2000, 5000)  # support pool sizes (training images) of the new settings
+    train_size: int = 2000  # fixed training subset for train_error (timed only)
+    run_steps: tuple[int, ...] = (3000, 6000)  # run lengths for the share of wall time
+    run_evals: int = 14  # evaluations per run for the share of wall time
+    threads: int = 1  # torch CPU threads
+    noise: bool = True  # measure the noise (--no-noise: the costs only)
+    rounds: int = 5  # timing rounds (each times every job once; the fastest counts)
 
 
 def eval_sets(train_x, train_y, test_x, test_y, support, query, test_size, device):

@@ -35,14 +35,10 @@ LO, HI, CUT = 1e11, 1e14, 0.3
 
 @dataclass
 class Config:
-    draws: int = 200
-    """curves for the accuracy part"""
-    points: int = 300
-    """raw points per curve"""
-    noise: float = 0.01
-    """multiplicative noise (std of log E)"""
-    d_max: float = 1e13
-    """largest knee d drawn (log-uniform from 1e10)"""
+    draws: int = 200  # curves for the accuracy part
+    points: int = 300  # raw points per curve
+    noise: float = 0.01  # multiplicative noise (std of log E)
+    d_max: float = 1e13  # largest knee d drawn (log-uniform from 1e10)
     bootstrap: int = 100
     """bootstrap resamples per fit in the accuracy part (interval coverage; the speed part always uses 100)"""
     spacing: str = "log"

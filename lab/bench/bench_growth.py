@@ -37,39 +37,26 @@ from data import UserError as DataError, load_dataset  # noqa: E402  (the traine
 
 @dataclass
 class Config:
-    model: str = "V64-4"
-    """model before growth (flexivit name)"""
-    new_width: int = 128
-    """width after growth (a multiple of the head size)"""
-    patch: int = 7
-    """patch size (fixed)"""
+    model: str = "V64-4"  # model before growth (flexivit name)
+    new_width: int = 128  # width after growth (a multiple of the head size)
+    patch: int = 7  # patch size (fixed)
     modes: tuple[str, ...] = ("paper", "zero", "preserve", "none")
     """growth schemes: paper (N(0, gamma sigma^2)), zero (gamma=0), preserve (exact), none (no growth)"""
-    gamma: float = 1.0
-    """variance factor of the paper's init (mode 'paper'; 'preserve' uses it for its random entries)"""
-    steps_before: int = 1500
-    """training steps of the small model before growth"""
-    steps_after: int = 1000
-    """training steps after growth, per mode"""
+    gamma: float = 1.0  # variance factor of the paper's init (mode 'paper'; 'preserve' uses it for its random entries)
+    steps_before: int = 1500  # training steps of the small model before growth
+    steps_after: int = 1000  # training steps after growth, per mode
     batch_size: int = 128
     lr: float = 1e-3
     weight_decay: float = 1e-4
-    warmup: int = 100
-    """linear learning-rate warm-up steps at the start (then constant, as in the paper)"""
-    rewarm: int = 0
-    """linear learning-rate re-warm-up steps after growth (0: none, as in the paper)"""
+    warmup: int = 100  # linear learning-rate warm-up steps at the start (then constant, as in the paper)
+    rewarm: int = 0  # linear learning-rate re-warm-up steps after growth (0: none, as in the paper)
     label_smoothing: float = 0.2
-    eval_every: int = 50
-    """evaluate every this many steps after growth (plus at 0, 10 and 25 steps)"""
-    test_images: int = 2000
-    """test images used for the error"""
-    data_dir: str = "/usr/share/datasets/fashion-mnist"
-    """folder with the Fashion-MNIST IDX .gz files"""
+    eval_every: int = 50  # evaluate every this many steps after growth (plus at 0, 10 and 25 steps)
+    test_images: int = 2000  # test images used for the error
+    data_dir: str = "/usr/share/datasets/fashion-mnist"  # folder with the Fashion-MNIST IDX .gz files
     seed: int = 0
-    threads: int = 0
-    """torch threads (0: torch's default)"""
-    out: str = ""
-    """optional JSON file for the results"""
+    threads: int = 0  # torch threads (0: torch's default)
+    out: str = ""  # optional JSON file for the results
 
 
 def load_data(data_dir):

@@ -45,30 +45,22 @@ from bench_growth import test_error, to_float  # noqa: E402  (the same measure a
 
 @dataclass
 class Config:
-    model: str = "V64-4"
-    """model before growth (flexivit name)"""
-    head_dim: int = 32
-    """head size, kept when growing"""
-    new_width: int = 128
-    """width after growth"""
-    patch: int = 14
-    """patch size (fixed)"""
+    model: str = "V64-4"  # model before growth (flexivit name)
+    head_dim: int = 32  # head size, kept when growing
+    new_width: int = 128  # width after growth
+    patch: int = 14  # patch size (fixed)
     variants: tuple[str, ...] = ("g0", "g0.25", "g0.5", "g1", "g1.5", "preserve", "none", "g0+rw", "g1+rw",
                                  "preserve+rw")
     """g<gamma>, preserve, none; +rw: re-warm the learning rate over --rewarm steps after growing"""
     seeds: tuple[int, ...] = (0, 1, 2)
-    flops_before: float = 2e12
-    """training FLOPs of the small model before growth (6 x block MACs x examples)"""
+    flops_before: float = 2e12  # training FLOPs of the small model before growth (6 x block MACs x examples)
     steps_after: int = 500
     """training steps after growth, per variant (more where they do not reach --later FLOPs: "none")"""
-    later: float = 1e12
-    """report the error this many FLOPs after the growth"""
-    early: float = 3e11
-    """also report the error this many FLOPs after the growth (read off the stored curves)"""
+    later: float = 1e12  # report the error this many FLOPs after the growth
+    early: float = 3e11  # also report the error this many FLOPs after the growth (read off the stored curves)
     merge: tuple[str, ...] = ()
     """other result files (e.g. one per seed, run in parallel) whose rows join --out's; nothing is trained for them"""
-    rewarm: int = 50
-    """re-warm-up steps of the +rw variants"""
+    rewarm: int = 50  # re-warm-up steps of the +rw variants
     batch_size: int = 128
     lr: float = 1e-3
     warmup: int = 100
@@ -77,14 +69,12 @@ class Config:
     clip: float = 1.0
     evals_after: tuple[int, ...] = (0, 10, 25, 50, 75, 100, 125, 150, 200, 250, 300, 350, 400, 450, 500)
     """steps after growth at which to evaluate (clipped to --steps-after, which is always evaluated)"""
-    pre_evals: int = 3
-    """evaluations before growing (the last 3 x 50 steps) averaged into the pre-growth error"""
+    pre_evals: int = 3  # evaluations before growing (the last 3 x 50 steps) averaged into the pre-growth error
     test_images: int = 5000
     data_dir: str = "/usr/share/datasets/fashion-mnist"
     threads: int = 1
     out: str = "results/growth-init/growth_init.json"
-    work_dir: str = "runs/growth-init"
-    """pre-growth checkpoints (one per seed)"""
+    work_dir: str = "runs/growth-init"  # pre-growth checkpoints (one per seed)
 
 
 

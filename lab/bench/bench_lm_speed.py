@@ -26,18 +26,12 @@ from lm import LM, model_args  # noqa: E402
 
 @dataclass
 class Config:
-    model: str = "L128-4"
-    """Model size, as train_lm.py's --model."""
-    context: int = 128
-    """Context length."""
-    tokens_per_step: int = 4096
-    """Tokens per training step (batch = tokens_per_step // context)."""
-    steps: int = 2
-    """Timed training steps per repeat."""
-    repeats: int = 15
-    """Repeats per model, interleaved (the order alternates each repeat)."""
-    threads: int = 0
-    """CPU threads (0 = torch's default)."""
+    model: str = "L128-4"  # Model size, as train_lm.py's --model.
+    context: int = 128  # Context length.
+    tokens_per_step: int = 4096  # Tokens per training step (batch = tokens_per_step // context).
+    steps: int = 2  # Timed training steps per repeat.
+    repeats: int = 15  # Repeats per model, interleaved (the order alternates each repeat).
+    threads: int = 0  # CPU threads (0 = torch's default).
 
 
 def hf_llama(ours, args):

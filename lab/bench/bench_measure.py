@@ -62,16 +62,12 @@ P14_END = 1e13   # the static patch-14 run is shorter, as in `make reproduce`
 
 @dataclass
 class Config:
-    draws: int = 100
-    """draws per row of the table"""
-    evals: int = 14
-    """evaluations per run, log-spaced"""
+    draws: int = 100  # draws per row of the table
+    evals: int = 14  # evaluations per run, log-spaced
     seeds: int = 3
     """seeds per draw (the "3 seeds" column averages them)"""
-    sigmas: tuple[float, ...] = (0.0025, 0.005)
-    """noise std per evaluation"""
-    rho: float = 0.6
-    """AR(1) correlation between neighbouring evaluations"""
+    sigmas: tuple[float, ...] = (0.0025, 0.005)  # noise std per evaluation
+    rho: float = 0.6  # AR(1) correlation between neighbouring evaluations
     seed: int = 0
 
 

@@ -43,20 +43,13 @@ from bench_vit_speed import best_seconds, gemm_ceiling, time_interleaved  # noqa
 class Config:
     shapes: tuple[str, ...] = ("V128-6/4", "V256-6/7", "V64-4/7", "V64-4/14")
     """ViT model/patch pairs to time (batch --batch, 28-pixel single-channel images)"""
-    lm: str = "L128-4/256"
-    """LM model/context to time ('' = none); 4096 tokens a step"""
-    batch: int = 128
-    """ViT examples per step"""
-    steps: int = 3
-    """timed steps per repeat"""
-    repeats: int = 5
-    """interleaved repeats; the median is reported"""
-    threads: int = 1
-    """torch threads (0 = torch's default)"""
-    warmup: int = 1
-    """untimed steps of each variant first"""
-    clock: str = "wall"
-    """'wall' (perf_counter) or 'cpu' (this process's CPU time: steadier on a loaded machine)"""
+    lm: str = "L128-4/256"  # LM model/context to time ('' = none); 4096 tokens a step
+    batch: int = 128  # ViT examples per step
+    steps: int = 3  # timed steps per repeat
+    repeats: int = 5  # interleaved repeats; the median is reported
+    threads: int = 1  # torch threads (0 = torch's default)
+    warmup: int = 1  # untimed steps of each variant first
+    clock: str = "wall"  # 'wall' (perf_counter) or 'cpu' (this process's CPU time: steadier on a loaded machine)
     variants: tuple[str, ...] = ("before", "fp32", "bf16")
     """which steps to time: before, fp32, bf16, compile, tanh (ViT only for the last two)"""
 

@@ -27,18 +27,12 @@ import train_vit  # noqa: E402
 
 @dataclass
 class Config:
-    out_dir: str = "runs/precision-accuracy"
-    """where the four runs and the plot go"""
-    data_dir: str = "/usr/share/datasets/fashion-mnist"
-    """Fashion-MNIST IDX files"""
-    vit_flops: float = 1e13
-    """budget of each ViT run (V64-4, patch 7)"""
-    lm_flops: float = 3e12
-    """budget of each LM run (L64-4, context 128, 4096 tokens a step)"""
-    threads: int = 1
-    """torch threads per run"""
-    seed: int = 0
-    """seed of both runs of a pair"""
+    out_dir: str = "runs/precision-accuracy"  # where the four runs and the plot go
+    data_dir: str = "/usr/share/datasets/fashion-mnist"  # Fashion-MNIST IDX files
+    vit_flops: float = 1e13  # budget of each ViT run (V64-4, patch 7)
+    lm_flops: float = 3e12  # budget of each LM run (L64-4, context 128, 4096 tokens a step)
+    threads: int = 1  # torch threads per run
+    seed: int = 0  # seed of both runs of a pair
 
 
 def records(path):

@@ -24,14 +24,10 @@ import schedule as sch  # noqa: E402
 
 @dataclass
 class Config:
-    configs: tuple[int, ...] = (2, 5, 10, 20, 50)
-    """numbers of configurations (laws)"""
-    grids: tuple[int, ...] = (500, 2000, 8000)
-    """error grid sizes (--grid of schedule.py)"""
-    reference_grid: int = 64000
-    """grid of the reference for the convergence column"""
-    repeats: int = 5
-    """timed repeats per cell (the median is printed)"""
+    configs: tuple[int, ...] = (2, 5, 10, 20, 50)  # numbers of configurations (laws)
+    grids: tuple[int, ...] = (500, 2000, 8000)  # error grid sizes (--grid of schedule.py)
+    reference_grid: int = 64000  # grid of the reference for the convergence column
+    repeats: int = 5  # timed repeats per cell (the median is printed)
     seed: int = 0
 
 

@@ -48,8 +48,7 @@ class Config:
     budget: float | None = None
     """plan both schedules for this budget (the laws extrapolated past the runs) instead of schedule.json's target;
     the plan without switch costs is then written to schedule_no-switch-cost.json"""
-    train: bool = False
-    """train schedule_switch-cost.json once per seed, then rerun compare.py and report.py"""
+    train: bool = False  # train schedule_switch-cost.json once per seed, then rerun compare.py and report.py
     metric: str = "fewshot10_error"
     runs: str = "sched_law_s*"
     """which scheduled runs of the folder to measure (a glob); each is read against the schedule it trained with"""

@@ -48,32 +48,19 @@ import flexivit  # noqa: E402
 
 @dataclass
 class Config:
-    model: str = "V128-6"
-    """FlexiViT size name (flexivit.SIZES or V{width}-{depth})"""
-    image_size: int = 28
-    """square image side in pixels"""
-    in_chans: int = 1
-    """image channels"""
-    patch: int = 4
-    """patch size that all models run at"""
-    base_patch: int = 7
-    """underlying patch of the resized FlexiViT in (b) and of the model in (a), (c)"""
-    posemb_grid: int = 7
-    """underlying posemb grid of the resized FlexiViT"""
-    batch: int = 128
-    """examples per training step"""
-    steps: int = 10
-    """timed steps per repeat"""
-    repeats: int = 5
-    """interleaved repeats; the median is reported"""
-    warmup: int = 3
-    """untimed steps per model before timing"""
-    threads: int = 0
-    """torch threads (0 = torch's default)"""
-    matmul_n: int = 2048
-    """side of the square fp32 matmul for the machine's reference GFLOP/s"""
-    profile: bool = False
-    """also print torch.profiler's top ops of one FlexiViT training step (where the time goes)"""
+    model: str = "V128-6"  # FlexiViT size name (flexivit.SIZES or V{width}-{depth})
+    image_size: int = 28  # square image side in pixels
+    in_chans: int = 1  # image channels
+    patch: int = 4  # patch size that all models run at
+    base_patch: int = 7  # underlying patch of the resized FlexiViT in (b) and of the model in (a), (c)
+    posemb_grid: int = 7  # underlying posemb grid of the resized FlexiViT
+    batch: int = 128  # examples per training step
+    steps: int = 10  # timed steps per repeat
+    repeats: int = 5  # interleaved repeats; the median is reported
+    warmup: int = 3  # untimed steps per model before timing
+    threads: int = 0  # torch threads (0 = torch's default)
+    matmul_n: int = 2048  # side of the square fp32 matmul for the machine's reference GFLOP/s
+    profile: bool = False  # also print torch.profiler's top ops of one FlexiViT training step (where the time goes)
     clock: str = "wall"
     """'wall' (perf_counter) or 'cpu' (this process's CPU time: steadier on a loaded machine, use with --threads 1)"""
 
