@@ -341,10 +341,13 @@ def run_cli(main, config_cls, script, args=None, errors=(), moved=None, interrup
     try:
         main(parse(config_cls, script, args, moved))
         return 0
-    except (UserError, *errors, KeyboardInterrupt) as e:
+    except (UserError, *errors, KeyboardInterrupt, OSError) as e:
+        if isinstance(e, OSError) and e.filename is None:
+            raise                                           # an OSError naming no file is ours: a bug
         stop = isinstance(e, KeyboardInterrupt)
+        what = f"{e.filename}: {e.strerror} (the file system says no)" if isinstance(e, OSError) else e
         if main_rank:
-            print(f"{script}: {f'interrupted; {interrupted}' if stop else f'error: {e}'}", file=sys.stderr)
+            print(f"{script}: {f'interrupted; {interrupted}' if stop else f'error: {what}'}", file=sys.stderr)
         return 130 if stop else 2
     finally:                                                # any other exception: a bug, with its traceback
         if tdist.is_available() and tdist.is_initialized():

@@ -563,3 +563,19 @@ def test_entry_points_say_one_line(script, args, says, tmp_path):
     err = p.stderr.strip().splitlines()
     assert p.returncode == 2 and len(err) == 1 and says in err[0] and "Traceback" not in p.stderr, p.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("name, where", [("proc", "/proc/nope/out"), ("sys", "/sys/nope"), ("dangling", "link/run"),
+                                         ("dangling-itself", "link")])
+def test_the_file_system_saying_no_is_one_line(b, tmp_path, capsys, name, where):
+    """Issue 25: an output path the operating system refuses gives one line naming it and the reason, exit 2, in
+    every script that writes a folder (trainers, few-shot, compare, the pipeline)."""
+    (tmp_path / "link").symlink_to(tmp_path / "gone" / "nowhere")        # a dangling symlink
+    out = where if where.startswith("/") else str(tmp_path / where)
+    for script, args in [(train_vit.cli, vit(b, out, "--steps", 2)), (train_lm.cli, lm(b, out, "--steps", 2)),
+                         (compare.cli, ["--runs", *b.logs.iterdir(), "--out-dir", out]),
+                         (eval_fewshot.cli, ["--ckpt", b.vit_ckpt, "--data-dir", b.npz, "--shots", 1, "--out",
+                                             f"{out}/fewshot.json"])]:
+        assert script([str(a) for a in args]) == 2, (name, script)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and ("nope" in err[0] or "link" in err[0] or "gone" in err[0]), err
