@@ -173,12 +173,8 @@ def load_checkpoint(path, device="cpu"):
 
 def check_flags(cfg):
     """Every flag in range, before any work; returns the torch device."""
-    if cfg.seeds < 1 or not cfg.shots or min(cfg.shots) < 1:
-        raise UserError("--seeds and every --shots value must be >= 1")
-    if not cfg.reg > 0:
-        raise UserError(f"--reg {cfg.reg}: the ridge regulariser must be > 0")
-    check_ranges(cfg, (), (("patch", cfg.patch >= 0), ("pool_size", cfg.pool_size >= 0),
-                           ("query_size", cfg.query_size >= 0), ("batch_size", cfg.batch_size >= 1)))
+    check_ranges(cfg, ("seeds", "reg", "batch_size"), (("shots", bool(cfg.shots) and min(cfg.shots) >= 1),
+                 ("patch", cfg.patch >= 0), ("pool_size", cfg.pool_size >= 0), ("query_size", cfg.query_size >= 0)))
     if cfg.out and (os.path.isdir(cfg.out) or cfg.out.endswith(os.sep)):
         raise UserError(f"--out {cfg.out} is a folder; give a file name such as fewshot.json")
     if cfg.out:

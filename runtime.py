@@ -339,15 +339,15 @@ def run_cli(main, config_cls, script, args=None, errors=(), moved=None, interrup
     rank, world = os.environ.get("RANK", "0"), os.environ.get("WORLD_SIZE", "1")      # a bad RANK: all speak
     main_rank = rank == "0" or not (rank.isdigit() and world.isdigit() and int(rank) < int(world))
     try:
-        main(parse(config_cls, script, args, moved))
+        try:
+            main(parse(config_cls, script, args, moved))
+        except OSError as e:                                # the file system says no (naming no file: ours, a bug)
+            raise e if e.filename is None else UserError(f"{e.filename}: {e.strerror}") from None
         return 0
-    except (UserError, *errors, KeyboardInterrupt, OSError) as e:
-        if isinstance(e, OSError) and e.filename is None:
-            raise                                           # an OSError naming no file is ours: a bug
+    except (UserError, *errors, KeyboardInterrupt) as e:
         stop = isinstance(e, KeyboardInterrupt)
-        what = f"{e.filename}: {e.strerror} (the file system says no)" if isinstance(e, OSError) else e
         if main_rank:
-            print(f"{script}: {f'interrupted; {interrupted}' if stop else f'error: {what}'}", file=sys.stderr)
+            print(f"{script}: {f'interrupted; {interrupted}' if stop else f'error: {e}'}", file=sys.stderr)
         return 130 if stop else 2
     finally:                                                # any other exception: a bug, with its traceback
         if tdist.is_available() and tdist.is_initialized():
