@@ -109,6 +109,11 @@ class Run:
 # reading logs
 
 
+def finite_number(x) -> bool:
+    """A JSON number a float holds, not a bool or a string, and finite."""
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and abs(x) < 1e300 and math.isfinite(x)
+
+
 def read_run(path: str, metric: str) -> Run:
     """Read one run's log.jsonl; the run's kind comes from its header's config."""
     p = Path(path)
@@ -119,22 +124,23 @@ def read_run(path: str, metric: str) -> Run:
     try:
         for i, ln in enumerate(log.read_text().splitlines(), 1):
             if ln.strip():
-                rows.append(json.loads(ln))
-                if not isinstance(rows[-1], dict):
+                rows.append((i, json.loads(ln)))
+                if not isinstance(rows[-1][1], dict):
                     raise UserError(f"{log}:{i}: a record must be a JSON object")
     except (OSError, ValueError, RecursionError) as e:  # ValueError: bad JSON, bad UTF-8, a 5000-digit number
         raise UserError(f"{log}:{i}: cannot read ({type(e).__name__}: {str(e)[:200]})") from None
-    header = next((r for r in rows if r.get("type") == "header"), {})
-    evals = [r for r in rows if r.get("type", "eval") == "eval" and "flops" in r]
+    header = next((r for _, r in rows if r.get("type") == "header"), {})
+    evals = [(i, r) for i, r in rows if r.get("type", "eval") == "eval" and "flops" in r]
     if not evals:
         raise UserError(f"{log}: no evaluation records")
-    evals = [r for r in evals if metric in r]
+    evals = [(i, r) for i, r in evals if metric in r]
     if not evals:
         raise UserError(f"{log}: no record has metric {metric!r}; pass the --metric the runs logged")
+    for i, r in evals:                                   # no result from values that are not numbers (issue 25)
+        if bad := next((k for k in ("flops", metric) if not finite_number(r[k])), None):
+            raise UserError(f"{log}:{i}: {bad} {r[bad]!r} is not a finite number; mend or drop the record")
+    evals = [r for _, r in evals if r["flops"] > 0]
     try:
-        evals = [r for r in evals if float(r["flops"]) > 0 and math.isfinite(float(r[metric]))]
-        if any(not math.isfinite(float(r["flops"])) for r in evals):
-            raise UserError(f"{log}: a record's flops is not finite")
         flops, error = (np.array([float(r[k]) for r in evals]) for k in ("flops", metric))
         wall = np.array([float(r.get("wall", math.nan)) for r in evals])
         both = [r for r in evals if "test_error" in r and "train_error" in r]   # the train/test gap

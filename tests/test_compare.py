@@ -239,3 +239,17 @@ def test_cli_as_the_pipeline_calls_it(tmp_path):
 def test_pipeline_run_names_group_across_seeds():
     assert [compare.group_of(n) for n in ("static_p7_s0", "sched_law_s12", "ctx128_s1", "static_bs32", "seed3-x")] == \
         ["static_p7", "sched_law", "ctx128", "static_bs32", "x"]
+
+
+@pytest.mark.parametrize("field, value", [("flops", "NaN"), ("flops", '"3e11"'), ("fewshot10_error", "Infinity"),
+                                          ("fewshot10_error", '"0.2"'), ("fewshot10_error", "true")])
+def test_a_record_that_is_not_a_finite_number_is_refused_naming_it(tmp_path, field, value):
+    """Issue 25: no comparison is computed from NaN, infinite or string FLOPs and metrics; the line is named."""
+    runs = statics(tmp_path)
+    log = Path(runs[0]) / "log.jsonl"
+    lines = log.read_text().splitlines()
+    rec = json.loads(lines[3])
+    lines[3] = json.dumps(rec).replace(f'"{field}": {json.dumps(rec[field])}', f'"{field}": {value}')
+    log.write_text("\n".join(lines) + "\n")
+    with pytest.raises(compare.UserError, match=rf"log.jsonl:4: {field} .* is not a finite number"):
+        run(runs)
