@@ -351,9 +351,9 @@ def _problems(evals, recs, metric, cost, warmup):  # in order: the first is repo
         yield (f"line {no[0]}: no 'wall' (training seconds), which --cost wall needs; use --cost flops or logs of "
                "trainers that record 'wall'")
     for k in dict.fromkeys(("flops", cost, metric)):  # finite numbers, the metric > 0
-        if bad := [r for r in recs if not _finite(r.get(k)) or (k == metric and r[k] <= 0)]:
+        if bad := [r for r in recs if not _finite(r.get(k)) or (k == metric and not r[k] >= 1e-300)]:
             yield (f"line {bad[0]['_line']}: '{k}' is {bad[0].get(k)!r}, need a finite number"
-                   f"{' > 0 (the law is fitted in log-log)' if k == metric else ''}")
+                   f"{' >= 1e-300 (the law is fitted in log-log)' if k == metric else ''}")
     for k in dict.fromkeys((cost, "flops")):
         if len(i := np.flatnonzero(np.diff(x := np.array([r[k] for r in recs], float)) <= 0)):
             yield f"{k} not increasing at line {recs[i[0] + 1]['_line']} ({k} {x[i[0]]:.4g} -> {x[i[0] + 1]:.4g})"

@@ -167,6 +167,12 @@ def bad_scheduled(root):
     (root / "bad" / "log.jsonl").write_text("\n".join(lines) + "\n")
 
 
+def bad_subnormal(root):          # issue 25: a metric too small for the log-log fit
+    C, E = curve(n=20)
+    E[5] = 5e-324
+    write_log(root / "bad" / "log.jsonl", C, E, {"patch": 4})
+
+
 def bad_empty(root):
     (root / "bad").mkdir()
     (root / "bad" / "log.jsonl").write_text("")
@@ -174,7 +180,7 @@ def bad_empty(root):
 
 @pytest.mark.parametrize("make_bad,expect", [
     (bad_nan, "nan"), (bad_order, "not increasing"), (bad_few, "need at least 5"),
-    (bad_scheduled, "scheduled"), (bad_empty, "empty log")])
+    (bad_scheduled, "scheduled"), (bad_empty, "empty log"), (bad_subnormal, "5e-324")])
 def test_cli_bad_run_exit_2_and_skip_bad(tmp_path, make_bad, expect):
     make_runs(tmp_path / "runs")
     make_bad(tmp_path / "runs")
