@@ -313,10 +313,9 @@ def finished(out, split, fp):
 # ----------------------------------------------------------------------------- main
 
 def check_flags(cfg):
-    for name, ok in (("resolution", 1 <= cfg.resolution <= 4096), ("workers", cfg.workers >= 0),
-                     ("chunk", cfg.chunk >= 1), ("max_bad", cfg.max_bad >= 0)):
-        if not ok:
-            raise UserError(f"--{name.replace('_', '-')} {getattr(cfg, name)} is out of range")
+    runtime.check_ranges(cfg, ("resolution", "chunk", "stop_after_chunks"), (
+        ("resolution", cfg.resolution <= 4096), ("workers", cfg.workers >= 0), ("max_bad", cfg.max_bad >= 0),
+        ("patch_sizes", all(p >= 1 for p in cfg.patch_sizes))))
     if not cfg.splits or cfg.splits[0] != "train" or len(set(cfg.splits)) != len(cfg.splits):
         raise UserError(f"--splits {' '.join(cfg.splits)}: list train first (its classes label every split)")
     if cfg.patch_sizes and not any(cfg.resolution % p == 0 for p in cfg.patch_sizes):

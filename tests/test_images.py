@@ -279,3 +279,13 @@ def test_split_steps_follows_flops_and_step_budgets():
     assert planner.split_steps(12, "steps", stages) == [10, 2]
     assert planner.split_steps(50, "flops", stages) == [5, 0]
     assert planner.evals_per_stage([1, 50, 100, 300], "flops", stages, [10, 5]) == [3, 1]
+
+
+@pytest.mark.parametrize("flag, value", [("--patch-sizes", "0"), ("--stop-after-chunks", "0"), ("--chunk", "0"),
+                                         ("--resolution", "0")])
+def test_every_flag_of_prepare_images_is_checked(tmp_path, capsys, flag, value):
+    """Issue 25: a zero patch size traced back, --stop-after-chunks 0 killed the process; now one line each."""
+    src = make_image_folder(tmp_path / "src", per_class=2)
+    assert prepare_images.cli(["--src", str(src), "--out", str(tmp_path / "o"), flag, value]) == 2
+    one_line_error(capsys, flag)
+    assert not (tmp_path / "o").exists()
