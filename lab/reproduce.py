@@ -532,13 +532,14 @@ def one_axis_schedules(cfg: Config, p: dict, root: Path, sched: list[Job], bar: 
 # ----------------------------------------------------------------------------- the manifest: resume, never mix
 
 
-def open_manifest(root: Path, want: dict) -> None:
-    """Write pipeline.json, or check that the one there describes the same pipeline (then it resumes)."""
+def open_manifest(root: Path, want: dict, check=lambda: None) -> None:
+    """Write pipeline.json after `check()`, or check that the one there describes the same pipeline (it resumes)."""
     path = root / "pipeline.json"
     want = json.loads(json.dumps(want))                     # tuples as lists, int keys as strings
     if root.exists() and not root.is_dir():
         raise UserError(f"--out-dir {root} is a file; give a folder")
     if not path.exists():
+        check()                                          # every setting, before the folder exists
         root.mkdir(parents=True, exist_ok=True)
         return write_json(path, want)
     try:
@@ -583,8 +584,8 @@ def main(cfg: Config) -> bool:
     if p.get("teacher") and not Path(p["teacher"]).is_file():
         raise UserError(f"--set teacher={p['teacher']}: no such checkpoint (a train_vit.py ckpt.pt)")
     static, sched = plan(cfg, p, root, seeds, threads)
-    check_runs(cfg, p, static)                           # every run's flags, metric and patch sizes: nothing written yet
     if cfg.plan:                                         # the cost, measured; nothing trained, nothing written
+        check_runs(cfg, p, static)
         plan_sweep(cfg, p, static, sched)
         return True
     open_manifest(root, dict(version=1, experiment=cfg.experiment, preset=cfg.preset, seeds=list(seeds),
@@ -593,7 +594,8 @@ def main(cfg: Config) -> bool:
                              data_dir=cfg.data_dir, **({"attention_share": attention_share(p)} if cfg.experiment in
                                                        LM_EXPERIMENTS else {}),
                              runs=[dict(name=j.name, kind=j.kind, seed=j.seed, budget=j.budget)
-                                                          for j in static + sched]))
+                                                          for j in static + sched]),
+                  check=lambda: check_runs(cfg, p, static))   # each run's flags, metrics, patch sizes
     t0, bar = time.time(), Bar(static + sched)
     say(f"== {cfg.experiment} ({cfg.preset}), seeds {' '.join(map(str, seeds))}, {p['flops']:.3g} FLOPs a run, "
         f"{len(static + sched)} runs, {cfg.jobs} at a time; output in {root}/")

@@ -129,8 +129,7 @@ def test_resume_under_another_precision_is_logged(tmp_path, monkeypatch):
     ("flexivit.py", "m = flexivit.build('V64-2', image_size=16); assert m(torch.randn(2, 1, 16, 16), 4).shape == (2, 10)"),
     ("lm.py", "m = lm.LM(**lm.model_args('L64-2', 256, 16)); assert m(torch.randint(0, 256, (2, 16))).shape == (2, 16, 256)"),
     ("expand.py", "import torch.nn as nn; assert callable(expand.expand_width) and callable(expand.expand_depth)"),
-    ("fit_laws.py", "assert hasattr(fit_laws, 'fit_law')"),
-    ("schedule.py", "assert hasattr(schedule, 'Schedule')"),
+    # fit_laws.py and schedule.py: tests/test_layout.py fits and schedules two laws with them copied alone
 ])
 def test_copy_alone_modules_work_from_an_empty_folder(tmp_path, module, use):
     shutil.copy(ROOT / module, tmp_path / module)
