@@ -4,6 +4,7 @@
     python train_vit.py --flops 2e13 --random --patch-sizes 14 7 4  # FlexiViT's baseline (Fig. 7)
     python train_vit.py --flops 2e13 --schedule schedule.json       # Sec. 4, 6: schedule.py's switch points
     python train_vit.py --flops 2e13 --patch 7 --resume             # continue runs/<name>/ckpt.pt exactly
+    python train_vit.py --flops 2e13 --schedule pilot.json --start-from runs/p8/ckpt_at_5e+12.pt  # a pilot switch
     torchrun --standalone --nproc_per_node 2 train_vit.py ...       # any of these, data parallel
 
 Hyper-parameters follow App. B.1 (AdamW, weight decay 0.01, label smoothing 0.2, warm-up, clip 1.0, then a constant
@@ -33,6 +34,7 @@ RESUME_KEYS = ("dataset", "image_size", "model", "patch", "base_patch", "posemb_
                "patch_sizes", "batch_size", "seed", "flip", "switch_on", "objective", "temperature", "head_dim")
 SHAPE_KEYS = ("patch", "width", "depth", "batch_size", "objective")
 OBJECTIVES = ("supervised", "distill")
+kept_path = lambda out, flops: Path(out) / f"ckpt_at_{flops:.4g}.pt"  # --keep-at's copy of ckpt.pt at those FLOPs
 
 
 @dataclasses.dataclass
@@ -83,6 +85,8 @@ class Config:
     ckpt_every: int = 0  # also checkpoint every N steps (0: at evaluations, every --ckpt-minutes and at the end)
     ckpt_minutes: float = 10.0  # also checkpoint when this many minutes passed since the last one
     resume: bool = False  # continue from --out-dir/ckpt.pt (afresh if none yet); the shape flags must match
+    keep_at: tuple[float, ...] = ()  # also keep ckpt_at_<FLOPs>.pt at each of these FLOPs (for switch pilots)
+    start_from: str | None = None  # a new run starts from this --keep-at checkpoint: a pilot switch (lab/transfer.py)
     progress: bool = True  # tqdm progress bar on a terminal
     stop_after_steps: int | None = None  # (debug) quit after this step as if killed: no final evaluation or checkpoint
 
@@ -96,7 +100,8 @@ def check_flags(cfg):
         ("warmup", cfg.warmup >= 0), ("weight_decay", cfg.weight_decay >= 0), ("rewarm", cfg.rewarm >= 0),
         ("label_smoothing", 0 <= cfg.label_smoothing < 1), ("evals", 0 <= cfg.evals <= 10_000),
         ("train_size", cfg.train_size >= 0), ("grow_gamma", math.isfinite(cfg.grow_gamma) and cfg.grow_gamma >= 0),
-        ("image_size", 0 <= cfg.image_size <= 4096), ("ckpt_every", cfg.ckpt_every >= 0)))
+        ("image_size", 0 <= cfg.image_size <= 4096), ("ckpt_every", cfg.ckpt_every >= 0),
+        ("keep_at", all(0 < c <= (cfg.flops or 0) for c in cfg.keep_at))))
     return budget
 
 
@@ -251,12 +256,6 @@ def grow(model, opt, shape, cfg, device, step):
     return make_optimizer(model, cfg, device, old=opt)
 
 
-def learning_rate(cfg, step, batch_size, rewarm_from):
-    """Linear warm-up to --lr (App. A), scaled to the stage's batch size (Sec. 6.2), re-warmed after a growth."""
-    return runtime.learning_rate(cfg.lr, step, cfg.warmup, cfg.lr_scaling, batch_size / cfg.batch_size, cfg.rewarm,
-                                 rewarm_from)
-
-
 def evaluate(model, patch, ev, cfg, amp):
     """The paper's E: 10-shot ridge error on frozen features (mean of --fewshot-seeds draws), and top-1 errors."""
     return eval_fewshot.evaluate_all(model, patch, ev, shots=(10,), draws=cfg.fewshot_seeds, amp=amp)
@@ -300,8 +299,7 @@ class Run:
             raise UserError(f"--model: {e}") from None
         if cfg.head_dim and cfg.head_dim != t.head_dim:     # --head-dim: the same model, other heads
             if t.width % cfg.head_dim:
-                raise UserError(f"--head-dim {cfg.head_dim}: the width {t.width} of --model {cfg.model} is not a "
-                                "multiple of it")
+                raise UserError(f"--head-dim {cfg.head_dim} does not divide the width {t.width} of --model {cfg.model}")
             t = flexivit.FlexiViT(**{**t.model_args(), "heads": t.width // cfg.head_dim})
         self.template = t
         self.stages, self.patches, self.sched = plan_shapes(cfg, self.size, t.width, t.depth, t.head_dim, self.world)
@@ -331,25 +329,26 @@ class Run:
         if path.exists() and not cfg.resume:
             raise UserError(f"{self.out} holds a run already: pass --resume to continue it, or another --out-dir")
         self.ck = None
-        if not path.exists():                            # killed before its first checkpoint: start afresh
+        if not path.exists() and not cfg.start_from:     # killed before its first checkpoint: start afresh
             if cfg.resume and self.world.main:
                 print(f"train_vit.py: no checkpoint in {self.out} yet; starting the run afresh", file=sys.stderr)
             w0, d0 = self.stages[0]["width"], self.stages[0]["depth"]
             self.model = t if (w0, d0) == (t.width, t.depth) else flexivit.FlexiViT(
                 **{**t.model_args(), "width": w0, "depth": d0, "heads": w0 // t.head_dim})
             return
+        src, self.forked = (path, False) if path.exists() else (Path(cfg.start_from), True)
         try:                                             # the model and its checkpoint, read as eval_fewshot.py does
-            self.model, ck = eval_fewshot.load_checkpoint(path)
+            self.model, ck = eval_fewshot.load_checkpoint(src)
         except UserError as e:
-            raise UserError(f"{e}; delete it to start afresh") from None
+            raise UserError(f"{e}; delete it to start afresh" if not self.forked else f"--start-from: {e}") from None
         if not {"optimizer", "state", "config", "schedule_hash"} <= set(ck):
-            raise UserError(f"{path} is not a train_vit.py checkpoint; use another --out-dir")
-        saved = {k: ck["config"].get(k, getattr(Config, k)) for k in RESUME_KEYS}
-        runtime.check_resume(saved, {k: getattr(cfg, k) for k in RESUME_KEYS}, path)
-        if ck["schedule_hash"] != self.shash:
+            raise UserError(f"{src} is not a train_vit.py checkpoint; use another --out-dir")
+        keys = ("dataset", "image_size", "fewshot_data", "batch_size", "seed", "flip") if self.forked else RESUME_KEYS
+        runtime.check_resume({k: ck["config"].get(k, getattr(Config, k)) for k in keys}, vars(cfg), src)
+        if ck["schedule_hash"] != self.shash and not self.forked:
             raise UserError(f"--resume: {path} was trained with another schedule; use the same one or another --out-dir")
         if ck.get("teacher") != (self.teacher and self.teacher.fingerprint):
-            raise UserError(f"--resume: {path} was distilled from another --teacher; use the same one or another --out-dir")
+            raise UserError(f"--resume: {src} was distilled from another --teacher; use the same one or another --out-dir")
         self.world.check_resume(ck["state"].get("world_size", 1), path)
         self.state, self.ck = State(**{**dataclasses.asdict(State()), **ck["state"]}), ck
         self.ckpts.step = self.state.step
@@ -386,6 +385,9 @@ class Run:
               "config": dataclasses.asdict(self.cfg), "schedule_hash": self.shash, "precision": self.precision,
               "teacher": self.teacher and self.teacher.fingerprint, "rng": {"torch": torch.get_rng_state()},
               "data": {"samples": self.state.samples, "seed": self.cfg.seed}} if self.world.main else None
+        for c in (c for c in self.cfg.keep_at if self.world.main and self.state.flops >= c):  # the first evaluation
+            if not (kept := kept_path(self.out, c)).exists():                                  # past c: a pilot's start
+                runtime.atomic_write(kept, lambda tmp: torch.save(ck, tmp))
         self.ckpts.save(ck, self.state.step)
 
 
@@ -423,7 +425,8 @@ def train_step(run, fwd, shape, patch):
     gnorm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), cfg.clip)
     loss_v, gnorm_v = run.world.mean(torch.stack([loss.detach().float(), gnorm.float()])).tolist()
     runtime.check_finite(state.step + 1, run.ckpts, loss=loss_v, gradient_norm=gnorm_v)
-    lr = learning_rate(cfg, state.step, bs, state.rewarm_from)
+    lr = runtime.learning_rate(cfg.lr, state.step, cfg.warmup, cfg.lr_scaling, bs / cfg.batch_size, cfg.rewarm,
+                               state.rewarm_from)  # warm-up (App. A), scaled to the batch (Sec. 6.2), re-warm
     for g in run.opt.param_groups:
         g["lr"] = lr
     run.opt.step()
@@ -445,9 +448,9 @@ def evaluate_and_log(run, shape, lr):
 
 
 def eval_points(run):
-    """Log-spaced in compute (a law needs every decade), and 3 inside each later stage of a FLOPs schedule."""
-    return runtime.eval_points(run.budget, run.cfg.evals, integer=run.unit == "steps", switch_on=run.cfg.switch_on,
-                               sched=run.sched if run.unit == "flops" else None)
+    """Log-spaced in compute (a law needs every decade), 3 inside each later stage of a FLOPs schedule, --keep-at."""
+    return sorted({*runtime.eval_points(run.budget, run.cfg.evals, integer=run.unit == "steps", switch_on=run.cfg.
+                                        switch_on, sched=run.sched if run.unit == "flops" else None), *run.cfg.keep_at})
 
 
 # ----------------------------------------------------------------------------- main
