@@ -181,9 +181,13 @@ def switch_costs(laws, switch_cost=0.0, per_key=None):
     return np.array([[0.0 if q is p else cost(q, p) for p in laws] for q in laws])
 
 
+def allowed_matrix(laws, rules):  # allowed[Q, P]: may Q switch to P under the rules?
+    return np.array([[transition_error(q.config, p.config, rules) is None for p in laws] for q in laws])
+
+
 def solve(laws, target, rules, S, n=2000):
     """The greedy partition if it keeps the rules and switches are free, else the cheaper of it and the refined DP."""
-    allowed = np.array([[transition_error(q.config, p.config, rules) is None for p in laws] for q in laws])
+    allowed = allowed_matrix(laws, rules)
     greedy = greedy_path(laws, target, n)
     ok = all(allowed[a[0], b[0]] for a, b in zip(greedy, greedy[1:]))
     if ok and not S.any():
@@ -191,6 +195,48 @@ def solve(laws, target, rules, S, n=2000):
     dp, _ = dp_path(laws, target, n, allowed, S)
     cands = [(refine(laws, dp, error_grid(laws, target, max(l.start for l in laws), n)), "dp")]
     return min(cands + ([(greedy, "greedy")] if ok else []), key=lambda c: path_flops(laws, c[0], S)[-1][1])
+
+
+# Beyond the paper (issue 24): Eq. 2 assumes a switch Q -> P at cost C_s is free and that the model goes on along P's
+# law from the error it had, at g_P(f_Q(C_s)). A pilot switch measures where it really goes on: at g_P(f_Q(C_s)) +
+# tau_QP(C_s), the effective compute transferred (Hernandez et al. 2021; lab/transfer.py): tau < 0 is a loss, tau > 0
+# a gain. With tau the cheapest schedule is no argmin of slopes, so it is searched: every allowed sequence of up to
+# three configurations, each switch on a geometric grid of cost; transitions without a measurement keep Eq. 2.
+
+def tau(transfer, q, p, C):
+    """tau_QP(C): the measured points (switch cost, mean tau), linear in log C between them, held beyond; 0: Eq. 2."""
+    pts = sorted(transfer.get((q, p), []))
+    return np.interp(np.log(C), np.log([x for x, _ in pts]), [t for _, t in pts]) if pts else np.zeros_like(C)
+
+
+def follow(laws, seq, Cs, target, S, transfer):
+    """The configurations seq, switching at the costs Cs (arrays that broadcast), until the target:
+    -> (total cost, ok: each switch after the last and before the target, [(law, C_start, C_end, E_start, E_end)])."""
+    e, E, ok, rows = 0.0, None, True, []                      # e: the effective cost on the current law
+    for k, (p, c0) in enumerate(zip(seq, [0.0, *Cs])):
+        if k:                                                 # switch seq[k-1] -> p: on at g_p(E) + tau, Eq. 2: tau = 0
+            e = np.maximum(laws[p].inverse(np.minimum(E, laws[p].start)) + tau(transfer, seq[k - 1], p, c0)
+                           - S[seq[k - 1], p], 0.0)
+        last = k == len(Cs)
+        c1 = c0 + np.maximum(laws[p].inverse(target) - e, 0.0) if last else Cs[k]
+        E0, E = laws[p](e), laws[p](e + c1 - c0)
+        ok = ok if last else ok & (c1 > c0) & (E > target)
+        rows.append((p, c0, c1, E0, target if last else E))
+        e = e + c1 - c0
+    return c1, ok, rows
+
+
+def transfer_path(laws, target, allowed, S, transfer, n=300):
+    """The cheapest schedule with transfers: every allowed sequence of 1-3 configurations, its switches on a grid."""
+    g = min(float(l.inverse(target)) for l in laws)
+    C, best = np.geomspace(g * 1e-3, g, n), (np.inf,)
+    for seq in (s for k in (1, 2, 3) for s in it.permutations(range(len(laws)), k)):
+        if all(allowed[a, b] for a, b in zip(seq, seq[1:])):
+            grid = np.meshgrid(*[C] * (len(seq) - 1), indexing="ij")
+            total, ok, _ = follow(laws, seq, grid, target, S, transfer)
+            i = np.unravel_index(np.argmin(total := np.where(ok, total, np.inf)), np.shape(total))
+            best = min(best, (float(total[i]), seq, [float(x[i]) for x in grid]), key=lambda b: b[0])
+    return follow(laws, best[1], best[2], target, S, transfer)[2]
 
 
 def target_for(laws, target_error=None, budget=None):
@@ -229,19 +275,27 @@ def predicted(laws, target, total, total_flops):
             "savings": saving(total, best["cost"]), "savings_flops": saving(total_flops, best["flops"])}
 
 
-def make_schedule(laws, target, rules=None, switch_cost=0.0, switch_cost_key=None, grid=2000, metric=None):
-    """The law schedule as a schedule.json dict: stages (zero-compute ones left out) and the predicted savings."""
+def make_schedule(laws, target, rules=None, switch_cost=0.0, switch_cost_key=None, grid=2000, metric=None,
+                  transfer=None):
+    """The law schedule as a schedule.json dict: stages (zero-compute ones left out) and the predicted savings.
+    transfer {(Q, P): [(switch cost, tau)]}: plan with the measured transfers (transfer_path), else Eq. 2."""
     rules, S = DEFAULT_RULES if rules is None else rules, switch_costs(laws, switch_cost, switch_cost_key)
-    path, method = solve(laws, target, rules, S, grid)
-    spent = path_flops(laws, path, S)
-    stages = with_flops(laws, [{"config": laws[p].config, "name": laws[p].name, "law": p, "error_start": e0,
-                                "error_end": e1, "cost_start": c0, "cost_end": c1}
-                               for (p, e0, e1), (c0, c1) in zip(path, spent) if not (e0 == e1 and c0 == c1)])
+    if transfer is None:
+        path, method = solve(laws, target, rules, S, grid)
+        rows = [(p, c0, c1, e0, e1) for (p, e0, e1), (c0, c1) in zip(path, path_flops(laws, path, S))]
+    else:
+        rows, method = transfer_path(laws, target, allowed_matrix(laws, rules), S, transfer), "transfer"
+    stages = with_flops(laws, [{"config": laws[p].config, "name": laws[p].name, "law": p, "error_start": float(e0),
+                                "error_end": float(e1), "cost_start": float(c0), "cost_end": float(c1)}
+                               for p, c0, c1, e0, e1 in rows if not (e0 == e1 and c0 == c1)])
     _need(math.isfinite(stages[-1]["flops_end"]), f"the cost to reach {target:g} overflows a float (check the laws)")
-    return {"version": VERSION, "kind": "law", "random": False, "metric": metric, "cost": laws[0].cost,
+    for a, b in zip(stages, stages[1:]) if transfer is not None else ():  # the transfer planned at each switch
+        b["transfer"] = float(tau(transfer, a["law"], b["law"], b["cost_start"]))
+    return {"version": VERSION, "kind": "law" if transfer is None else "transfer", "random": False, "metric": metric,
+            "cost": laws[0].cost,
             "target_error": target, "method": method, "rules": rules, "switch_cost": switch_cost,
             "switch_cost_key": switch_cost_key or {}, "stages": stages,
-            "predicted": predicted(laws, target, spent[-1][1], stages[-1]["flops_end"])}
+            "predicted": predicted(laws, target, rows[-1][2], stages[-1]["flops_end"])}
 
 
 def baseline_schedules(laws, doc, switch_cost=0.0, switch_cost_key=None):
@@ -295,6 +349,11 @@ LAW = {"config": (lambda x: obj(x) and strict_json(x), 'a non-empty object such 
        "extrapolation": (lambda x: not x or obj(x) and opt(ge0)(x.get("rel_max")), '{"rel_max": 0.05}, rel_max >= 0')}
 WALL_LAW = {"flops_per_second": (gt0, "a finite number > 0 (needed with cost 'wall', from fit_laws.py --cost wall)")}
 SCHEDULE_FILE = {"version": LAWS_FILE["version"], "stages": LAWS_FILE["laws"], "target_error": (opt(num), "a number")}
+TRANSFER_FILE = {"version": LAWS_FILE["version"], "cost": LAWS_FILE["cost"],
+                 "transitions": (lambda x: isinstance(x, list), "a list of measured transitions")}
+TRANSITION = {"from": LAW["config"], "to": LAW["config"], "points": LAWS_FILE["laws"]}
+POINT = {"switch": (gt0, "a finite number > 0 (the cost at the switch)"),
+         "transfer": (num, "a finite number (the effective cost gained at the switch; < 0: lost)")}
 STAGE = {"config": (obj, 'a non-empty object such as {"patch": 7}'), "flops_start": (ge0, "a finite number >= 0"),
          **{k: (opt(ge0), "a finite number >= 0 or null") for k in ("error_start", "error_end", "flops_end")}}
 
@@ -364,6 +423,20 @@ def load_laws(path, max_extrap_error=math.inf, allow_bound_laws=False):
     return laws
 
 
+def load_transfer(path, laws, rules):
+    """transfer.json (lab/transfer.py) -> ({(Q, P): [(switch cost, tau)]}, the allowed switches left to Eq. 2)."""
+    data, src, key = check(_read_json(str(path)), TRANSFER_FILE, str(path)), str(path), lambda c: json.dumps(c)
+    _need(data["cost"] == laws[0].cost, f"{src}: field 'cost' is {data['cost']!r}, the laws' is {laws[0].cost!r}")
+    index, out = {key(l.config): i for i, l in enumerate(laws)}, {}
+    for i, t in enumerate(data["transitions"]):
+        v, at = check(t, TRANSITION, src, f"transitions[{i}]."), f"transitions[{i}].points"
+        pts = [check(x, POINT, src, f"{at}[{j}].") for j, x in enumerate(v["points"])]
+        if key(v["from"]) in index and key(v["to"]) in index:       # a transition of a law left out: not planned
+            out[index[key(v["from"])], index[key(v["to"])]] = [(x["switch"], x["transfer"]) for x in pts]
+    eq2 = [(q, p) for q, p in zip(*np.nonzero(allowed_matrix(laws, rules))) if q != p and (q, p) not in out]
+    return out, [f"{laws[q].name} -> {laws[p].name}" for q, p in eq2]
+
+
 # ============================================================================ the reader the trainers use
 
 Stage = make_dataclass("Stage", "index config error_start error_end flops_start flops_end".split(), frozen=True)
@@ -411,32 +484,20 @@ class Schedule:
 
 @dataclass
 class Config:
-    laws: str = "laws.json"
-    """laws.json from fit_laws.py (one law E = a*(C+d)**(-b) + c per configuration)"""
-    target_error: float | None = None
-    """error to reach (or give --budget)"""
-    budget: float | None = None
-    """budget in the laws' cost (FLOPs; seconds for --cost wall): the target is the best static config's error there"""
-    out: str = "schedule.json"
-    """where to write the schedule (schedule.png and the baselines go next to it)"""
-    allow_any: bool = False
-    """allow any transition (default: patch never grows; width, depth, context, batch_size never shrink)"""
-    rules: tuple[str, ...] = ()
-    """per-key rules KEY=up|down|any (up: never shrinks, down: never grows), e.g. --rules patch=any"""
-    switch_cost: tuple[str, ...] = ()
-    """cost per switch in the laws' cost (e.g. recovery after a width growth): FLOPS and/or KEY=FLOPS"""
-    baselines: bool = False
-    """also write schedule_linear.json, schedule_log.json, schedule_random.json (paper Fig. 7)"""
-    plot: bool = True
-    """write schedule.png (paper Fig. 3)"""
-    grid: int = 2000
-    """error grid points (the greedy partition before brentq refinement; the DP when rules or costs bind)"""
-    max_extrap_error: float = 0.3
-    """leave out laws whose extrapolation check (fit_laws.py, extrapolation.rel_max) misses by more"""
-    allow_bound_laws: bool = False
-    """keep laws with a parameter at a limit of fit_laws.py's search box (laws[].at_bound; left out by default)"""
-    check: str | None = None
-    """only validate this existing schedule.json against the rules (nothing is written)"""
+    laws: str = "laws.json"  # laws.json from fit_laws.py (one law E = a*(C+d)**(-b) + c per configuration)
+    target_error: float | None = None  # error to reach (or give --budget)
+    budget: float | None = None  # in the laws' cost (FLOPs; seconds: wall): the target is the best static error there
+    out: str = "schedule.json"  # where to write the schedule (schedule.png and the baselines go next to it)
+    allow_any: bool = False  # allow any transition (default: patch never grows; the other keys never shrink)
+    rules: tuple[str, ...] = ()  # per-key rules KEY=up|down|any (up: never shrinks, down: never grows)
+    switch_cost: tuple[str, ...] = ()  # cost per switch in the laws' cost, FLOPS and/or KEY=FLOPS (e.g. width=2e12)
+    baselines: bool = False  # also write schedule_linear.json, schedule_log.json, schedule_random.json (Fig. 7)
+    plot: bool = True  # write schedule.png (paper Fig. 3)
+    grid: int = 2000  # error grid points (the greedy partition before brentq; the DP when rules or costs bind)
+    max_extrap_error: float = 0.3  # leave out laws whose extrapolation check (fit_laws.py) misses by more
+    allow_bound_laws: bool = False  # keep laws with a parameter at a limit of fit_laws.py's search box (at_bound)
+    check: str | None = None  # only validate this existing schedule.json against the rules (nothing is written)
+    transfer: str | None = None  # transfer.json (lab/transfer.py): plan with each switch's measured transfer
 
 
 def parse_rules(allow_any=False, items=()):
@@ -489,8 +550,12 @@ def main(cfg):
     base, per_key = parse_switch_cost(cfg.switch_cost)
     laws = load_laws(cfg.laws, cfg.max_extrap_error, cfg.allow_bound_laws)
     target = target_for(laws, cfg.target_error, cfg.budget)
-    doc = {**make_schedule(laws, target, rules, base, per_key, cfg.grid, laws[0].metric), "laws": cfg.laws,
-           "budget": cfg.budget}
+    transfer, eq2 = load_transfer(cfg.transfer, laws, rules) if cfg.transfer else (None, [])
+    for t in eq2:
+        print(f"schedule.py: warning: {t} has no measured transfer in {cfg.transfer}: Eq. 2 (a free switch) is used",
+              file=sys.stderr)
+    doc = {**make_schedule(laws, target, rules, base, per_key, cfg.grid, laws[0].metric, transfer), "laws": cfg.laws,
+           "budget": cfg.budget, **({"transfer": {"file": cfg.transfer, "eq2": eq2}} if cfg.transfer else {})}
     os.makedirs(out_dir, exist_ok=True)
     if cfg.plot:
         plot(laws, doc, os.path.splitext(cfg.out)[0] + ".png")

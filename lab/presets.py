@@ -33,6 +33,8 @@ LM = dict(val_tokens=32768, tokens_per_step=4096, data="", vocab_size=0, metric=
 # context trains at the tokens a step of tune_tokens with the lowest val_loss after tune_frac of the budget)
 # (vocab_size: of a uint16 token file given as data; 0 for bytes)
 CTX = dict(batch="constant", tune_tokens=(2048, 4096, 8192), tune_frac=0.15, vocab_size=0)
+# switch-aware planning (issue 24): pilot switches at 10%, 25% and 50% of the budget, each 20% of it long
+PILOTS = dict(pilot_points=(0.1, 0.25, 0.5), pilot_stretch=0.2)
 PRESETS = {
     "patch": {
         # demo: 2000 query and test images (one evaluation's std ~0.004 instead of ~0.002), to fit in 15 minutes.
@@ -97,10 +99,12 @@ PRESETS = {
     # demo's linear-spaced growth saved 30.8% [25.7, 35.9] with copies and never reached the target with
     # identities (results/depth-demo-3s, and results/depth-demo-3s-preserve, made when --grow-preserve also set
     # the depth growth)
+    # pilot_points: the fractions of the budget where each static run keeps a checkpoint, a pilot switch starts
+    # from it and trains pilot_stretch x the budget (lab/transfer.py); set before any pilot ran, not tuned on savings
     "depth": {
-        "demo": dict(SIZE["demo"], patch=14, width=64, depths=(2, 4, 6)),
-        "full": dict(SIZE["full"], patch=7, width=128, depths=(4, 8, 12)),
-        "smoke": dict(SIZE["smoke"], patch=7, width=32, depths=(1, 2)),
+        "demo": dict(SIZE["demo"], patch=14, width=64, depths=(2, 4, 6), **PILOTS),
+        "full": dict(SIZE["full"], patch=7, width=128, depths=(4, 8, 12), **PILOTS),
+        "smoke": dict(SIZE["smoke"], patch=7, width=32, depths=(1, 2), **PILOTS),
     },
     # App. D, Fig. 19: patch x width; the law schedule picks a monotone path (patch never grows, width never
     # shrinks); width-only and patch-only schedules on sub-grids of the same laws are trained beside it

@@ -46,7 +46,7 @@ from typing import Literal
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # the core, at the repository root
-from lab import report
+from lab import report, transfer
 import runtime
 from lab.presets import PRESETS
 from runtime import UserError, write_json
@@ -313,12 +313,12 @@ def plan(cfg: Config, p: dict, root: Path, seeds, threads: int) -> tuple[list[Jo
         jobs += tuning_jobs(cfg, p, root, seeds[0], threads)
     for seed in seeds:
         for name, flags, budget in static_shapes(e, p, teacher):
-            out = root / f"{name}_s{seed}"
+            out, flags = root / f"{name}_s{seed}", flags + transfer.keep_flags(p)
             jobs.append(Job(out.name, "static", seed, budget, out, threads,
                             trainer_cmd(cfg, p, out, seed, budget, threads, p["evals"], flags)))
     sched = []
     for seed in seeds:
-        for kind in ("law", *BASELINES.get(e, DEFAULT_BASELINES)):
+        for kind in ("law", *(("transfer",) if "pilot_points" in p else ()), *BASELINES.get(e, DEFAULT_BASELINES)):
             out, file = root / f"sched_{kind}_s{seed}", root / ("schedule.json" if kind == "law" else
                                                                 f"schedule_{kind}.json")
             budget = p.get("sched_flops", p["flops"])
@@ -458,9 +458,10 @@ def launch(job: Job) -> subprocess.Popen:
         return subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
 
 
-def train(jobs: list[Job], parallel: int, bar: Bar, desc: str) -> None:
+def train(jobs: list[Job], parallel: int, bar: Bar, desc: str, tolerate: bool = False) -> None:
     """Train the unfinished jobs, `parallel` at a time. On a failure the other runs are stopped (their
-    checkpoints stay, a rerun resumes them) and the failure's cause is raised."""
+    checkpoints stay, a rerun resumes them) and the failure's cause is raised; with `tolerate` (pilots) it is said
+    and the others go on."""
     todo, running, polled = [j for j in jobs if not finished(j.out, j.budget)], {}, 0.0
     try:
         while todo or running:
@@ -472,6 +473,10 @@ def train(jobs: list[Job], parallel: int, bar: Bar, desc: str) -> None:
                 if proc.poll() is None:
                     continue
                 del running[name]
+                if proc.returncode != 0 and tolerate:
+                    say(f"= {StepFailed(name, job.out / 'stdout.txt')}; going on without it")
+                    bar.done += 1
+                    continue
                 if proc.returncode != 0:
                     raise StepFailed(name, job.out / "stdout.txt")
                 if not finished(job.out, job.budget):
@@ -673,14 +678,14 @@ def hours(seconds: float) -> str:
     return f"{seconds / 3600:.2f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min"
 
 
-def schedule_step(p: dict, root: Path, budget: float) -> bool:
+def schedule_step(p: dict, root: Path, budget: float, out: str = "schedule.json", flags=("--baselines",)) -> bool:
     """schedule.py on the laws, with the baselines; False when fewer than two laws pass its checks (extrapolation,
     fit bounds): then nothing can be scheduled, which is a finding of the sweep, not a failure of the pipeline."""
     try:
         step("schedule.py", [sys.executable, "schedule.py", "--laws", str(root / "laws.json"), "--budget",
                              repr(budget), "--max-extrap-error", str(p["max_extrap_error"]), "--out",
-                             str(root / "schedule.json"), "--baselines",
-                             *(["--allow-bound-laws"] if p.get("allow_bound_laws") else [])], root / "schedule.txt")
+                             str(root / out), *flags, *(["--allow-bound-laws"] if p.get("allow_bound_laws") else [])],
+             root / out.replace(".json", ".txt"))
     except StepFailed:
         if report.too_few_laws(root) is None:             # the report reads the same line for its verdict
             raise
@@ -713,11 +718,13 @@ def steps(cfg: Config, p: dict, root: Path, static: list[Job], sched: list[Job],
         stages = json.loads((root / "schedule.json").read_text())["stages"]
     if any(j.kind == "tune" for j in static):
         apply_tuning(root, [], tuned_batches(root, p))
+    if stages and "pilot_points" in p:                     # pilots, transfer.json, schedule_transfer.json
+        sched = pilots_step(cfg, p, root, static, sched, bar)
     if len(stages) == 1:    # law, linear and log runs would repeat a static run: only a random baseline differs
         say(f"== the laws do not cross within {p['flops']:.3g} FLOPs ({stages[0].get('name')} is best "
             "throughout): no law schedule to train")
-        bar.drop([j for j in sched if j.kind != "random"])
-        sched = [j for j in sched if j.kind == "random"]
+        bar.drop([j for j in sched if j.kind not in ("random", "transfer")])
+        sched = [j for j in sched if j.kind in ("random", "transfer")]
     elif stages and cfg.experiment == "joint":
         sched = one_axis_schedules(cfg, p, root, sched, bar)
     train(sched, cfg.jobs, bar, "4/6 scheduled runs")
@@ -726,6 +733,41 @@ def steps(cfg: Config, p: dict, root: Path, static: list[Job], sched: list[Job],
                         p.get("compare_metric", p["metric"]), "--cost", cfg.cost, "--out-dir", str(root)],
          root / "compare.txt")
     bar.show("6/6 report", force=True)
+
+
+def pilots_step(cfg: Config, p: dict, root: Path, static: list[Job], sched: list[Job], bar: Bar) -> list[Job]:
+    """Issue 24: pilot switches from the static runs' kept checkpoints, their transfer (lab/transfer.py) and the
+    plan with it (schedule.py --transfer -> schedule_transfer.json). A failed pilot leaves its transition to Eq. 2.
+    Returns the scheduled runs, less the transfer runs if that plan has a single stage."""
+    jobs, plan = [], []
+    for j in (j for j in static if j.kind == "static"):
+        shapes = {k.name: transfer.shape(k.out) for k in static if k.kind == "static" and k.seed == j.seed}
+        for pl in (pl for pl in transfer.pilot_plan(p, shapes) if pl["from"] == j.name):
+            if (kept := transfer.kept_at(j.out, pl["point"])) is None:
+                raise UserError(f"{j.name} kept no checkpoint at {pl['point']:.3g} FLOPs (--keep-at): delete the run "
+                                "folder and rerun the same command")
+            out, (at, ckpt) = root / f"{pl['name']}_s{j.seed}", kept
+            (root / "pilots").mkdir(exist_ok=True)
+            write_json(file := root / "pilots" / f"{out.name}.json", transfer.pilot_schedule(shapes[pl["from"]],
+                                                                                         shapes[pl["to"]], at))
+            budget = at + p["pilot_stretch"] * p["flops"]
+            flags = [*schedule_flags(cfg.experiment, p, ""), "--schedule", str(file), "--start-from", str(ckpt)]
+            jobs.append(Job(out.name, "pilot", j.seed, budget, out, j.threads,
+                            trainer_cmd(cfg, p, out, j.seed, budget, j.threads, 2 * p["evals"], flags)))
+            plan.append({"run": out.name, "seed": j.seed, "point": pl["point"], "at": at, "budget": budget,
+                         "stretch": budget - at, "from_config": shapes[pl["from"]], "to_config": shapes[pl["to"]]})
+    bar.total += len(jobs)
+    train(jobs, cfg.jobs, bar, "3b/6 pilot switches", tolerate=True)
+    for pl in plan:
+        pl["finished"] = finished(root / pl["run"], pl["budget"])
+    write_json(root / "pilots.json", {"version": 1, "pilots": plan})
+    transfer.remeasure(root)
+    schedule_step(p, root, p["flops"], "schedule_transfer.json", ("--transfer", str(root / "transfer.json")))
+    if len(json.loads((root / "schedule_transfer.json").read_text())["stages"]) > 1:
+        return sched
+    say("== with the measured transfer the best plan is a single shape: no transfer schedule to train")
+    bar.drop([j for j in sched if j.kind == "transfer"])
+    return [j for j in sched if j.kind != "transfer"]
 
 
 if __name__ == "__main__":

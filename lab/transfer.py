@@ -1,0 +1,152 @@
+"""What a switch really does, measured by pilot switches (issue 24; beyond the paper's Eq. 2).
+
+Eq. 2 assumes that a switch Q -> P at cost C_s is free and that the model goes on along P's law from the error it
+had: at the effective cost g_P(f_Q(C_s)) on P's law (g = f^-1). A pilot measures where it really goes on:
+
+  1. a static run of Q keeps checkpoints at a few costs (train_vit.py --keep-at; the first evaluation past each);
+  2. a pilot starts from one (train_vit.py --start-from), switches to P at once and trains a short stretch;
+  3. its evaluations after the first quarter of the stretch, (C_k, E_k), are fitted by one number tau:
+         E_k ~ f_P(g_P(f_Q(C_s)) + (C_k - C_s) + tau)          (least squares on E)
+     tau is the effective cost transferred (Hernandez et al. 2021): tau < 0 a loss (a patch switch's jump),
+     tau > 0 a gain (a grown model that keeps what it learnt). Eq. 2 is tau = 0.
+  4. per transition and switch point: the mean of tau over seeds with its 95% interval -> transfer.json, which
+     `schedule.py --transfer` plans with. A pilot that failed or has fewer than 2 evaluations in its window
+     measures nothing: the transition is listed under "unmeasured" and schedule.py keeps Eq. 2 for it.
+
+Every pilot's FLOPs after its switch are its cost (it shares the static run's training before it).
+
+    python lab/transfer.py --pipeline runs/depth-demo     # re-measure transfer.json from the pilots there
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+from scipy import optimize, stats
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # the core, at the repository root
+import schedule  # noqa: E402
+import train_vit  # noqa: E402
+from lab import report  # noqa: E402
+from runtime import UserError, run_cli, write_json  # noqa: E402
+
+
+def evals(run: Path) -> list[dict]:
+    """The evaluation records of run/log.jsonl (none if it is not there)."""
+    path = Path(run) / "log.jsonl"
+    recs = [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.exists() else []
+    return [r for r in recs if isinstance(r, dict) and r.get("type") == "eval"]
+
+
+def kept_at(static: Path, c: float) -> tuple[float, Path] | None:
+    """(the FLOPs, the checkpoint) a static run kept for --keep-at c: its first evaluation at or past c."""
+    at = next((r["flops"] for r in evals(static) if r["flops"] >= c), None)
+    path = train_vit.kept_path(static, c)
+    return (float(at), path) if at is not None and path.exists() else None
+
+
+def shape(run: Path) -> dict:
+    """A run's shape as its records log it (the config fit_laws.py groups a law by)."""
+    return evals(run)[-1]["config"]
+
+
+def keep_flags(p: dict) -> list[str]:
+    """A static run's --keep-at: the preset's pilot points (fractions of its budget); none without pilots."""
+    return ["--keep-at", *[repr(f * p["flops"]) for f in p["pilot_points"]]] if "pilot_points" in p else []
+
+
+def pilot_plan(p: dict, static: dict) -> list[dict]:
+    """Every allowed transition Q -> P (schedule.py's default rules) between the static shapes, at each kept
+    point: {name, from, to, point}. `static`: {static run name: shape}, one seed's."""
+    names = list(static)
+    return [{"name": f"pilot_{a.rsplit('_s', 1)[0].removeprefix('static_')}-{b.rsplit('_s', 1)[0].removeprefix('static_')}"
+             f"_at{i}", "from": a, "to": b, "point": f * p["flops"]}
+            for a in names for b in names if a != b and schedule.transition_error(static[a], static[b]) is None
+            for i, f in enumerate(p["pilot_points"])]
+
+
+def pilot_schedule(q: dict, r: dict, at: float) -> dict:
+    """A pilot's schedule: Q until the kept checkpoint's FLOPs, P from there."""
+    return {"version": 1, "kind": "pilot", "stages": [{"config": q, "flops_start": 0.0},
+                                                      {"config": r, "flops_start": at}]}
+
+
+# ----------------------------------------------------------------------------- tau, from a pilot's records
+
+def fit_tau(law_q: schedule.Law, law_p: schedule.Law, at: float, C: np.ndarray, E: np.ndarray, scale: float) -> float:
+    """The effective cost transferred at a switch at `at`: the tau whose curve f_P(g_P(f_Q(at)) + C - at + tau)
+    fits the measured errors E at costs C best (least squares); bounded to [-g_P(f_Q(at)), 100 x scale]."""
+    start = float(law_p.inverse(min(float(law_q(at)), law_p.start)))
+    curve = lambda t: law_p(start + (C - at) + t)                                  # noqa: E731
+    res = optimize.minimize_scalar(lambda t: float(np.sum((curve(t * scale) - E) ** 2)),
+                                   bounds=(-start / scale, 100.0), method="bounded", options={"xatol": 1e-6})
+    return float(res.x * scale)
+
+
+def measure(root: Path, laws: list, pilots: list[dict], metric: str, scale: float) -> dict:
+    """transfer.json from the pilots: per transition and point the mean tau over seeds, its interval, the pilots."""
+    by_name = {json.dumps(law.config, sort_keys=True): law for law in laws}
+    groups, unmeasured, cost = {}, [], 0.0
+    for pl in pilots:
+        run, key = root / pl["run"], json.dumps([pl["from_config"], pl["to_config"]], sort_keys=True)
+        recs = [r for r in evals(run) if r["flops"] > pl["at"]]
+        cost += (recs[-1]["flops"] - pl["at"]) if recs else 0.0
+        q, r = (by_name.get(json.dumps(c, sort_keys=True)) for c in (pl["from_config"], pl["to_config"]))
+        window = [x for x in recs if x["flops"] - pl["at"] >= 0.25 * pl["stretch"] and math.isfinite(x[metric])]
+        why = ("its shapes have no law in laws.json (left out)" if q is None or r is None else
+               "it did not finish (diverged or failed: see its stdout.txt)" if not pl["finished"] else
+               f"only {len(window)} evaluation(s) after the first quarter of its stretch" if len(window) < 2 else None)
+        if why:
+            unmeasured.append({"pilot": pl["run"], "from": pl["from_config"], "to": pl["to_config"], "why": why})
+            continue
+        C, E = (np.array([x[k] for x in window], float) for k in ("flops", metric))
+        t = fit_tau(q, r, pl["at"], C, E, scale)
+        groups.setdefault(key, {"from": q.config, "to": r.config, "name": f"{q.name} -> {r.name}", "points": {}})
+        groups[key]["points"].setdefault(pl["point"], []).append({"pilot": pl["run"], "seed": pl["seed"],
+                                                                  "switch": pl["at"], "transfer": t})
+    transitions = []
+    for g in groups.values():
+        pts = []
+        for point, xs in sorted(g["points"].items()):
+            t = np.array([x["transfer"] for x in xs])
+            half = float(stats.t.ppf(0.975, len(t) - 1) * t.std(ddof=1) / math.sqrt(len(t))) if len(t) > 1 else None
+            pts.append({"switch": float(np.mean([x["switch"] for x in xs])), "transfer": float(t.mean()),
+                        "ci95": [float(t.mean() - half), float(t.mean() + half)] if half is not None else None,
+                        "n": len(t), "pilots": xs})
+        transitions.append({"from": g["from"], "to": g["to"], "name": g["name"], "points": pts})
+    return {"version": 1, "cost": "flops", "metric": metric, "pilots_flops": cost, "transitions": transitions,
+            "unmeasured": unmeasured}
+
+
+# ----------------------------------------------------------------------------- the command line
+
+@dataclasses.dataclass
+class Config:
+    pipeline: str  # a pipeline folder of reproduce.py that trained pilots (pilots.json, laws.json)
+
+
+def remeasure(root: Path) -> dict:
+    """transfer.json again from root's pilots.json, laws.json and the pilots' logs."""
+    man, plan = report.load(root / "pipeline.json"), report.load(root / "pilots.json")
+    if not man or not plan:
+        raise UserError(f"{root}: no pipeline.json or pilots.json: run reproduce.py with pilots there first")
+    laws = schedule.load_laws(root / "laws.json", math.inf, True)     # every law; schedule.py leaves out its own
+    doc = measure(root, laws, plan["pilots"], man["params"]["metric"], man["budget"])
+    write_json(root / "transfer.json", doc)
+    return doc
+
+
+def main(cfg: Config) -> None:
+    doc = remeasure(Path(cfg.pipeline))
+    for t in doc["transitions"]:
+        print(t["name"] + ": " + ", ".join(f"at {x['switch']:.3g}: tau {x['transfer']:+.3g}" for x in t["points"]))
+    for u in doc["unmeasured"]:
+        print(f"unmeasured: {u['pilot']}: {u['why']}")
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main, Config, "transfer.py"))
