@@ -197,32 +197,28 @@ def solve(laws, target, rules, S, n=2000):
     return min(cands + ([(greedy, "greedy")] if ok else []), key=lambda c: path_flops(laws, c[0], S)[-1][1])
 
 
-# Beyond the paper (issue 24): Eq. 2 assumes a switch Q -> P at cost C_s is free and that the model goes on along P's
-# law from the error it had, at g_P(f_Q(C_s)). A pilot switch measures where it really goes on: at g_P(f_Q(C_s)) +
-# tau_QP(C_s), the effective compute transferred (Hernandez et al. 2021; lab/transfer.py): tau < 0 is a loss, tau > 0
-# a gain. With tau the cheapest schedule is no argmin of slopes, so it is searched: every allowed sequence of up to
-# three configurations, each switch on a geometric grid of cost; transitions without a measurement keep Eq. 2.
+# Beyond the paper (issue 24): Eq. 2 assumes a switch Q -> P at cost C_s is free and the model goes on along P's law
+# from the error it had, at g_P(f_Q(C_s)). Pilot switches measure where it really goes on, at g_P(f_Q(C_s)) + tau_QP:
+# the effective compute transferred (Hernandez et al. 2021; lab/transfer.py), tau < 0 a loss, > 0 a gain. With tau
+# the cheapest schedule is no argmin of slopes: search every allowed sequence of 1-3 configurations, switches on a grid.
 
-def tau(transfer, q, p, C):
-    """tau_QP(C): the measured points (switch cost, mean tau), linear in log C between them, held beyond; 0: Eq. 2."""
-    pts = sorted(transfer.get((q, p), []))
-    return np.interp(np.log(C), np.log([x for x, _ in pts]), [t for _, t in pts]) if pts else np.zeros_like(C)
+def tau(transfer, q, p, C):  # tau_QP(C): the measured points, linear in log C between them, held beyond; none: Eq. 2
+    pts = sorted(transfer.get((q, p), [(1.0, 0.0)]))
+    return np.interp(np.log(C), np.log([x for x, _ in pts]), [t for _, t in pts])
 
 
 def follow(laws, seq, Cs, target, S, transfer):
-    """The configurations seq, switching at the costs Cs (arrays that broadcast), until the target:
-    -> (total cost, ok: each switch after the last and before the target, [(law, C_start, C_end, E_start, E_end)])."""
+    """seq to the target, switching at costs Cs (arrays): (total, ok, [(law, C_start, C_end, E_start, E_end)])."""
     e, E, ok, rows = 0.0, None, True, []                      # e: the effective cost on the current law
     for k, (p, c0) in enumerate(zip(seq, [0.0, *Cs])):
         if k:                                                 # switch seq[k-1] -> p: on at g_p(E) + tau, Eq. 2: tau = 0
             e = np.maximum(laws[p].inverse(np.minimum(E, laws[p].start)) + tau(transfer, seq[k - 1], p, c0)
                            - S[seq[k - 1], p], 0.0)
-        last = k == len(Cs)
+        last = k == len(Cs)                                   # the last stage ends at the target, the others at Cs[k]
         c1 = c0 + np.maximum(laws[p].inverse(target) - e, 0.0) if last else Cs[k]
-        E0, E = laws[p](e), laws[p](e + c1 - c0)
+        E0, E, e = laws[p](e), laws[p](e + c1 - c0), e + c1 - c0
         ok = ok if last else ok & (c1 > c0) & (E > target)
         rows.append((p, c0, c1, E0, target if last else E))
-        e = e + c1 - c0
     return c1, ok, rows
 
 
@@ -233,7 +229,8 @@ def transfer_path(laws, target, allowed, S, transfer, n=300):
     for seq in (s for k in (1, 2, 3) for s in it.permutations(range(len(laws)), k)):
         if all(allowed[a, b] for a, b in zip(seq, seq[1:])):
             grid = np.meshgrid(*[C] * (len(seq) - 1), indexing="ij")
-            total, ok, _ = follow(laws, seq, grid, target, S, transfer)
+            with np.errstate(all="ignore"):                   # f_P past its range: inf, and no path there
+                total, ok, _ = follow(laws, seq, grid, target, S, transfer)
             i = np.unravel_index(np.argmin(total := np.where(ok, total, np.inf)), np.shape(total))
             best = min(best, (float(total[i]), seq, [float(x[i]) for x in grid]), key=lambda b: b[0])
     return follow(laws, best[1], best[2], target, S, transfer)[2]
@@ -349,11 +346,10 @@ LAW = {"config": (lambda x: obj(x) and strict_json(x), 'a non-empty object such 
        "extrapolation": (lambda x: not x or obj(x) and opt(ge0)(x.get("rel_max")), '{"rel_max": 0.05}, rel_max >= 0')}
 WALL_LAW = {"flops_per_second": (gt0, "a finite number > 0 (needed with cost 'wall', from fit_laws.py --cost wall)")}
 SCHEDULE_FILE = {"version": LAWS_FILE["version"], "stages": LAWS_FILE["laws"], "target_error": (opt(num), "a number")}
-TRANSFER_FILE = {"version": LAWS_FILE["version"], "cost": LAWS_FILE["cost"],
-                 "transitions": (lambda x: isinstance(x, list), "a list of measured transitions")}
+TRANSFER_FILE = {"version": LAWS_FILE["version"], "cost": LAWS_FILE["cost"], "transitions": (
+    lambda x: isinstance(x, list), "a list")}
 TRANSITION = {"from": LAW["config"], "to": LAW["config"], "points": LAWS_FILE["laws"]}
-POINT = {"switch": (gt0, "a finite number > 0 (the cost at the switch)"),
-         "transfer": (num, "a finite number (the effective cost gained at the switch; < 0: lost)")}
+POINT = {"switch": (gt0, "a finite number > 0"), "transfer": (num, "a finite number (the cost gained; < 0: lost)")}
 STAGE = {"config": (obj, 'a non-empty object such as {"patch": 7}'), "flops_start": (ge0, "a finite number >= 0"),
          **{k: (opt(ge0), "a finite number >= 0 or null") for k in ("error_start", "error_end", "flops_end")}}
 
@@ -425,16 +421,17 @@ def load_laws(path, max_extrap_error=math.inf, allow_bound_laws=False):
 
 def load_transfer(path, laws, rules):
     """transfer.json (lab/transfer.py) -> ({(Q, P): [(switch cost, tau)]}, the allowed switches left to Eq. 2)."""
-    data, src, key = check(_read_json(str(path)), TRANSFER_FILE, str(path)), str(path), lambda c: json.dumps(c)
+    data, src, out = check(_read_json(str(path)), TRANSFER_FILE, str(path)), str(path), {}
     _need(data["cost"] == laws[0].cost, f"{src}: field 'cost' is {data['cost']!r}, the laws' is {laws[0].cost!r}")
-    index, out = {key(l.config): i for i, l in enumerate(laws)}, {}
+    key = lambda c: json.dumps(c, sort_keys=True)                            # noqa: E731
+    index = {key(l.config): i for i, l in enumerate(laws)}                   # a law left out: its transitions too
     for i, t in enumerate(data["transitions"]):
-        v, at = check(t, TRANSITION, src, f"transitions[{i}]."), f"transitions[{i}].points"
-        pts = [check(x, POINT, src, f"{at}[{j}].") for j, x in enumerate(v["points"])]
-        if key(v["from"]) in index and key(v["to"]) in index:       # a transition of a law left out: not planned
-            out[index[key(v["from"])], index[key(v["to"])]] = [(x["switch"], x["transfer"]) for x in pts]
-    eq2 = [(q, p) for q, p in zip(*np.nonzero(allowed_matrix(laws, rules))) if q != p and (q, p) not in out]
-    return out, [f"{laws[q].name} -> {laws[p].name}" for q, p in eq2]
+        v = check(t, TRANSITION, src, f"transitions[{i}].")
+        ends = [index.get(key(v[k])) for k in ("from", "to")]
+        pts = [check(x, POINT, src, f"transitions[{i}].points[{j}].") for j, x in enumerate(v["points"])]
+        out.update({tuple(ends): [(x["switch"], x["transfer"]) for x in pts]} if None not in ends else {})
+    return out, [f"{laws[q].name} -> {laws[p].name}" for q, p in zip(*np.nonzero(allowed_matrix(laws, rules)))
+                 if q != p and (q, p) not in out]
 
 
 # ============================================================================ the reader the trainers use
@@ -530,7 +527,8 @@ def report(doc, target, baselines):
         f"of {unit}" + (f" ({100 * pr['savings_flops']:.1f}% of FLOPs)" if wall else ""),
         "static: " + ", ".join(f"{s['name']} " + (f"{s['cost']:.3g}" if s["cost"] else "never") for s in pr["static"])
     ] + [f"baseline {k}: same cost, predicted error {b['predicted']['error']:.4g}" for k, b in baselines.items()
-         if b["predicted"]["error"] is not None]
+         if b["predicted"]["error"] is not None] + [f"{t}: no measured transfer, Eq. 2 (a free switch) is used"
+                                                    for t in doc.get("transfer", {}).get("eq2", [])]
 
 
 def main(cfg):
@@ -551,9 +549,6 @@ def main(cfg):
     laws = load_laws(cfg.laws, cfg.max_extrap_error, cfg.allow_bound_laws)
     target = target_for(laws, cfg.target_error, cfg.budget)
     transfer, eq2 = load_transfer(cfg.transfer, laws, rules) if cfg.transfer else (None, [])
-    for t in eq2:
-        print(f"schedule.py: warning: {t} has no measured transfer in {cfg.transfer}: Eq. 2 (a free switch) is used",
-              file=sys.stderr)
     doc = {**make_schedule(laws, target, rules, base, per_key, cfg.grid, laws[0].metric, transfer), "laws": cfg.laws,
            "budget": cfg.budget, **({"transfer": {"file": cfg.transfer, "eq2": eq2}} if cfg.transfer else {})}
     os.makedirs(out_dir, exist_ok=True)

@@ -190,7 +190,7 @@ def predicted_flops(sched: dict, laws: dict, target: float) -> float | None:
             return None
         if E is not None and E <= target:
             return s["flops_start"]
-        C0 = 0.0 if E is None else _g(x, E)
+        C0 = 0.0 if E is None else max(_g(x, E) + s.get("transfer", 0.0), 0.0)   # schedule.py --transfer's tau
         need, last = _g(x, target) - C0, k == len(sched["stages"]) - 1
         if last or s["flops_start"] + need <= s["flops_end"]:
             return s["flops_start"] + need
@@ -251,6 +251,28 @@ def switch_section(sc: dict | None) -> list[str]:
             "`schedule_switch-cost.json` is the plan with them."]
 
 
+def transfer_section(tr: dict | None, plan: dict | None) -> list[str]:
+    """lab/transfer.py's measurement: tau per transition and switch point (mean over seeds, 95% interval), what
+    schedule_transfer.json planned with it, and the transitions left to Eq. 2."""
+    if not tr:
+        return []
+    rows = [{"transition": t["name"], "switch at (FLOPs)": x["switch"], "tau (FLOPs)": x["transfer"],
+             "95% CI": "—" if not x.get("ci95") else f"[{cell(x['ci95'][0])}, {cell(x['ci95'][1])}]",
+             "pilots": x["n"]} for t in tr["transitions"] for x in t["points"]]
+    out = ["## Switch transfer (pilots)", "Where each switch really goes on: tau is the effective compute a pilot "
+           "switch gains (> 0) or loses (< 0) against Eq. 2's assumption g_P(f_Q(C_s)), fitted to its evaluations "
+           f"(lab/transfer.py). The pilots cost {cell(tr.get('pilots_flops'))} FLOPs after their switches.",
+           table(rows) if rows else "No pilot measured a transfer."]
+    out += [f"Unmeasured: `{u['pilot']}`: {u['why']}; its transition keeps Eq. 2." for u in tr.get("unmeasured", [])]
+    if plan:
+        out.append("Planned with it (`schedule_transfer.json`): " + " -> ".join(
+            f"{s['name']}" + (f" at {cell(s['flops_start'])} (tau {cell(s.get('transfer'))})" if k else "")
+            for k, s in enumerate(plan["stages"])) + f": predicted savings "
+            f"{cell(plan['predicted'].get('savings'), 'savings')}" + "".join(
+            f"; {t}: no measurement, Eq. 2" for t in (plan.get("transfer") or {}).get("eq2", [])) + ".")
+    return out
+
+
 def sweep(static_flops: list[float], best_flops, law_flops: list) -> dict:
     """The compute of the static sweep, which the paper leaves out: sweep + one adaptive run against one static
     run of the best shape, and the adaptive runs on the same laws whose savings pay the sweep back."""
@@ -264,9 +286,10 @@ def sweep(static_flops: list[float], best_flops, law_flops: list) -> dict:
     return out
 
 
-def sweep_section(s: dict, n_static: int, n_seeds: int, teacher) -> list[str]:
+def sweep_section(s: dict, n_static: int, n_seeds: int, teacher, pilots: float = 0.0) -> list[str]:
     out = ["## The compute of the sweep", f"The static sweep ({n_static} runs, {n_seeds} seed(s)) cost "
-           f"{cell(s['sweep_flops'])} FLOPs" + (f"; the teacher {cell(teacher)} more." if teacher else ".")]
+           f"{cell(s['sweep_flops'])} FLOPs" + (f", its pilot switches' {cell(pilots)} included" if pilots else "")
+           + (f"; the teacher {cell(teacher)} more." if teacher else ".")]
     if s["ratio"] is None:
         return out + ["No adaptive run reached the target, so nothing pays the sweep back."]
     out.append(f"Sweep plus one adaptive run (to the target: {cell(s['adaptive_flops'])} FLOPs, mean over seeds): "
@@ -298,13 +321,16 @@ def judge(comp: dict) -> tuple[bool, str]:
     static run that reaches it at all."""
     runs = comp["runs"]
     static = [r for r in runs if r["kind"] == "static"]
-    law = [r for r in runs if r["kind"] == "law"]
+    law = [r for r in runs if r["kind"] == "transfer"] or [r for r in runs if r["kind"] == "law"]   # the plan
     reach = [r["flops_to_target"] for r in static if not missing(r["flops_to_target"])]
     ok = bool(law) and bool(reach) and all(not missing(r["flops_to_target"]) and r["flops_to_target"] < min(reach)
                                            for r in law)
     fmt = lambda x: "never" if missing(x) else f"{x:.3g} FLOPs"   # noqa: E731
-    line = (f"== verdict: target {comp['target_error']:.4f} (final error of {comp['best_static']}); scheduled run"
-            f"{'s' if len(law) > 1 else ''}: {', '.join(fmt(r['flops_to_target']) for r in law) or 'none'}; static "
+    group = next((g for g in comp.get("groups", []) if law and g["kind"] == law[0]["kind"]), {})
+    line = (f"== verdict: target {comp['target_error']:.4f} (final error of {comp['best_static']}); "
+            f"{law[0]['kind'] if law else 'law'} schedule, {len(law)} run{'s' if len(law) > 1 else ''}: "
+            f"{', '.join(fmt(r['flops_to_target']) for r in law) or 'none'}, saving "
+            f"{saved(group.get('flops_savings'))}; static "
             f"runs: {', '.join(r['run'] + ' ' + fmt(r['flops_to_target']) for r in static)}: "
             + ("PASS" if ok else "FAIL"))
     if law and not any(r.get("switches") for r in law):
@@ -385,6 +411,7 @@ def write_report(root: Path) -> tuple[bool, str]:
         out += ["![comparison](comparison.png)"] if (root / "comparison.png").exists() else []
         out += predicted_section(root, laws, comp, ["law", *dict.fromkeys(r["kind"] for r in comp.get("runs", [])
                                                                         if r["kind"] not in ("static", "law"))])
+    out += transfer_section(load(root / "transfer.json"), load(root / "schedule_transfer.json"))
     out += switch_section(load(root / "switch_cost.json"))
     out += lm_section(man, load(root / "tuned.json"))
     runs = man.get("runs", [])
@@ -392,10 +419,13 @@ def write_report(root: Path) -> tuple[bool, str]:
     teacher = [last_eval(root / r["name"]) for r in runs if r["kind"] == "teacher"]
     out += teacher_line(teacher[0] if teacher else None, static, params.get("metric"))
     if static and comp:
-        law = [r["flops_to_target"] for r in comp["runs"] if r["kind"] == "law"]
-        s = sweep([r["flops"] for r in static if r], comp.get("best_static_flops"), law)
+        kind = "transfer" if any(r["kind"] == "transfer" for r in comp["runs"]) else "law"
+        law = [r["flops_to_target"] for r in comp["runs"] if r["kind"] == kind]
+        pilots = (load(root / "transfer.json") or {}).get("pilots_flops") or 0.0   # the pilots count in the sweep
+        best = comp.get("best_static_flops") or man.get("budget")     # several seeds: each best run's own budget
+        s = sweep([r["flops"] for r in static if r] + [pilots], best, law)
         out += sweep_section(s, len(static), len(man.get("seeds", [0])), teacher[0]["flops"] if teacher and
-                             teacher[0] else None)
+                             teacher[0] else None, pilots)
     text = "\n\n".join(out) + "\n"
     atomic_write(root / "report.md", lambda tmp: Path(tmp).write_text(text))
     return ok, line

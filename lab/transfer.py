@@ -62,9 +62,8 @@ def keep_flags(p: dict) -> list[str]:
 def pilot_plan(p: dict, static: dict) -> list[dict]:
     """Every allowed transition Q -> P (schedule.py's default rules) between the static shapes, at each kept
     point: {name, from, to, point}. `static`: {static run name: shape}, one seed's."""
-    names = list(static)
-    return [{"name": f"pilot_{a.rsplit('_s', 1)[0].removeprefix('static_')}-{b.rsplit('_s', 1)[0].removeprefix('static_')}"
-             f"_at{i}", "from": a, "to": b, "point": f * p["flops"]}
+    names, short = list(static), lambda run: run.rsplit("_s", 1)[0].removeprefix("static_")   # static_d2_s0 -> d2
+    return [{"name": f"pilot_{short(a)}-{short(b)}_at{i}", "from": a, "to": b, "point": f * p["flops"]}
             for a in names for b in names if a != b and schedule.transition_error(static[a], static[b]) is None
             for i, f in enumerate(p["pilot_points"])]
 

@@ -64,3 +64,112 @@ def test_start_from_refuses_another_seed_in_one_line(tmp_path, capsys):
     assert "seed=0" in capsys.readouterr().err
     assert train_vit.cli(flags + ["--patch", "8", "--flops", "8e7", "--keep-at", "9e7",
                                   "--out-dir", str(tmp_path / "q")]) == 2      # past the budget: out of range
+
+
+# ----------------------------------------------------------------------------- schedule.py --transfer
+
+import schedule as sch  # noqa: E402
+from test_schedule import PAIR, law, write_laws  # noqa: E402
+
+TARGET = 0.12
+
+
+def total(doc):
+    return doc["predicted"]["cost"]
+
+
+def test_with_no_measured_transfer_the_search_finds_eq2s_schedule():
+    eq2, searched = sch.make_schedule(PAIR, TARGET), sch.make_schedule(PAIR, TARGET, transfer={})
+    assert [s["name"] for s in searched["stages"]] == [s["name"] for s in eq2["stages"]] == ["patch=14", "patch=7"]
+    assert searched["method"] == "transfer" and searched["kind"] == "transfer"
+    assert total(searched) == pytest.approx(total(eq2), rel=2e-3)       # the grid's resolution, no more
+    assert total(searched) >= total(eq2) * (1 - 1e-9)                   # Eq. 2 is optimal when switches are free
+
+
+def test_a_loss_at_the_switch_costs_its_flops_and_a_gain_saves_them():
+    eq2 = total(sch.make_schedule(PAIR, TARGET, transfer={}))
+    static = min(float(l.inverse(TARGET)) for l in PAIR)
+    for t in (-0.02 * eq2, 0.02 * eq2):
+        doc = sch.make_schedule(PAIR, TARGET, transfer={(0, 1): [(1e3, t), (1e20, t)]})
+        a, b = doc["stages"]
+        assert b["transfer"] == pytest.approx(t)
+        # the plan is what it says: Q to its switch, then P from g_P(f_Q(C_s)) + tau to the target
+        again = a["cost_end"] + PAIR[1].inverse(TARGET) - (PAIR[1].inverse(PAIR[0](a["cost_end"])) + t)
+        assert total(doc) == pytest.approx(again, rel=1e-9) and total(doc) < static
+        assert (total(doc) > eq2) if t < 0 else (total(doc) < eq2)
+    huge = sch.make_schedule(PAIR, TARGET, transfer={(0, 1): [(1.0, -10 * static)]})
+    assert [s["name"] for s in huge["stages"]] == ["patch=7"]          # a switch dearer than it saves: none
+
+
+def test_the_cli_plans_with_a_transfer_file_and_names_the_switches_it_left_to_eq2(tmp_path):
+    laws = write_laws(tmp_path / "laws.json", PAIR + [law("patch=4", {"patch": 4}, 0.1, 0.9, 1e13)])
+    tr = tmp_path / "transfer.json"
+    tr.write_text(json.dumps({"version": 1, "cost": "flops", "transitions": [
+        {"from": {"patch": 14}, "to": {"patch": 7}, "points": [{"switch": 1e10, "transfer": -1e9}]}]}))
+    out = tmp_path / "s.json"
+    assert sch.cli(["--laws", laws, "--target-error", str(TARGET), "--out", str(out), "--transfer", str(tr),
+                    "--no-plot"]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["kind"] == "transfer" and doc["transfer"]["eq2"] == ["patch=14 -> patch=4", "patch=7 -> patch=4"]
+    assert sch.Schedule.load(out).stages[0].config == {"patch": 14}     # the trainers read it as any schedule
+
+
+@pytest.mark.parametrize("body, field", [
+    (None, "file not found"),
+    ("{", "not valid JSON"),
+    ({"version": 1, "cost": "flops"}, "'transitions'"),
+    ({"version": 1, "cost": "wall", "transitions": []}, "'cost'"),
+    ({"version": 1, "transitions": [{"from": {"patch": 14}, "to": {"patch": 7}, "points": []}]},
+     "'transitions[0].points'"),
+    ({"version": 1, "transitions": [{"from": {"patch": 14}, "to": {"patch": 7},
+                                     "points": [{"switch": 1e10, "transfer": "NaN"}]}]}, "'transitions[0].points[0].transfer'"),
+    ({"version": 1, "transitions": [{"from": [], "to": {"patch": 7}, "points": [{"switch": 1, "transfer": 0}]}]},
+     "'transitions[0].from'"),
+])
+def test_a_bad_transfer_file_is_one_line_and_exit_2(tmp_path, capsys, body, field):
+    laws, tr, out = write_laws(tmp_path / "laws.json", PAIR), tmp_path / "transfer.json", tmp_path / "s.json"
+    if body is not None:
+        tr.write_text(body if isinstance(body, str) else json.dumps(body))
+    assert sch.cli(["--laws", laws, "--target-error", str(TARGET), "--out", str(out), "--transfer", str(tr)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and field in err and str(tr) in err and not out.exists()
+
+
+# ----------------------------------------------------------------------------- lab/transfer.py: tau from a pilot
+
+sys.path.insert(0, str(ROOT / "lab"))
+from lab import transfer  # noqa: E402
+
+
+def test_fit_tau_recovers_a_known_transfer_from_noisy_evaluations():
+    (q, p), at = PAIR, 2e10
+    start = float(p.inverse(q(at)))
+    C = at + np.linspace(0.3, 1.0, 6) * 4e10
+    rng = np.random.default_rng(0)
+    for t in (-1e10, 0.0, 3e10):
+        E = p(start + (C - at) + t) + rng.normal(0, 2e-4, len(C))
+        assert transfer.fit_tau(q, p, at, C, E, scale=1e11) == pytest.approx(t, abs=0.05 * abs(start) + 1e8)
+
+
+def test_measure_leaves_a_failed_or_thin_pilot_unmeasured_and_averages_the_rest(tmp_path):
+    q, p = PAIR
+    at, stretch = 2e10, 4e10
+    start = float(p.inverse(q(at)))
+
+    def pilot(name, seed, t, n=6, ok=True):
+        (tmp_path / name).mkdir()
+        C = at + np.linspace(0.3, 1.0, n) * stretch
+        recs = [{"type": "header"}] + [{"type": "eval", "flops": float(c), "m": float(p(start + c - at + t))} for c in C]
+        (tmp_path / name / "log.jsonl").write_text("\n".join(json.dumps(r) for r in recs))
+        return {"run": name, "seed": seed, "point": 2e10, "at": at, "stretch": stretch, "finished": ok,
+                "from_config": q.config, "to_config": p.config}
+
+    plan = [pilot("a", 0, 1e10), pilot("b", 1, 2e10), pilot("c", 2, 0.0, ok=False), pilot("d", 3, 0.0, n=1)]
+    doc = transfer.measure(tmp_path, PAIR, plan, "m", 1e11)
+    (t,) = doc["transitions"]
+    assert t["name"] == "patch=14 -> patch=7" and t["points"][0]["n"] == 2
+    assert t["points"][0]["transfer"] == pytest.approx(1.5e10, rel=0.02)
+    assert t["points"][0]["ci95"][0] < 1.5e10 < t["points"][0]["ci95"][1]
+    assert [(u["pilot"], "did not finish" in u["why"] or "evaluation" in u["why"]) for u in doc["unmeasured"]] == [
+        ("c", True), ("d", True)]
+    assert doc["pilots_flops"] == pytest.approx(4 * stretch - 0.7 * stretch)   # d's one record sits at 0.3
