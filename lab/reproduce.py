@@ -723,8 +723,9 @@ def steps(cfg: Config, p: dict, root: Path, static: list[Job], sched: list[Job],
     if len(stages) == 1:    # law, linear and log runs would repeat a static run: only a random baseline differs
         say(f"== the laws do not cross within {p['flops']:.3g} FLOPs ({stages[0].get('name')} is best "
             "throughout): no law schedule to train")
-        bar.drop([j for j in sched if j.kind not in ("random", "transfer")])
-        sched = [j for j in sched if j.kind in ("random", "transfer")]
+        keep = ("random", "transfer", *(("linear", "log") if multi_stage(root / "schedule_linear.json") else ()))
+        bar.drop([j for j in sched if j.kind not in keep])
+        sched = [j for j in sched if j.kind in keep]
     elif stages and cfg.experiment == "joint":
         sched = one_axis_schedules(cfg, p, root, sched, bar)
     train(sched, cfg.jobs, bar, "4/6 scheduled runs")
@@ -733,6 +734,12 @@ def steps(cfg: Config, p: dict, root: Path, static: list[Job], sched: list[Job],
                         p.get("compare_metric", p["metric"]), "--cost", cfg.cost, "--out-dir", str(root)],
          root / "compare.txt")
     bar.show("6/6 report", force=True)
+
+
+def multi_stage(path: Path) -> bool:
+    """Has the schedule at `path` more than one stage (the baselines follow the transfer plan's shapes when Eq. 2's
+    plan has a single one)?"""
+    return path.exists() and len(json.loads(path.read_text())["stages"]) > 1
 
 
 def pilots_step(cfg: Config, p: dict, root: Path, static: list[Job], sched: list[Job], bar: Bar) -> list[Job]:
@@ -762,7 +769,9 @@ def pilots_step(cfg: Config, p: dict, root: Path, static: list[Job], sched: list
         pl["finished"] = finished(root / pl["run"], pl["budget"])
     write_json(root / "pilots.json", {"version": 1, "pilots": plan})
     transfer.remeasure(root)
-    schedule_step(p, root, p["flops"], "schedule_transfer.json", ("--transfer", str(root / "transfer.json")))
+    eq2 = len(json.loads((root / "schedule.json").read_text())["stages"])   # Eq. 2's plan: one shape, no baselines
+    schedule_step(p, root, p["flops"], "schedule_transfer.json", ("--transfer", str(root / "transfer.json"),
+                                                                   *(("--baselines",) if eq2 == 1 else ())))
     if len(json.loads((root / "schedule_transfer.json").read_text())["stages"]) > 1:
         return sched
     say("== with the measured transfer the best plan is a single shape: no transfer schedule to train")
