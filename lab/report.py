@@ -191,20 +191,21 @@ def predicted_flops(sched: dict, laws: dict, target: float) -> float | None:
         if E is not None and E <= target:
             return s["flops_start"]
         C0 = 0.0 if E is None else max(_g(x, E) + s.get("transfer", 0.0), 0.0)   # schedule.py --transfer's tau
-        need, last = _g(x, target) - C0, k == len(sched["stages"]) - 1
+        need, last = max(_g(x, target) - C0, 0.0), k == len(sched["stages"]) - 1
         if last or s["flops_start"] + need <= s["flops_end"]:
             return s["flops_start"] + need
         E = _f(x, C0 + s["flops_end"] - s["flops_start"])
     return None
 
 
-def predicted_section(root: Path, laws: dict, comp: dict, kinds: list[str]) -> list[str]:
+def predicted_section(root: Path, laws: dict, comp: dict, kinds: list[str], budget=None) -> list[str]:
     """Every trained schedule: its path, the law-predicted savings (at the comparison's target, for the run as the
-    trainer follows it) beside the achieved ones (mean over seeds, 95% interval); joint: Fig. 19's comparison."""
+    trainer follows it) beside the achieved ones (mean over seeds, 95% interval); joint: Fig. 19's comparison.
+    Both against the best static run's measured FLOPs to the target (its budget: the target is its final error)."""
     target = comp.get("target_error")
     if missing(target) or not laws or laws.get("cost", "flops") != "flops":
         return []
-    best = min((_g(x, target) for x in laws["laws"]), default=math.inf)
+    best = comp.get("best_static_flops") or budget or min((_g(x, target) for x in laws["laws"]), default=math.inf)
     groups = {g["kind"]: g for g in comp.get("groups", [])}
     rows, got = [], {}
     for kind in kinds:
@@ -221,8 +222,9 @@ def predicted_section(root: Path, laws: dict, comp: dict, kinds: list[str]) -> l
     if not rows:
         return []
     out = ["## Predicted and achieved", f"Savings at the comparison's target {cell(target)} against the best static "
-           f"law's {cell(best)} FLOPs: predicted by the laws for each schedule as trained (stages entered at their "
-           "FLOPs), achieved as measured (compare.py).", table(rows)]
+           f"run's {cell(best)} FLOPs: predicted by the laws for each schedule as trained (stages entered at their "
+           "FLOPs, with the planned transfer where the schedule has one), achieved as measured (compare.py).",
+           table(rows)]
     one = [k for k in ("width-only", "patch-only") if k in got]
     if "law" in got and one:   # App. D, Fig. 19: both axes against the better single axis
         for i, what in ((0, "predicted"), (1, "achieved")):
@@ -410,7 +412,8 @@ def write_report(root: Path) -> tuple[bool, str]:
         out += ["<details><summary>Every field of comparison.json</summary>", *blocks(comp, keys), "</details>"]
         out += ["![comparison](comparison.png)"] if (root / "comparison.png").exists() else []
         out += predicted_section(root, laws, comp, ["law", *dict.fromkeys(r["kind"] for r in comp.get("runs", [])
-                                                                        if r["kind"] not in ("static", "law"))])
+                                                                        if r["kind"] not in ("static", "law"))],
+                                 man.get("budget"))
     out += transfer_section(load(root / "transfer.json"), load(root / "schedule_transfer.json"))
     out += switch_section(load(root / "switch_cost.json"))
     out += lm_section(man, load(root / "tuned.json"))

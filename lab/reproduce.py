@@ -678,12 +678,15 @@ def hours(seconds: float) -> str:
     return f"{seconds / 3600:.2f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min"
 
 
-def schedule_step(p: dict, root: Path, budget: float, out: str = "schedule.json", flags=("--baselines",)) -> bool:
-    """schedule.py on the laws, with the baselines; False when fewer than two laws pass its checks (extrapolation,
-    fit bounds): then nothing can be scheduled, which is a finding of the sweep, not a failure of the pipeline."""
+def schedule_step(p: dict, root: Path, budget: float, out: str = "schedule.json", flags=("--baselines",),
+                  target: float | None = None) -> bool:
+    """schedule.py on the laws, with the baselines, for the best static law's error at `budget` (or `target`); False
+    when fewer than two laws pass its checks (extrapolation, fit bounds): then nothing can be scheduled, which is a
+    finding of the sweep, not a failure of the pipeline."""
     try:
-        step("schedule.py", [sys.executable, "schedule.py", "--laws", str(root / "laws.json"), "--budget",
-                             repr(budget), "--max-extrap-error", str(p["max_extrap_error"]), "--out",
+        step("schedule.py", [sys.executable, "schedule.py", "--laws", str(root / "laws.json"),
+                             *(["--budget", repr(budget)] if target is None else ["--target-error", repr(target)]),
+                             "--max-extrap-error", str(p["max_extrap_error"]), "--out",
                              str(root / out), *flags, *(["--allow-bound-laws"] if p.get("allow_bound_laws") else [])],
              root / out.replace(".json", ".txt"))
     except StepFailed:
@@ -742,6 +745,15 @@ def multi_stage(path: Path) -> bool:
     return path.exists() and len(json.loads(path.read_text())["stages"]) > 1
 
 
+def measured_target(static: list[Job], metric: str) -> float:
+    """The error the comparison judges at: the final error of the best static shape, its mean over seeds. The
+    transfer plan aims at it (its runs are judged there); Eq. 2's plan keeps the best static law's at the budget."""
+    finals = {}
+    for j in (j for j in static if j.kind == "static"):
+        finals.setdefault(j.name.rsplit("_s", 1)[0], []).append(float(report.last_eval(j.out)[metric]))
+    return min(sum(v) / len(v) for v in finals.values())
+
+
 def pilots_step(cfg: Config, p: dict, root: Path, static: list[Job], sched: list[Job], bar: Bar) -> list[Job]:
     """Issue 24: pilot switches from the static runs' kept checkpoints, their transfer (lab/transfer.py) and the
     plan with it (schedule.py --transfer -> schedule_transfer.json). A failed pilot leaves its transition to Eq. 2.
@@ -771,7 +783,8 @@ def pilots_step(cfg: Config, p: dict, root: Path, static: list[Job], sched: list
     transfer.remeasure(root)
     eq2 = len(json.loads((root / "schedule.json").read_text())["stages"])   # Eq. 2's plan: one shape, no baselines
     schedule_step(p, root, p["flops"], "schedule_transfer.json", ("--transfer", str(root / "transfer.json"),
-                                                                   *(("--baselines",) if eq2 == 1 else ())))
+                                                                   *(("--baselines",) if eq2 == 1 else ())),
+                  target=measured_target(static, p["metric"]))
     if len(json.loads((root / "schedule_transfer.json").read_text())["stages"]) > 1:
         return sched
     say("== with the measured transfer the best plan is a single shape: no transfer schedule to train")
