@@ -173,3 +173,13 @@ def test_measure_leaves_a_failed_or_thin_pilot_unmeasured_and_averages_the_rest(
     assert [(u["pilot"], "did not finish" in u["why"] or "evaluation" in u["why"]) for u in doc["unmeasured"]] == [
         ("c", True), ("d", True)]
     assert doc["pilots_flops"] == pytest.approx(4 * stretch - 0.7 * stretch)   # d's one record sits at 0.3
+
+
+def test_the_pilot_plan_is_every_allowed_transition_at_each_kept_point():
+    shapes = {f"static_d{d}_s0": {"patch": 14, "depth": d} for d in (2, 4, 6)}
+    plan = transfer.pilot_plan({"flops": 1e12, "pilot_points": (0.1, 0.5)}, shapes)
+    assert {(x["from"][8], x["to"][8]) for x in plan} == {("2", "4"), ("2", "6"), ("4", "6")}   # depth never shrinks
+    assert len(plan) == 6 and len({x["name"] for x in plan}) == 6 and {x["point"] for x in plan} == {1e11, 5e11}
+    assert transfer.keep_flags({"flops": 1e12, "pilot_points": (0.1, 0.5)}) == ["--keep-at", "100000000000.0",
+                                                                               "500000000000.0"]
+    assert transfer.keep_flags({"flops": 1e12}) == []
