@@ -211,11 +211,13 @@ def follow(laws, seq, Cs, target, S, transfer):
     """seq to the target, switching at costs Cs (arrays): (total, ok, [(law, C_start, C_end, E_start, E_end)])."""
     e, E, ok, rows = 0.0, None, True, []                      # e: the effective cost on the current law
     for k, (p, c0) in enumerate(zip(seq, [0.0, *Cs])):
-        if k:                                                 # switch seq[k-1] -> p: on at g_p(E) + tau, Eq. 2: tau = 0
-            e = np.maximum(laws[p].inverse(np.minimum(E, laws[p].start)) + tau(transfer, seq[k - 1], p, c0)
-                           - S[seq[k - 1], p], 0.0)
+        if k:  # switch seq[k-1] -> p: on at g_p(E) + tau. A pilot measures a switch from a static run, so a later
+            # switch, from a switched model no pilot measured, keeps Eq. 2 (tau = 0)
+            t = tau(transfer, seq[k - 1], p, c0) if k == 1 else 0.0
+            e = np.maximum(laws[p].inverse(np.minimum(E, laws[p].start)) + t - S[seq[k - 1], p], 0.0)
         last = k == len(Cs)                                   # the last stage ends at the target, the others at Cs[k]
-        c1 = c0 + np.maximum(laws[p].inverse(target) - e, 0.0) if last else Cs[k]
+        w = transfer.get("window", 0.0) if k == 1 else 0.0    # tau holds from the pilots' window on, not before
+        c1 = c0 + np.maximum(laws[p].inverse(target) - e, w) if last else Cs[k]
         E0, E, e = laws[p](e), laws[p](e + c1 - c0), e + c1 - c0
         ok = ok if last else ok & (c1 > c0) & (E > target)
         rows.append((p, c0, c1, E0, target if last else E))
@@ -286,7 +288,7 @@ def make_schedule(laws, target, rules=None, switch_cost=0.0, switch_cost_key=Non
                                 "error_end": float(e1), "cost_start": float(c0), "cost_end": float(c1)}
                                for p, c0, c1, e0, e1 in rows if not (e0 == e1 and c0 == c1)])
     _need(math.isfinite(stages[-1]["flops_end"]), f"the cost to reach {target:g} overflows a float (check the laws)")
-    for a, b in zip(stages, stages[1:]) if transfer is not None else ():  # the transfer planned at each switch
+    for a, b in zip(stages[:2], stages[1:2]) if transfer is not None else ():  # the transfer planned at the switch
         b["transfer"] = float(tau(transfer, a["law"], b["law"], b["cost_start"]))
     return {"version": VERSION, "kind": "law" if transfer is None else "transfer", "random": False, "metric": metric,
             "cost": laws[0].cost,
@@ -347,7 +349,7 @@ LAW = {"config": (lambda x: obj(x) and strict_json(x), 'a non-empty object such 
 WALL_LAW = {"flops_per_second": (gt0, "a finite number > 0 (needed with cost 'wall', from fit_laws.py --cost wall)")}
 SCHEDULE_FILE = {"version": LAWS_FILE["version"], "stages": LAWS_FILE["laws"], "target_error": (opt(num), "a number")}
 TRANSFER_FILE = {"version": LAWS_FILE["version"], "cost": LAWS_FILE["cost"], "transitions": (
-    lambda x: isinstance(x, list), "a list")}
+    lambda x: isinstance(x, list), "a list"), "window": (ge0, "a finite number >= 0 (cost)", 0.0)}
 TRANSITION = {"from": LAW["config"], "to": LAW["config"], "points": LAWS_FILE["laws"]}
 POINT = {"switch": (gt0, "a finite number > 0"), "transfer": (num, "a finite number (the cost gained; < 0: lost)")}
 STAGE = {"config": (obj, 'a non-empty object such as {"patch": 7}'), "flops_start": (ge0, "a finite number >= 0"),
@@ -430,7 +432,8 @@ def load_transfer(path, laws, rules):
         ends = [index.get(key(v[k])) for k in ("from", "to")]
         pts = [check(x, POINT, src, f"transitions[{i}].points[{j}].") for j, x in enumerate(v["points"])]
         out.update({tuple(ends): [(x["switch"], x["transfer"]) for x in pts]} if None not in ends else {})
-    return out, [f"{laws[q].name} -> {laws[p].name}" for q, p in zip(*np.nonzero(allowed_matrix(laws, rules)))
+    return {**out, "window": data["window"]}, [f"{laws[q].name} -> {laws[p].name}" for q, p in zip(
+        *np.nonzero(allowed_matrix(laws, rules)))
                  if q != p and (q, p) not in out]
 
 

@@ -12,6 +12,7 @@ had: at the effective cost g_P(f_Q(C_s)) on P's law (g = f^-1). A pilot measures
   4. per transition and switch point: the mean of tau over seeds with its 95% interval -> transfer.json, which
      `schedule.py --transfer` plans with. A pilot that failed or has fewer than 2 evaluations in its window
      measures nothing: the transition is listed under "unmeasured" and schedule.py keeps Eq. 2 for it.
+     "window" (a quarter of the stretch) is where tau holds from: a plan never reaches its target sooner after a switch.
 
 Every pilot's FLOPs after its switch are its cost (it shares the static run's training before it).
 
@@ -95,14 +96,14 @@ def measure(root: Path, laws: list, pilots: list[dict], metric: str, scale: floa
         recs = [r for r in evals(run) if r["flops"] > pl["at"]]
         cost += (recs[-1]["flops"] - pl["at"]) if recs else 0.0
         q, r = (by_name.get(json.dumps(c, sort_keys=True)) for c in (pl["from_config"], pl["to_config"]))
-        window = [x for x in recs if x["flops"] - pl["at"] >= 0.25 * pl["stretch"] and math.isfinite(x[metric])]
+        fit = [x for x in recs if x["flops"] - pl["at"] >= 0.25 * pl["stretch"] and math.isfinite(x[metric])]
         why = ("its shapes have no law in laws.json (left out)" if q is None or r is None else
                "it did not finish (diverged or failed: see its stdout.txt)" if not pl["finished"] else
-               f"only {len(window)} evaluation(s) after the first quarter of its stretch" if len(window) < 2 else None)
+               f"only {len(fit)} evaluation(s) after the first quarter of its stretch" if len(fit) < 2 else None)
         if why:
             unmeasured.append({"pilot": pl["run"], "from": pl["from_config"], "to": pl["to_config"], "why": why})
             continue
-        C, E = (np.array([x[k] for x in window], float) for k in ("flops", metric))
+        C, E = (np.array([x[k] for x in fit], float) for k in ("flops", metric))
         t = fit_tau(q, r, pl["at"], C, E, scale)
         groups.setdefault(key, {"from": q.config, "to": r.config, "name": f"{q.name} -> {r.name}", "points": {}})
         groups[key]["points"].setdefault(pl["point"], []).append({"pilot": pl["run"], "seed": pl["seed"],
@@ -117,8 +118,9 @@ def measure(root: Path, laws: list, pilots: list[dict], metric: str, scale: floa
                         "ci95": [float(t.mean() - half), float(t.mean() + half)] if half is not None else None,
                         "n": len(t), "pilots": xs})
         transitions.append({"from": g["from"], "to": g["to"], "name": g["name"], "points": pts})
-    return {"version": 1, "cost": "flops", "metric": metric, "pilots_flops": cost, "transitions": transitions,
-            "unmeasured": unmeasured}
+    window = min((0.25 * pl["stretch"] for pl in pilots), default=0.0)   # tau is fitted from here on after a switch
+    return {"version": 1, "cost": "flops", "metric": metric, "pilots_flops": cost, "window": window,
+            "transitions": transitions, "unmeasured": unmeasured}
 
 
 # ----------------------------------------------------------------------------- the command line
