@@ -183,3 +183,16 @@ def test_the_pilot_plan_is_every_allowed_transition_at_each_kept_point():
     assert transfer.keep_flags({"flops": 1e12, "pilot_points": (0.1, 0.5)}) == ["--keep-at", "100000000000.0",
                                                                                "500000000000.0"]
     assert transfer.keep_flags({"flops": 1e12}) == []
+
+
+def test_a_plan_takes_tau_at_its_first_switch_only_and_reaches_its_target_no_sooner_than_the_window():
+    eq2 = total(sch.make_schedule(PAIR, TARGET, transfer={}))
+    huge = {(0, 1): [(1.0, 10 * eq2)], "window": 0.05 * eq2}        # a gain past the target: the window binds
+    a, b = sch.make_schedule(PAIR, TARGET, transfer=huge)["stages"]
+    assert b["cost_end"] - b["cost_start"] == pytest.approx(0.05 * eq2)
+    third = PAIR + [law("patch=4", {"patch": 4}, 0.1, 0.9, 1e13)]
+    S, Cs = np.zeros((3, 3)), [np.array(0.1 * eq2), np.array(0.3 * eq2)]
+    first = {(0, 1): [(1.0, 0.3 * eq2)]}
+    both = {**first, (1, 2): [(1.0, 10 * eq2)]}                      # the second switch's gain is not believed
+    assert sch.follow(third, (0, 1, 2), Cs, TARGET, S, both)[0] == sch.follow(third, (0, 1, 2), Cs, TARGET, S, first)[0]
+    assert sch.follow(third, (1, 2), Cs[:1], TARGET, S, both)[0] < sch.follow(third, (1, 2), Cs[:1], TARGET, S, {})[0]
