@@ -81,7 +81,8 @@ def _read_npz(path):
                 raise UserError(f"{path}: {k} must be uint8 images, got {a.dtype}")
             channels_last = a.ndim == 4 and a.shape[-1] in (1, 3) and a.shape[1] not in (1, 3)
             a = a[:, None] if a.ndim == 3 else a.transpose(0, 3, 1, 2) if channels_last else a
-        out.append(torch.from_numpy(np.ascontiguousarray(a)))
+            a = torch.from_numpy(np.ascontiguousarray(a))
+        out.append(a)                               # labels stay numpy: check_labels reads them
     return out
 
 
@@ -103,16 +104,27 @@ def load_dataset(data_dir, dataset="auto"):
                         f"got {tuple(x.shape)}, {tuple(tx.shape)}")
     if len(x) == 0 or len(tx) == 0:
         raise UserError(f"{p}: the training and the test split each need at least one image")
-    return x, _labels(y, p, "training"), tx, _labels(ty, p, "test")
+    y, ty = check_labels(y, ty, p)
+    return x, y, tx, ty
 
 
-def _labels(y, path, split):
-    if y.ndim != 1 or y.dtype.is_floating_point or y.dtype.is_complex or y.dtype == torch.bool:
-        raise UserError(f"{path}: the {split} labels must be a 1-d integer array, got {y.dtype} {tuple(y.shape)}")
-    if len(y) and (int(y.min()) < 0 or int(y.max()) >= 65536):
-        raise UserError(f"{path}: the {split} labels must be class indices in [0, 65536), "
-                        f"got {int(y.min())}..{int(y.max())}")
-    return y.long()
+def check_labels(y, ty, path, classes=65536):
+    """Labels checked where they are read: 1-d integer class indices in [0, classes), two classes at least, every
+    test class among the training ones (else its error means nothing); -> (y, ty) as int64 tensors."""
+    found = []
+    for split, a in (("training", np.asarray(y)), ("test", np.asarray(ty))):
+        if a.ndim != 1 or a.dtype.kind not in "iu":
+            raise UserError(f"{path}: the {split} labels must be a 1-d integer array, got {a.dtype} {a.shape}")
+        if len(a) and not (0 <= a.min() and a.max() < classes):
+            raise UserError(f"{path}: the {split} labels must be class indices in [0, {classes}), got "
+                            f"{a.min()}..{a.max()}")
+        found.append(np.unique(a))
+    if len(found[0]) < 2:
+        raise UserError(f"{path}: every training label is {found[0].tolist()}; a classifier needs two classes at least")
+    if len(missing := np.setdiff1d(found[1], found[0])):
+        raise UserError(f"{path}: test class(es) {missing[:10].tolist()} have no training image; use a training split "
+                        "that holds every test class")
+    return tuple(torch.from_numpy(np.asarray(v).astype(np.int64)) for v in (y, ty))
 
 
 def resize_images(x, size, chunk=4096):
@@ -384,6 +396,7 @@ def load_prepared(folder):
     if tm["shape"][1:] != vm["shape"][1:] or tm["classes"] != vm["classes"]:
         raise UserError(f"{paths(folder, 'val')[2]}: resolution, channels or classes differ from the train "
                         "split's; prepare both splits in one prepare_images.py run")
+    check_labels(train_y.arr, test_y.arr, folder, len(tm["classes"]))
     return train_x, train_y, test_x, test_y
 
 

@@ -76,10 +76,21 @@ class RunLog:
         atomic_write(self.path, lambda tmp: Path(tmp).write_text("\n".join(lines) + "\n"))
 
     def records(self):
+        """Every record; a last line cut short by a kill is dropped, any other damage is one line (UserError)."""
+        damaged = "the log is damaged: restore it, or start afresh with another --out-dir"
+        try:
+            lines = self.path.read_bytes().decode().splitlines()
+        except UnicodeDecodeError:
+            raise UserError(f"{self.path} is not a text file: {damaged}") from None
         out = []
-        for line in self.path.read_text().splitlines():
-            with contextlib.suppress(json.JSONDecodeError):      # a line cut short by a kill
-                out.append(json.loads(line))
+        for i, line in enumerate(lines, 1):
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                rec = None if i < len(lines) else {}        # the last line cut short by a kill: dropped
+            if not isinstance(rec, dict):
+                raise UserError(f"{self.path}: line {i} is not a JSON object; {damaged}")
+            out += [rec] if rec else []
         return out
 
     def append(self, record):
@@ -169,6 +180,22 @@ def check_resume(saved, wanted, path):
         if key in saved and saved[key] != value:
             raise UserError(f"--resume: {path} was trained with {key}={saved[key]!r}, this run asks for "
                             f"{value!r}: use the same value or another --out-dir")
+
+
+def check_run_folder(out, ckpt, log, resume, script, main=True):
+    """Before a run starts in `out`: whether it resumes from `ckpt`. A checkpoint needs --resume and, beside it, the
+    log holding its records (never dropped silently); a dangling link or a damaged log is one line (UserError)."""
+    if ckpt.is_symlink() and not ckpt.exists():
+        raise UserError(f"{ckpt} is a link to {os.readlink(ckpt)}, which does not exist: restore it, or remove the "
+                        "link to start afresh")
+    if ckpt.exists() and not resume:
+        raise UserError(f"{out} already holds a run: pass --resume to continue it, or another --out-dir")
+    if not ckpt.exists() and resume and main:           # killed before its first checkpoint: start afresh
+        print(f"{script}: no checkpoint in {out} yet; starting the run afresh", file=sys.stderr)
+    if ckpt.exists() and not any(r.get("type") == "header" for r in (log.records() if log.path.exists() else ())):
+        raise UserError(f"--resume: {log.path} is missing or empty beside {ckpt}: its records would be lost; restore "
+                        "the log, or start afresh with another --out-dir")
+    return ckpt.exists()
 
 
 class Checkpoints:
@@ -285,6 +312,9 @@ class World:
         """Join the process group (after every check that may fail): NCCL for CUDA, gloo for CPU."""
         cuda = device.type == "cuda"
         if self.size > 1 and not tdist.is_initialized():
+            if not {"MASTER_ADDR", "MASTER_PORT"} <= set(os.environ):       # WORLD_SIZE set by hand
+                raise UserError(f"WORLD_SIZE={self.size} without torchrun (no MASTER_ADDR / MASTER_PORT): launch "
+                                f"with torchrun --nproc_per_node {self.size}, or unset WORLD_SIZE")
             if cuda:
                 torch.cuda.set_device(device)
             tdist.init_process_group("nccl" if cuda else "gloo", timeout=datetime.timedelta(minutes=timeout_min),

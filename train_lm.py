@@ -94,8 +94,7 @@ def model_args(name, vocab_size, max_context):                  # lm.model_args;
         raise UserError(str(e)) from None
 
 
-def check_flags(cfg):                                               # numeric flags in range, before any work
-    runtime.check_budget(cfg.steps, cfg.flops)
+def check_flags(cfg):                                    # numeric flags in range, before any work: (budget, unit)
     model_args(cfg.model, 256, 1)
     runtime.check_ranges(cfg, ("tokens_per_step", "context", "lr", "clip", "val_tokens", "ckpt_minutes",
                                "stop_after_steps"), (
@@ -103,6 +102,7 @@ def check_flags(cfg):                                               # numeric fl
         ("val_fraction", 0 < cfg.val_fraction < 1), ("eval_from", 0 < cfg.eval_from <= 1),
         ("threads", cfg.threads >= 0), ("ckpt_every", cfg.ckpt_every >= 0), ("evals", 0 <= cfg.evals <= 10_000),
         ("vocab_size", cfg.vocab_size >= 0), ("depth", cfg.depth >= 0)))
+    return runtime.check_budget(cfg.steps, cfg.flops)
 
 
 def load_stages(cfg):
@@ -209,7 +209,7 @@ class Run:
 
     def __init__(self, cfg):
         self.cfg, self.world = cfg, runtime.World.from_env()    # 1 process, or torchrun's rank / size
-        check_flags(cfg)
+        self.budget, self.unit = check_flags(cfg)
         self.device, self.precision, self.amp = runtime.machine(cfg, self.world)   # bf16 autocast, fp32 master weights
         self.stages, self.shapes, self.schedule = load_stages(cfg)
         self.train, self.val, vocab, data_name = load_corpus(cfg.data, cfg.glob, cfg.vocab_size, cfg.val_fraction,
@@ -231,7 +231,6 @@ class Run:
             "kind": sched and sched.kind, "boundaries": bounds, "lr_scaling": cfg.lr_scaling}))
         self.state, self.session = State(world_size=self.world.size), State()   # session: this process's throughput
         self.saved = time.time()                                                # when it last checkpointed
-        self.budget, self.unit = runtime.check_budget(cfg.steps, cfg.flops)
 
     def progress(self):
         return self.state.flops if self.unit == "flops" else self.state.step
@@ -239,12 +238,8 @@ class Run:
     def restore(self):
         """Continue from ckpt.pt (--resume), or start afresh; a folder with a checkpoint needs --resume."""
         cfg, path = self.cfg, self.ckpts.path
-        if not path.exists():
-            if cfg.resume and self.world.main:
-                print(f"train_lm.py: no checkpoint in {self.out} yet; starting the run afresh", file=sys.stderr)
+        if not runtime.check_run_folder(self.out, path, self.log, cfg.resume, "train_lm.py", self.world.main):
             return False
-        if not cfg.resume:
-            raise UserError(f"{self.out} already holds a run: pass --resume to continue it, or pick another --out-dir")
         try:
             ckpt = torch.load(path, map_location=self.device, weights_only=False)
         except Exception as e:   # truncated, foreign or corrupt: torch raises many kinds

@@ -29,8 +29,9 @@ from data import (Images, augment, batch_indices, eval_images, generator, key_se
                   normalize)
 from runtime import UserError
 
-RESUME_KEYS = ("dataset", "image_size", "model", "patch", "base_patch", "posemb_grid", "fewshot_data", "random",
-               "patch_sizes", "batch_size", "seed", "flip", "switch_on", "objective", "temperature", "head_dim")
+RESUME_KEYS = ("data_dir", "dataset", "image_size", "model", "patch", "base_patch", "posemb_grid", "fewshot_data",
+               "random", "patch_sizes", "batch_size", "seed", "flip", "switch_on", "objective", "temperature",
+               "head_dim")
 SHAPE_KEYS = ("patch", "width", "depth", "batch_size", "objective")
 OBJECTIVES = ("supervised", "distill")
 
@@ -328,12 +329,8 @@ class Run:
     def restore(self):
         """The model from ckpt.pt (--resume; the same run, checked), or new at the first stage's width and depth."""
         cfg, path, t = self.cfg, self.ckpts.path, self.template
-        if path.exists() and not cfg.resume:
-            raise UserError(f"{self.out} holds a run already: pass --resume to continue it, or another --out-dir")
         self.ck = None
-        if not path.exists():                            # killed before its first checkpoint: start afresh
-            if cfg.resume and self.world.main:
-                print(f"train_vit.py: no checkpoint in {self.out} yet; starting the run afresh", file=sys.stderr)
+        if not runtime.check_run_folder(self.out, path, self.log, cfg.resume, "train_vit.py", self.world.main):
             w0, d0 = self.stages[0]["width"], self.stages[0]["depth"]
             self.model = t if (w0, d0) == (t.width, t.depth) else flexivit.FlexiViT(
                 **{**t.model_args(), "width": w0, "depth": d0, "heads": w0 // t.head_dim})

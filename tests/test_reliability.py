@@ -95,6 +95,7 @@ def test_unreadable_checkpoint_is_named_in_one_line(npz, corpus, tmp_path, capsy
     out.mkdir()
     cli, args, script = ((train_vit.cli, vit_args(npz, out, "--steps", 2, "--resume"), "train_vit.py") if trainer == "vit"
                          else (train_lm.cli, lm_args(corpus, out, "--steps", 2, "--resume"), "train_lm.py"))
+    (out / "log.jsonl").write_text('{"type": "header"}\n')                       # a log beside it, as a run leaves
     (out / "ckpt.pt").write_bytes(b"PK\x03\x04 not a checkpoint")                # truncated / corrupt
     assert "ckpt.pt is not a readable checkpoint" in one_line(capsys, cli, args, script)
     torch.save({"weights": torch.zeros(2)}, out / "ckpt.pt")                    # another program's file
