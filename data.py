@@ -222,11 +222,6 @@ def draw(n, size, streamed, *key):
             else torch.randperm(n, generator=generator(*key))[:size])
 
 
-def train_subset(n, size, seed=0, streamed=False):
-    """A fixed subset of `size` of the n training images, the same for every run: train_error is measured on it."""
-    return draw(n, size, streamed, "train_subset", seed)
-
-
 def augment(x, gen, flip, rows=None):
     """The paper's augmentation on a uint8 batch [B, C, H, W]: a random crop with zero padding (2 px below 32 px,
     4 px from 32 px) and a horizontal flip. rows=(lo, total): x is rows lo..lo+B of a global batch of `total`
@@ -267,8 +262,8 @@ def eval_images(train_x, train_y, test_x, test_y, support, query, test_size, tra
         qry = None if query >= n_test else torch.randperm(n_test, generator=generator("query"))[:query].to(device)
         ev = {"support": (train_x[sup].to(device), train_y[sup].to(device)), "query": qry, "shots": shots}
     ev["test"] = (test_x[:n_test].to(device), test_y[:n_test].to(device))    # a prepared file: read once
-    sub = train_subset(len(train_x), train_size, streamed=streamed) if train_size > 0 else None
-    ev["train"] = None if sub is None else (train_x[sub].to(device), train_y[sub].to(device))
+    sub = draw(len(train_x), train_size, streamed, "train_subset", 0)    # fixed for every run: train_error's set
+    ev["train"] = (train_x[sub].to(device), train_y[sub].to(device)) if train_size > 0 else None
     return ev
 
 

@@ -20,8 +20,7 @@ MIN_POINTS = 5
 COSTS = {"flops": "flops", "wall": "seconds"}  # --cost -> the unit's name in laws.json's ci / extrapolation
 
 
-class UserError(ValueError):  # bad input: the message is one line naming the file/run and the problem
-    pass
+class UserError(ValueError): """Bad input: one line naming the file or run and the problem; the CLI exits 2."""
 
 # ---- the law, Eq. 1 -----------------------------------------------------------------------------------------
 
@@ -48,17 +47,10 @@ class Law:
         with np.errstate(divide="ignore", over="ignore"):
             return (self.a * (np.asarray(C, float) + self.d) ** -self.b + self.c)[()]  # [()]: 0-d -> float
 
-    start = property(lambda self: float(self.a * max(self.d, 1.0) ** -self.b + self.c))  # law(0); law(1) if d < 1
-
     def inverse(self, E):  # the cost at which the law reaches E: 0 for E >= law(0), inf for E <= c (never)
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             g = (np.asarray(E, float) - self.c) / self.a
             return np.where(g > 0, np.maximum(np.abs(g) ** (-1.0 / self.b) - self.d, 0.0), np.inf)[()]
-
-    def inverse_slope(self, E):  # dC/dE of the unclamped inverse (Eq. 2's q_P; < 0), -inf for E <= c
-        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            g = (np.asarray(E, float) - self.c) / self.a
-            return np.where(g > 0, -np.abs(g) ** (-1.0 / self.b - 1.0) / (self.a * self.b), -np.inf)[()]
 
 # ---- the fit, App. B.4: theta = (log A, log b, c, log D) on x = C / max C; c >= 0 (c = 0: no floor, valid) ----
 

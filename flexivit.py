@@ -83,11 +83,10 @@ def resize_matrix(old, new, mode="bilinear", antialias=False, device="cpu", dtyp
     """The PI-resize matrix pinv(B^T) [new*new, old*old], built once per
     (old, new, mode, antialias, device, dtype) and cached; a cache hit returns the same tensor."""
     key = (old, new, mode, antialias, torch.device(device), dtype)
-    mat = _RESIZE_CACHE.get(key)
-    if mat is None:
+    if key not in _RESIZE_CACHE:
         _check_mode(mode)
-        mat = _RESIZE_CACHE[key] = _build_resize_matrix(old, new, mode, antialias, torch.device(device), dtype)
-    return mat
+        _RESIZE_CACHE[key] = _build_resize_matrix(old, new, mode, antialias, torch.device(device), dtype)
+    return _RESIZE_CACHE[key]
 
 
 def pi_resize(weight, new_patch, *, mode="bilinear", antialias=False):
@@ -242,9 +241,6 @@ class FlexiViT(nn.Module):
         return self
 
     # --- shapes and compute
-    def valid_patches(self, image_size=None):
-        return valid_patches(self.image_size if image_size is None else image_size)
-
     def _check_patch(self, h, w, patch):
         if h != w:
             raise ValueError(f"FlexiViT takes square images only; got {h}x{w}")
@@ -298,8 +294,6 @@ def build(name, image_size=28, in_chans=1, num_classes=10, **kw):
         if not m:
             raise ValueError(f"unknown model {name!r}: use V{{width}}-{{depth}}, e.g. one of {', '.join(SIZES)}")
         width, depth = int(m[1]), int(m[2])
-        heads = max(1, width // 64 if width >= 128 else width // 32)
-        if width < 1 or depth < 1:
-            raise ValueError(f"model {name!r}: width and depth must be positive")
+        heads = max(1, width // 64 if width >= 128 else width // 32)        # FlexiViT checks the sizes
     return FlexiViT(image_size=image_size, in_chans=in_chans, num_classes=num_classes,
                     width=width, depth=depth, heads=heads, **kw)

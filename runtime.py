@@ -77,19 +77,15 @@ class RunLog:
 
     def records(self):
         """Every record; a last line cut short by a kill is dropped, any other damage is one line (UserError)."""
-        damaged = "the log is damaged: restore it, or start afresh with another --out-dir"
-        try:
-            lines = self.path.read_bytes().decode().splitlines()
-        except UnicodeDecodeError:
-            raise UserError(f"{self.path} is not a text file: {damaged}") from None
-        out = []
+        lines, out = self.path.read_text(errors="replace").splitlines(), []
         for i, line in enumerate(lines, 1):
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError:
                 rec = None if i < len(lines) else {}        # the last line cut short by a kill: dropped
             if not isinstance(rec, dict):
-                raise UserError(f"{self.path}: line {i} is not a JSON object; {damaged}")
+                raise UserError(f"{self.path}: line {i} is not a JSON object: the log is damaged; restore it, or "
+                                "start afresh with another --out-dir")
             out += [rec] if rec else []
         return out
 
@@ -193,8 +189,8 @@ def check_run_folder(out, ckpt, log, resume, script, main=True):
     if not ckpt.exists() and resume and main:           # killed before its first checkpoint: start afresh
         print(f"{script}: no checkpoint in {out} yet; starting the run afresh", file=sys.stderr)
     if ckpt.exists() and not any(r.get("type") == "header" for r in (log.records() if log.path.exists() else ())):
-        raise UserError(f"--resume: {log.path} is missing or empty beside {ckpt}: its records would be lost; restore "
-                        "the log, or start afresh with another --out-dir")
+        raise UserError(f"--resume: {log.path} is missing or holds no header beside {ckpt}: its records would be lost; "
+                        "restore the log, or start afresh with another --out-dir")
     return ckpt.exists()
 
 
@@ -261,16 +257,11 @@ def check_finite_weights(model, step, ckpts):        # before a save: finite wei
     ckpts.norm = float(torch.stack([p.detach().double().square().sum() for p in model.parameters()]).sum().sqrt())
 
 
-def lr_scale(kind, ratio):
-    """The paper's learning rate under a batch (or tokens-per-step) ratio r: 1, r or sqrt(r) (Sec. 6.2)."""
-    return {"none": 1.0, "linear": ratio, "sqrt": math.sqrt(ratio)}[kind]
-
-
 def learning_rate(lr, step, warmup, scaling="none", ratio=1.0, rewarm=0, rewarm_from=None):
-    """--lr warmed up linearly then constant (App. A), scaled by the batch `ratio` (Sec. 6.2), re-warmed over `rewarm`
-    steps from the growth at `rewarm_from`."""
+    """--lr warmed up linearly then constant (App. A), scaled by the batch (or tokens-per-step) `ratio` r: x 1, r or
+    sqrt(r) (Sec. 6.2), re-warmed over `rewarm` steps from the growth at `rewarm_from`."""
     warm = lambda s, w: min(1.0, (s + 1) / max(w, 1))
-    lr = lr * lr_scale(scaling, ratio) * warm(step, warmup)
+    lr = lr * {"none": 1.0, "linear": ratio, "sqrt": math.sqrt(ratio)}[scaling] * warm(step, warmup)
     return lr * warm(step - rewarm_from, rewarm) if rewarm and rewarm_from is not None else lr
 
 

@@ -3,6 +3,7 @@ every bad input), the memory-mapped reader (training, resume, crops and flips, r
 and --plan on the trainers and the pipeline."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -163,6 +164,20 @@ def test_truncated_or_foreign_prepared_files_are_refused(folder, tmp_path, capsy
     (bad / "val.json").write_text((out / "val.json").read_text().replace('"version": 1', '"version": 7'))
     assert train_vit.cli(args) == 2
     one_line_error(capsys, bad / "val.json", "version 7")
+    assert not (tmp_path / "r").exists()
+
+
+def test_prepared_labels_out_of_range_are_refused(folder, tmp_path, capsys):
+    """Issue 25: a label of -1 (or past the class list) in a prepared folder is one line, not a traceback."""
+    _, out = folder
+    bad = tmp_path / "bad"
+    shutil.copytree(out, bad)
+    labels = np.load(out / "val.labels.npy")
+    labels[3] = -1
+    np.save(bad / "val.labels.npy", labels)
+    args = ["--data-dir", str(bad), "--model", "V32-2", "--patch", "12", "--steps", "2", "--out-dir", str(tmp_path / "r")]
+    assert train_vit.cli(args) == 2
+    one_line_error(capsys, bad, "test labels must be class indices in [0, 3)", "-1")
     assert not (tmp_path / "r").exists()
 
 
