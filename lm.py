@@ -81,20 +81,11 @@ def attention(q, k, v, impl="auto"):
     return scores.masked_fill(future, float("-inf")).softmax(-1).to(v.dtype) @ v
 
 
-class RMSNorm(nn.Module):
-    def __init__(self, dim, eps=1e-6):
-        super().__init__()
-        self.eps, self.weight = eps, nn.Parameter(torch.ones(dim))
-
-    def forward(self, x):
-        return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
-
-
 class Block(nn.Module):
     def __init__(self, width, heads, mlp_dim):
         super().__init__()
         self.heads, self.head_dim, self.impl = heads, width // heads, "auto"
-        self.norm1, self.norm2 = RMSNorm(width), RMSNorm(width)
+        self.norm1, self.norm2 = nn.RMSNorm(width, eps=1e-6), nn.RMSNorm(width, eps=1e-6)
         self.qk = nn.Linear(width, 2 * width, bias=False)   # [q | k], each [heads, head_dim]: one RoPE call
         self.v = nn.Linear(width, width, bias=False)
         self.proj = nn.Linear(width, width, bias=False)
@@ -121,7 +112,7 @@ class LM(nn.Module):
         self.width, self.depth, self.mlp_dim, self.max_context = width, depth, mlp_dim, max_context
         self.embed = nn.Embedding(vocab_size, width)              # tied: also the output layer
         self.blocks = nn.ModuleList(Block(width, heads, mlp_dim) for _ in range(depth))
-        self.norm = RMSNorm(width)
+        self.norm = nn.RMSNorm(width, eps=1e-6)
         self.register_buffer("freqs", rope_freqs(width // heads, max_context), persistent=False)
         for name, p in self.named_parameters():                  # GPT-2 init
             if p.dim() == 2:
