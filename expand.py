@@ -228,9 +228,8 @@ OUTPUT_LAYERS = (("attn.proj", "mlp.fc2"),                  # FlexiViT / timm Vi
 
 def output_layers(block):
     names = dict(block.named_modules())
-    for layout in OUTPUT_LAYERS:
-        if all(n in names for n in layout):
-            return layout
+    if layout := next((lo for lo in OUTPUT_LAYERS if all(n in names for n in lo)), None):
+        return layout
     raise ValueError(f"{type(block).__name__}: unknown block layout; pass zero=(names of the block's output "
                      f"layers), e.g. {OUTPUT_LAYERS[0]}")
 

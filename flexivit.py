@@ -118,13 +118,9 @@ def valid_patches(image_size):
 # ----------------------------------------------------------------------------- model
 
 def attention(q, k, v, impl="auto"):
-    """softmax(q k^T / sqrt(head_dim)) v over [B, heads, N, head_dim].
-
-    impl "sdpa" is torch's fused scaled_dot_product_attention; "matmul" spells it out as two batched
-    matrix products and a softmax. "auto" picks by measurement (bench/bench_attention.py, N = 1..196
-    ViT tokens): sdpa on CUDA and in float32 on a CPU (its flash kernel is as fast or faster there), matmul
-    under CPU bf16 autocast, where the CPU flash kernel's bf16 backward is 2-3x slower than the two
-    products. Both agree within float rounding (tests/test_flexivit.py), forward and backward."""
+    """softmax(q k^T / sqrt(head_dim)) v over [B, heads, N, head_dim]: "sdpa" torch's fused kernel, "matmul" two
+    products and a softmax; "auto" as measured (bench/bench_attention.py): sdpa on CUDA and in float32 on a CPU,
+    matmul under CPU bf16 autocast, where the CPU flash kernel's bf16 backward is 2-3x slower."""
     if impl == "auto":
         impl = "matmul" if q.device.type == "cpu" and torch.is_autocast_enabled("cpu") else "sdpa"
     if impl == "sdpa":
@@ -138,8 +134,7 @@ def attention(q, k, v, impl="auto"):
 class Attention(nn.Module):
     def __init__(self, width, heads, head_dim):
         super().__init__()
-        self.heads, self.head_dim = heads, head_dim
-        self.impl = "auto"                                   # see attention(); FlexiViT.set_attention
+        self.heads, self.head_dim, self.impl = heads, head_dim, "auto"   # impl: attention(), set_attention
         self.qkv = nn.Linear(width, 3 * heads * head_dim)   # output [q | k | v], each [heads, head_dim]
         self.proj = nn.Linear(heads * head_dim, width)
 
@@ -195,8 +190,7 @@ class FlexiViT(nn.Module):
             raise ValueError(f"width {width} is not divisible by heads {heads}")
         _check_mode(resize_mode)
         self.image_size, self.in_chans, self.num_classes = image_size, in_chans, num_classes
-        self.width, self.depth, self.heads = width, depth, heads
-        self.head_dim = width // heads
+        self.width, self.depth, self.heads, self.head_dim = width, depth, heads, width // heads
         self.mlp_ratio, self.mlp_dim = mlp_ratio, int(width * mlp_ratio)
         self.base_patch, self.posemb_grid = base_patch, posemb_grid
         self.resize_mode, self.antialias = resize_mode, antialias

@@ -26,11 +26,9 @@ from tqdm import tqdm
 import lm
 import runtime
 from data import evaluate, get_batch, load_corpus
-from lm import LM  # noqa: F401  (re-exported: the model's home is lm.py)
+from lm import LM
 from runtime import DivergedError, UserError  # noqa: F401  (NaN/inf and bad input: one line, exit code 2)
 
-PEAK_BF16_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40": 181e12, "4090": 165e12,
-                   "L4": 121e12, "A10": 125e12, "V100": 125e12}  # dense tensor-core peaks, for the bar's MFU
 STAGE_KEYS = ("context", "batch_size", "depth", "tokens_per_step")   # what a schedule stage's config may name
 
 
@@ -188,20 +186,6 @@ def grow(run, depth):
     run.state.rewarm_from = run.state.step
 
 
-def peak_flops(device):
-    """FLOP/s that the bar's MFU is measured against: the GPU's bf16 peak if known, else a measured matmul."""
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else ""
-    if peak := next((peak for key, peak in PEAK_BF16_FLOPS.items() if key in name), None):
-        return peak
-    n, dtype = (8192, torch.bfloat16) if device.type == "cuda" else (1024, torch.float32)
-    a, seconds = torch.randn(n, n, device=device, dtype=dtype), []
-    for _ in range(4):
-        t = time.perf_counter()
-        (a @ a)[0, 0].item()                                  # .item() waits for the GPU
-        seconds.append(time.perf_counter() - t)
-    return 2 * n**3 / min(seconds)
-
-
 # ----------------------------------------------------------------------------- the run: set up, resume, save
 
 class Run:
@@ -220,11 +204,9 @@ class Run:
         torch.manual_seed(cfg.seed)
         self.model = LM(**self.margs).to(self.device)
         self.opt = make_optimizer(self.model, cfg, self.device)
-        self.out = runtime.check_out_dir(cfg.out_dir)
-        self.ckpts = runtime.Checkpoints(self.out / "ckpt.pt", self.world.main)
-        self.log = runtime.RunLog(self.out / "log.jsonl")
-        sched = self.schedule
-        bounds = [(s.flops_start, s.error_end) for s in sched.stages] if sched else None
+        self.out = out = runtime.check_out_dir(cfg.out_dir)
+        self.ckpts, self.log = runtime.Checkpoints(out / "ckpt.pt", self.world.main), runtime.RunLog(out / "log.jsonl")
+        bounds = [(s.flops_start, s.error_end) for s in sched.stages] if (sched := self.schedule) else None
         self.identity = json.loads(json.dumps({  # what --resume must find unchanged (JSON: tuples become lists)
             "model": self.margs, "data": data_name, "stages": self.stages, "shapes": self.shapes,
             "tokens_per_step": cfg.tokens_per_step, "seed": cfg.seed, "switch_on": cfg.switch_on if sched else None,
@@ -355,7 +337,6 @@ def main(cfg: Config):
         run.start_log(resuming)
     points = eval_points(run)
     next_eval = int(np.searchsorted(points, run.progress(), side="right"))   # points passed are done
-    peak = peak_flops(run.device) if world.main else 1.0
     bar = tqdm(total=run.budget, initial=run.progress(), unit="FLOP" if run.unit == "flops" else "step",
                unit_scale=run.unit == "flops", mininterval=1.0, dynamic_ncols=True,
                disable=None if cfg.progress and world.main else True)
@@ -376,7 +357,7 @@ def main(cfg: Config):
             sums.tokens, sums.flops, sums.wall = sums.tokens + tokens, sums.flops + step_flops, sums.wall + dt
         bar.update(run.progress() - bar.n)
         bar.set_postfix(ctx=context, loss=f"{loss:.3f}", tok_s=f"{session.tokens / session.wall:.0f}",
-                        mfu=f"{session.flops / session.wall / peak:.1%}", refresh=False)
+                        flop_s=f"{session.flops / session.wall:.3g}", refresh=False)   # achieved: vs the peak
 
         # Evaluate at the log-spaced points (rank 0; the others wait in the broadcast), then checkpoint.
         if next_eval < len(points) and run.progress() >= points[next_eval]:
