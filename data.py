@@ -48,8 +48,7 @@ def _read_idx_file(path):
 
 def _read_cifar(d):
     d = next((s for s in (d / "cifar-10-batches-py", d / "cifar-100-python") if s.is_dir()), d)
-    ten = (d / "data_batch_1").exists()
-    out = []
+    ten, out = (d / "data_batch_1").exists(), []
     for names in ([f"data_batch_{i}" for i in range(1, 6)], ["test_batch"]) if ten else (["train"], ["test"]):
         xs, ys = [], []
         for name in names:

@@ -265,8 +265,7 @@ def expand_depth(model, new_depth, preserve=False, where="end", init="copy", gam
     """Insert blocks in place up to new_depth, each after the block it copies (`init`), all after the last block
     (where="end") or spread evenly ("interleave"); preserve=True zeroes their layers named in `zero` (None:
     OUTPUT_LAYERS by layout), so each is the identity. Returns {new Parameter: (src, None)}."""
-    attr = "blocks" if hasattr(model, "blocks") else "layers"
-    blocks = getattr(model, attr)
+    blocks = getattr(model, attr := "blocks" if hasattr(model, "blocks") else "layers")
     depth = len(blocks)
     if isinstance(new_depth, bool) or not isinstance(new_depth, int) or new_depth < depth:
         raise ValueError(f"new_depth={new_depth!r} must be a whole number of blocks >= depth={depth}")

@@ -105,8 +105,7 @@ def resize_posemb(posemb, new_grid, mode="bilinear", antialias=False):
     nh, nw = (new_grid, new_grid) if isinstance(new_grid, int) else new_grid
     if posemb.shape[1] == nh and posemb.shape[2] == nw:
         return posemb
-    x = posemb.permute(0, 3, 1, 2)
-    x = F.interpolate(x, size=(nh, nw), mode=mode, align_corners=False, antialias=antialias)
+    x = F.interpolate(posemb.permute(0, 3, 1, 2), size=(nh, nw), mode=mode, align_corners=False, antialias=antialias)
     return x.permute(0, 2, 3, 1)
 
 
@@ -148,9 +147,7 @@ class Attention(nn.Module):
 class Mlp(nn.Module):
     def __init__(self, width, mlp_dim):
         super().__init__()
-        self.fc1 = nn.Linear(width, mlp_dim)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(mlp_dim, width)
+        self.fc1, self.act, self.fc2 = nn.Linear(width, mlp_dim), nn.GELU(), nn.Linear(mlp_dim, width)
 
     def forward(self, x):
         return self.fc2(self.act(self.fc1(x)))
@@ -161,10 +158,8 @@ class Block(nn.Module):
 
     def __init__(self, width, heads, head_dim, mlp_dim, eps=1e-6):
         super().__init__()
-        self.norm1 = nn.LayerNorm(width, eps=eps)
-        self.attn = Attention(width, heads, head_dim)
-        self.norm2 = nn.LayerNorm(width, eps=eps)
-        self.mlp = Mlp(width, mlp_dim)
+        self.norm1, self.attn = nn.LayerNorm(width, eps=eps), Attention(width, heads, head_dim)
+        self.norm2, self.mlp = nn.LayerNorm(width, eps=eps), Mlp(width, mlp_dim)
 
     def forward(self, x):
         x = x + self.attn(self.norm1(x))

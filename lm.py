@@ -87,8 +87,7 @@ class Block(nn.Module):
         self.heads, self.head_dim, self.impl = heads, width // heads, "auto"
         self.norm1, self.norm2 = nn.RMSNorm(width, eps=1e-6), nn.RMSNorm(width, eps=1e-6)
         self.qk = nn.Linear(width, 2 * width, bias=False)   # [q | k], each [heads, head_dim]: one RoPE call
-        self.v = nn.Linear(width, width, bias=False)
-        self.proj = nn.Linear(width, width, bias=False)
+        self.v, self.proj = nn.Linear(width, width, bias=False), nn.Linear(width, width, bias=False)
         self.gate = nn.Linear(width, mlp_dim, bias=False)   # separate matrices run faster on CPU than a
         self.up = nn.Linear(width, mlp_dim, bias=False)     # fused one (no strided halves, no cat in backward)
         self.down = nn.Linear(mlp_dim, width, bias=False)

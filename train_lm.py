@@ -169,12 +169,6 @@ def make_optimizer(model, cfg, device):
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay, fused=True)
 
 
-def learning_rate(cfg, step, tokens, rewarm_from=None):
-    """runtime.learning_rate: --warmup (Table 3), --lr-scaling by the step's tokens / --tokens-per-step (Sec. 6.2)."""
-    return runtime.learning_rate(cfg.lr, step, cfg.warmup, cfg.lr_scaling, tokens / cfg.tokens_per_step, cfg.rewarm,
-                                 rewarm_from)
-
-
 def grow(run, depth):
     """Grow the model to `depth` blocks (expand.py: each new one copies the block before it, output layers zero: the
     same function); AdamW moments kept, the optimiser rebuilt in parameter order as a resumed model's would be."""
@@ -293,7 +287,8 @@ def train_step(run, fwd, context, batch):
     cfg, state = run.cfg, run.state
     x, y = (t.to(run.device) for t in get_batch(run.train, state.step, batch, context, cfg.seed,
                                                  rows=run.world.shard(batch)))   # this process's rows, seeded by step
-    lr = learning_rate(cfg, state.step, batch * context, state.rewarm_from)
+    lr = runtime.learning_rate(cfg.lr, state.step, cfg.warmup, cfg.lr_scaling, batch * context / cfg.tokens_per_step,
+                               cfg.rewarm, state.rewarm_from)   # --warmup (Table 3), --lr-scaling by tokens (Sec. 6.2)
     for group in run.opt.param_groups:
         group["lr"] = lr
     with run.amp:

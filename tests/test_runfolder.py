@@ -59,7 +59,7 @@ def test_a_tampered_run_folder_is_refused_on_resume(b, tmp_path, capsys, trainer
     run = tmp_path / "run"
     shutil.copytree(b.root / trainer, run)
     tamper(run)
-    cli, args, script = ((train_vit.cli, vit, "train_vit.py") if trainer == "vit" else (train_lm.cli, lm, "train_lm.py"))
+    cli, args, script = (train_vit.cli, vit, "train_vit.py") if trainer == "vit" else (train_lm.cli, lm, "train_lm.py")
     before = snapshot(tmp_path)
     capsys.readouterr()
     assert cli([str(a) for a in args(b, run, "--steps", 4, "--resume")]) == 2
