@@ -30,9 +30,8 @@ Use:
     >>> logits = model(images, patch=7)           # images [B, 1, 28, 28]
     >>> model.tokens(7), model.macs(7)            # 16 tokens, MACs of one forward pass
 
-torch.compile: the forward pass has no data-dependent control flow beyond the patch int.
-The first call at a new patch size builds its resize matrix outside the graph (one graph
-break, cached after); later calls compile to a single graph per patch size.
+torch.compile: no data-dependent control flow beyond the patch int; the first call at a new patch size builds its
+resize matrix outside the graph (one graph break, cached after), later calls compile to one graph per patch size.
 
 Copying: this file needs only torch; drop it into another repository as it is.
 """

@@ -18,9 +18,8 @@ embedding and head are; a training token costs 6x (forward + backward, 2 FLOPs a
     >>> logits = model(tokens)                   # tokens [B, T] int64, any T <= max_context
     >>> model.macs_per_token(T)                  # MACs of one token's forward pass at context T
 
-Attention path (`attention()`): torch's fused scaled_dot_product_attention on CUDA and in float32 on
-a CPU; under CPU bf16 autocast the two matrix products and a masked softmax spelled out, whose backward
-is faster there than the CPU flash kernel's (bench/bench_attention.py).
+Attention path (`attention()`): torch's fused kernel on CUDA and in float32 on a CPU; under CPU bf16 autocast two
+products and a masked softmax, whose backward is faster there than the flash kernel's (bench/bench_attention.py).
 
 Copying: this file needs only torch; drop it into another repository as it is.
 """

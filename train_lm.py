@@ -260,11 +260,6 @@ class Run:
 
 # ----------------------------------------------------------------------------- the loop's parts
 
-def eval_points(run):                                               # runtime.eval_points for this run's flags
-    return runtime.eval_points(run.budget, run.cfg.evals, run.cfg.eval_from, switch_on=run.cfg.switch_on,
-                               sched=run.schedule if run.unit == "flops" else None)
-
-
 def stage_now(run):
     """This step's stage: random (FlexiViT's baseline), or by cumulative FLOPs (Eq. 2, schedule.py); never earlier."""
     sched, state = run.schedule, run.state
@@ -330,7 +325,8 @@ def main(cfg: Config):
     plain, fwd = forwards(run)
     if world.main:
         run.start_log(resuming)
-    points = eval_points(run)
+    points = runtime.eval_points(run.budget, cfg.evals, cfg.eval_from, switch_on=cfg.switch_on,
+                                 sched=run.schedule if run.unit == "flops" else None)
     next_eval = int(np.searchsorted(points, run.progress(), side="right"))   # points passed are done
     bar = tqdm(total=run.budget, initial=run.progress(), unit="FLOP" if run.unit == "flops" else "step",
                unit_scale=run.unit == "flops", mininterval=1.0, dynamic_ncols=True,
