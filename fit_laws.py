@@ -4,12 +4,12 @@
     python fit_laws.py --logs runs/patch* --cost wall     # training seconds as the cost (App. F, Fig. 22)
 
 Per configuration (seeds pooled): drop the warm-up, resample, fit (Huber on log E), bootstrap, check extrapolation.
-As a library (numpy + scipy; copy this file alone): law = fit_law(C, E); law(C); law.inverse(E); load_laws(path).
+As a library (numpy + scipy; copy this file alone): law = fit_law(C, E); law(C); load_laws(path).
 """
 import contextlib, glob, io, json, math, os, re, sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
+from types import SimpleNamespace as Curve  # a configuration's pooled points: pool()
 from typing import Literal
 
 import numpy as np
@@ -47,11 +47,6 @@ class Law:
     def __call__(self, C):  # Eq. 1: E at cost C; a scalar in, a float out
         with np.errstate(divide="ignore", over="ignore"):
             return (self.a * (np.asarray(C, float) + self.d) ** -self.b + self.c)[()]  # [()]: 0-d -> float
-
-    def inverse(self, E):  # the cost at which the law reaches E: 0 for E >= law(0), inf for E <= c (never)
-        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            g = (np.asarray(E, float) - self.c) / self.a
-            return np.where(g > 0, np.maximum(np.abs(g) ** (-1.0 / self.b) - self.d, 0.0), np.inf)[()]
 
 # ---- the fit, App. B.4: theta = (log A, log b, c, log D) on x = C / max C; c >= 0 (c = 0: no floor, valid) ----
 
@@ -204,12 +199,8 @@ def warmup_flops(warmup, recs):
     return float(np.interp(warmup, steps, flops) if warmup <= steps[-1] else flops[-1] / steps[-1] * warmup)
 
 
-class Curve(SimpleNamespace):  # config, C, E, flops, runs, seeds, seed, warmup_dropped, no_warmup, flops_per_second
-    __iter__ = lambda self: iter((self.config, self.C, self.E))  # unpacks as (config, C, E)
-
-
 def pool(name, parts, per_seed, min_flops, min_flops_frac, cost):
-    """Seeds pooled: a configuration's runs (parts) sample one curve -> Curve of their points past the cuts."""
+    """Seeds pooled: a configuration's runs (parts) sample one curve -> Curve(config, C, E, flops, runs, seeds, ...)."""
     f_max = max(p["F"].max() for p in parts)
     for p in parts:
         F, warm = p["F"], p["warm"] or 0.0  # warm None: the header names no warm-up
