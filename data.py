@@ -108,8 +108,7 @@ def load_dataset(data_dir, dataset="auto"):
 
 
 def check_labels(y, ty, path, classes=65536):
-    """Labels checked where they are read: 1-d integer class indices in [0, classes), two classes at least, every
-    test class among the training ones (else its error means nothing); -> (y, ty) as int64 tensors."""
+    """Labels as read: 1-d integer class indices in [0, classes), 2 classes at least, every test class trained."""
     found = []
     for split, a in (("training", np.asarray(y)), ("test", np.asarray(ty))):
         if a.ndim != 1 or a.dtype.kind not in "iu":
@@ -121,8 +120,7 @@ def check_labels(y, ty, path, classes=65536):
     if len(found[0]) < 2:
         raise UserError(f"{path}: every training label is {found[0].tolist()}; a classifier needs two classes at least")
     if len(missing := np.setdiff1d(found[1], found[0])):
-        raise UserError(f"{path}: test class(es) {missing[:10].tolist()} have no training image; use a training split "
-                        "that holds every test class")
+        raise UserError(f"{path}: test class(es) {missing[:10].tolist()} have no training image")
     return tuple(torch.from_numpy(np.asarray(v).astype(np.int64)) for v in (y, ty))
 
 

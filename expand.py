@@ -96,10 +96,8 @@ class _Grower:
 
     def vector(self, b, new_n, index, writer=False, fill=0.0):
         """Grow a bias-like vector: new entries `fill` (0), or the mean of the old ones for a writer."""
-        b = b.detach()
-        new = torch.full((new_n,), fill, dtype=b.dtype, device=b.device)
-        if self.preserve and writer and not self.zero_pad:
-            new[:] = b.mean()
+        b, mean = b.detach(), self.preserve and writer and not self.zero_pad
+        new = torch.full((new_n,), b.mean().item() if mean else fill, dtype=b.dtype, device=b.device)
         new[index] = b
         return new
 

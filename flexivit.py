@@ -206,12 +206,9 @@ class FlexiViT(nn.Module):
         nn.init.trunc_normal_(self.patch_weight, std=1 / math.sqrt(fan_in), a=-2 / math.sqrt(fan_in), b=2 / math.sqrt(fan_in))
         nn.init.zeros_(self.patch_bias)
         nn.init.normal_(self.posemb, std=0.02)
-        for m in self.modules():
+        for m in self.modules():                              # LayerNorms keep torch's gains 1, biases 0
             if isinstance(m, nn.Linear):
                 nn.init.trunc_normal_(m.weight, std=0.02, a=-0.04, b=0.04)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm):
-                nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
         nn.init.zeros_(self.head.weight)
 

@@ -112,10 +112,8 @@ class LM(nn.Module):
         self.blocks = nn.ModuleList(Block(width, heads, mlp_dim) for _ in range(depth))
         self.norm = nn.RMSNorm(width, eps=1e-6)
         self.register_buffer("freqs", rope_freqs(width // heads, max_context), persistent=False)
-        for name, p in self.named_parameters():                  # GPT-2 init
-            if p.dim() == 2:
-                std = 0.02 / math.sqrt(2 * depth) if name.endswith(("proj.weight", "down.weight")) else 0.02
-                nn.init.normal_(p, std=std)
+        for name, p in ((n, p) for n, p in self.named_parameters() if p.dim() == 2):    # GPT-2 init
+            nn.init.normal_(p, std=0.02 / math.sqrt(2 * depth if name.endswith(("proj.weight", "down.weight")) else 1))
 
     def model_args(self):
         """kwargs that rebuild a model of the current shape (after any growth): LM(**model_args())."""

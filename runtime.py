@@ -177,8 +177,7 @@ def check_resume(saved, wanted, path):
 
 
 def check_run_folder(out, ckpt, log, resume, script, main=True):
-    """Before a run starts in `out`: whether it resumes from `ckpt`. A checkpoint needs --resume and, beside it, the
-    log holding its records (never dropped silently); a dangling link or a damaged log is one line (UserError)."""
+    """Whether a run in `out` resumes from `ckpt`: a checkpoint needs --resume and its log (never dropped silently)."""
     if ckpt.is_symlink() and not ckpt.exists():
         raise UserError(f"{ckpt} is a link to {os.readlink(ckpt)}, which does not exist: restore it, or remove the "
                         "link to start afresh")

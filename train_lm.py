@@ -242,10 +242,9 @@ class Run:
         """ckpt.pt, atomically, by rank 0 (the others hold the same state)."""
         runtime.check_finite_weights(self.model, self.state.step, self.ckpts)   # never a poisoned checkpoint
         self.saved = time.time()
-        rng = {"cpu": torch.get_rng_state(),
-               "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None}
-        ckpt = {"version": 1, "kind": "train_lm", "model": self.model.state_dict(),
-                "optimizer": self.opt.state_dict(), "rng": rng, "state": asdict(self.state),
+        cuda = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
+        ckpt = {"version": 1, "kind": "train_lm", "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
+                "rng": {"cpu": torch.get_rng_state(), "cuda": cuda}, "state": asdict(self.state),
                 "identity": self.identity, "model_args": self.margs, "config": asdict(self.cfg),
                 "grown_args": self.model.model_args(), "precision": self.precision} if self.world.main else None
         self.ckpts.save(ckpt, self.state.step)
