@@ -47,10 +47,6 @@ def dumps(obj, **kw):
     return json.dumps(strict(obj), allow_nan=False, **kw)
 
 
-def write_json(path, obj):
-    atomic_write(path, lambda tmp: Path(tmp).write_text(dumps(obj, indent=1) + "\n"))
-
-
 def check_out_dir(path, flag="--out-dir"):                  # a folder that can be made: none above it is a file
     path = Path(path)
     if file := next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None):

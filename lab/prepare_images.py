@@ -47,6 +47,7 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # the core, at the repository root
 import data as prepared                               # the prepared format's reader, in data.py
 import runtime
+from lab import write_json
 from lab.presets import PRESETS
 from runtime import UserError
 
@@ -176,7 +177,7 @@ class Progress:
             self.done, self.bad, self.compacted = int(old["done"]), [list(b) for b in old["bad"]], bool(old["compacted"])
 
     def save(self):
-        runtime.write_json(self.path, {"version": prepared.VERSION, "fingerprint": self.fp, "done": self.done,
+        write_json(self.path, {"version": prepared.VERSION, "fingerprint": self.fp, "done": self.done,
                                        "bad": self.bad, "compacted": self.compacted})
 
 
@@ -291,7 +292,7 @@ def prepare_split(cfg, split, classes, files, channels, workers):
             "counts": np.bincount(labels, minlength=len(classes)).tolist(), "bytes": n * R * R * channels,
             "data": data.name, "labels": labels_path.name, "source": str(Path(cfg.src).resolve() / split),
             "skipped": [b[1] for b in prog.bad], "fingerprint": fp}
-    runtime.write_json(meta_path, meta)
+    write_json(meta_path, meta)
     prog.path.unlink(missing_ok=True)
     return meta, channels
 

@@ -46,10 +46,10 @@ from typing import Literal
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # the core, at the repository root
-from lab import report
+from lab import report, write_json
 import runtime
 from lab.presets import PRESETS
-from runtime import UserError, write_json
+from runtime import UserError
 
 # per experiment: the trainer, and the baselines it can train (train_vit.py's random mode draws patch sizes only)
 TRAINER = {"context": "train_lm.py", "lm-depth": "train_lm.py"}
