@@ -114,8 +114,7 @@ def check_labels(y, ty, path, classes=65536):
         if a.ndim != 1 or a.dtype.kind not in "iu":
             raise UserError(f"{path}: the {split} labels must be a 1-d integer array, got {a.dtype} {a.shape}")
         if len(a) and not (0 <= a.min() and a.max() < classes):
-            raise UserError(f"{path}: the {split} labels must be class indices in [0, {classes}), got "
-                            f"{a.min()}..{a.max()}")
+            raise UserError(f"{path}: the {split} class labels must lie in [0, {classes}), got {a.min()}..{a.max()}")
         found.append(np.unique(a))
     if len(found[0]) < 2:
         raise UserError(f"{path}: every training label is {found[0].tolist()}; a classifier needs two classes at least")

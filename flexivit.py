@@ -139,8 +139,7 @@ class Attention(nn.Module):
     def forward(self, x):
         B, N, _ = x.shape   # heads are read off qkv's shape, so a grown model needs no other change here
         q, k, v = self.qkv(x).view(B, N, 3, -1, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-        x = attention(q, k, v, self.impl)                      # [B, heads, N, head_dim]
-        return self.proj(x.transpose(1, 2).reshape(B, N, -1))
+        return self.proj(attention(q, k, v, self.impl).transpose(1, 2).reshape(B, N, -1))   # heads back to width
 
 
 class Mlp(nn.Module):

@@ -74,9 +74,8 @@ def attention(q, k, v, impl="auto"):
         return F.scaled_dot_product_attention(q, k, v, is_causal=True)
     if impl != "matmul":
         raise ValueError(f"attention impl must be 'auto', 'sdpa' or 'matmul', got {impl!r}")
-    T = q.shape[-2]
     scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)
-    future = torch.ones(T, T, dtype=torch.bool, device=q.device).triu(1)
+    future = torch.ones(scores.shape[-2:], dtype=torch.bool, device=q.device).triu(1)   # [T, T]: j > i is masked
     return scores.masked_fill(future, float("-inf")).softmax(-1).to(v.dtype) @ v
 
 
@@ -97,8 +96,7 @@ class Block(nn.Module):
         qk = apply_rope(self.qk(h).view(B, T, 2 * self.heads, self.head_dim), freqs)
         q, k = qk.transpose(1, 2).split(self.heads, dim=1)       # [B, heads, T, head_dim]
         v = self.v(h).view(B, T, self.heads, self.head_dim).transpose(1, 2)
-        y = attention(q, k, v, self.impl)
-        x = x + self.proj(y.transpose(1, 2).reshape(B, T, C))
+        x = x + self.proj(attention(q, k, v, self.impl).transpose(1, 2).reshape(B, T, C))
         h = self.norm2(x)
         return x + self.down(F.silu(self.gate(h)) * self.up(h))
 

@@ -249,12 +249,6 @@ class Run:
                 "grown_args": self.model.model_args(), "precision": self.precision} if self.world.main else None
         self.ckpts.save(ckpt, self.state.step)
 
-    def start_log(self, resuming):
-        """log.jsonl's header (a resume continues the log at its checkpoint's step and notes a new precision)."""
-        self.log.start({"version": 1, "type": "header", "run": self.out.name, "config": asdict(self.cfg),
-                        "metrics": ["val_loss", "val_loss_max_context"], "model_args": self.margs,
-                        "precision": self.precision, "params": sum(p.numel() for p in self.model.parameters()),
-                        "world_size": self.world.size}, *(self.state.step, self.was_precision) if resuming else ())
 
 
 # ----------------------------------------------------------------------------- the loop's parts
@@ -322,8 +316,11 @@ def main(cfg: Config):
     world, state, session = run.world, run.state, run.session
     world.init(run.device)
     plain, fwd = forwards(run)
-    if world.main:
-        run.start_log(resuming)
+    if world.main:                         # log.jsonl's header; a resume continues the log, noting a new precision
+        header = {"version": 1, "type": "header", "run": run.out.name, "config": asdict(cfg),
+                  "metrics": ["val_loss", "val_loss_max_context"], "model_args": run.margs, "precision": run.precision,
+                  "params": sum(p.numel() for p in run.model.parameters()), "world_size": world.size}
+        run.log.start(header, *(state.step, run.was_precision) if resuming else ())
     points = runtime.eval_points(run.budget, cfg.evals, cfg.eval_from, switch_on=cfg.switch_on,
                                  sched=run.schedule if run.unit == "flops" else None)
     next_eval = int(np.searchsorted(points, run.progress(), side="right"))   # points passed are done

@@ -245,7 +245,7 @@ CASES = {
     "vit-npz-string-labels": ("train_vit.py", lambda w, b: vit(b, w / "new", "--steps", 2, "--data-dir", npz(
         w, b, y_train=np.array(["cat", "dog"] * 120))), "training labels must be a 1-d integer array"),
     "vit-npz-negative-label": ("train_vit.py", lambda w, b: vit(b, w / "new", "--steps", 2, "--data-dir", npz(
-        w, b, y_test=np.r_[-1, np.ones(59, np.int64)])), "test labels must be class indices"),
+        w, b, y_test=np.r_[-1, np.ones(59, np.int64)])), "test class labels must lie in [0, 65536)"),
     "vit-npz-one-class": ("train_vit.py", lambda w, b: vit(b, w / "new", "--steps", 2, "--data-dir", npz(
         w, b, y_train=np.ones(240, np.int64), y_test=np.ones(60, np.int64))), "two classes"),
     "vit-npz-untrained-test-class": ("train_vit.py", lambda w, b: vit(b, w / "new", "--steps", 2, "--data-dir", npz(

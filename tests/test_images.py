@@ -177,7 +177,7 @@ def test_prepared_labels_out_of_range_are_refused(folder, tmp_path, capsys):
     np.save(bad / "val.labels.npy", labels)
     args = ["--data-dir", str(bad), "--model", "V32-2", "--patch", "12", "--steps", "2", "--out-dir", str(tmp_path / "r")]
     assert train_vit.cli(args) == 2
-    one_line_error(capsys, bad, "test labels must be class indices in [0, 3)", "-1")
+    one_line_error(capsys, bad, "test class labels must lie in [0, 3)", "-1")
     assert not (tmp_path / "r").exists()
 
 

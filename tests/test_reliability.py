@@ -78,8 +78,8 @@ def test_train_lm_bad_flags_one_line(corpus, tmp_path, capsys, extra, names):
     assert names in err and not (tmp_path / "r").exists(), err
 
 
-@pytest.mark.parametrize("labels, says", [(lambda y: -y - 1, "class indices"), (lambda y: y.astype(np.float32), "integer"),
-                                          (lambda y: y.astype(np.int64) + 2**40, "class indices")])
+@pytest.mark.parametrize("labels, says", [(lambda y: -y - 1, "class labels must lie in"), (lambda y: y.astype(np.float32), "integer"),
+                                          (lambda y: y.astype(np.int64) + 2**40, "class labels must lie in")])
 def test_npz_labels_are_checked(npz, tmp_path, capsys, labels, says):
     with np.load(npz) as z:
         arrays = dict(z)
