@@ -99,6 +99,31 @@ def test_a_preparation_stopped_mid_way_resumes_to_the_same_files(folder, tmp_pat
     assert not list(out.glob("*.partial")) and not list(out.glob("*progress*")) and not list(out.glob(".*tmp*"))
 
 
+@pytest.mark.parametrize("damage", ["truncated", "done-text", "done-huge", "bad-rows", "garbage"])
+def test_a_damaged_partial_preparation_is_repaired(folder, tmp_path, damage):
+    """Issue 25: the partial file cut short, or the progress file edited, after a kill: the rerun says so in a warning
+    and prepares the split afresh, to the same files as an undisturbed preparation."""
+    src, whole = folder
+    out = tmp_path / "out"
+    cmd = [sys.executable, str(ROOT / "lab" / "prepare_images.py"), "--src", str(src), "--out", str(out), "--resolution",
+           "24", "--workers", "1", "--chunk", "2", "--no-progress"]
+    assert subprocess.run([*cmd, "--stop-after-chunks", "3"], capture_output=True).returncode == 137
+    prog = out / "train.progress.json"
+    doc = json.loads(prog.read_text())
+    if damage == "truncated":
+        os.truncate(out / "train.u8.partial", 100)
+    elif damage == "garbage":
+        prog.write_bytes(b"\xff{not json")
+    else:
+        prog.write_text(json.dumps({**doc, **{"done-text": {"done": "3"}, "done-huge": {"done": 10 ** 9},
+                                              "bad-rows": {"bad": [[10 ** 6, "x.jpg", "?"]]}}[damage]}))
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    assert "warning:" in r.stderr and ("cut short" in r.stderr or "damaged" in r.stderr), r.stderr
+    for name in ("train.u8", "val.u8", "train.labels.npy", "val.labels.npy"):
+        assert (out / name).read_bytes() == (whole / name).read_bytes(), name
+
+
 def test_corrupt_images_are_skipped_named_and_counted_up_to_max_bad(tmp_path, capsys):
     src = make_image_folder(tmp_path / "src", per_class=12)
     (src / "train" / "c1" / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
