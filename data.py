@@ -48,8 +48,7 @@ def _read_idx_file(path):
 
 def _read_cifar(d):
     d = next((s for s in (d / "cifar-10-batches-py", d / "cifar-100-python") if s.is_dir()), d)
-    ten = (d / "data_batch_1").exists()
-    out = []
+    ten, out = (d / "data_batch_1").exists(), []
     for names in ([f"data_batch_{i}" for i in range(1, 6)], ["test_batch"]) if ten else (["train"], ["test"]):
         xs, ys = [], []
         for name in names:
@@ -81,7 +80,8 @@ def _read_npz(path):
                 raise UserError(f"{path}: {k} must be uint8 images, got {a.dtype}")
             channels_last = a.ndim == 4 and a.shape[-1] in (1, 3) and a.shape[1] not in (1, 3)
             a = a[:, None] if a.ndim == 3 else a.transpose(0, 3, 1, 2) if channels_last else a
-        out.append(torch.from_numpy(np.ascontiguousarray(a)))
+            a = torch.from_numpy(np.ascontiguousarray(a))
+        out.append(a)                               # labels stay numpy: check_labels reads them
     return out
 
 
@@ -103,16 +103,24 @@ def load_dataset(data_dir, dataset="auto"):
                         f"got {tuple(x.shape)}, {tuple(tx.shape)}")
     if len(x) == 0 or len(tx) == 0:
         raise UserError(f"{p}: the training and the test split each need at least one image")
-    return x, _labels(y, p, "training"), tx, _labels(ty, p, "test")
+    y, ty = check_labels(y, ty, p)
+    return x, y, tx, ty
 
 
-def _labels(y, path, split):
-    if y.ndim != 1 or y.dtype.is_floating_point or y.dtype.is_complex or y.dtype == torch.bool:
-        raise UserError(f"{path}: the {split} labels must be a 1-d integer array, got {y.dtype} {tuple(y.shape)}")
-    if len(y) and (int(y.min()) < 0 or int(y.max()) >= 65536):
-        raise UserError(f"{path}: the {split} labels must be class indices in [0, 65536), "
-                        f"got {int(y.min())}..{int(y.max())}")
-    return y.long()
+def check_labels(y, ty, path, classes=65536):
+    """Labels as read: 1-d integer class indices in [0, classes), 2 classes at least, every test class trained."""
+    found = []
+    for split, a in (("training", np.asarray(y)), ("test", np.asarray(ty))):
+        if a.ndim != 1 or a.dtype.kind not in "iu":
+            raise UserError(f"{path}: the {split} labels must be a 1-d integer array, got {a.dtype} {a.shape}")
+        if len(a) and not (0 <= a.min() and a.max() < classes):
+            raise UserError(f"{path}: the {split} class labels must lie in [0, {classes}), got {a.min()}..{a.max()}")
+        found.append(np.unique(a))
+    if len(found[0]) < 2:
+        raise UserError(f"{path}: every training label is {found[0].tolist()}; a classifier needs two classes at least")
+    if len(missing := np.setdiff1d(found[1], found[0])):
+        raise UserError(f"{path}: test class(es) {missing[:10].tolist()} have no training image")
+    return tuple(torch.from_numpy(np.asarray(v).astype(np.int64)) for v in (y, ty))
 
 
 def resize_images(x, size, chunk=4096):
@@ -210,11 +218,6 @@ def draw(n, size, streamed, *key):
             else torch.randperm(n, generator=generator(*key))[:size])
 
 
-def train_subset(n, size, seed=0, streamed=False):
-    """A fixed subset of `size` of the n training images, the same for every run: train_error is measured on it."""
-    return draw(n, size, streamed, "train_subset", seed)
-
-
 def augment(x, gen, flip, rows=None):
     """The paper's augmentation on a uint8 batch [B, C, H, W]: a random crop with zero padding (2 px below 32 px,
     4 px from 32 px) and a horizontal flip. rows=(lo, total): x is rows lo..lo+B of a global batch of `total`
@@ -255,8 +258,8 @@ def eval_images(train_x, train_y, test_x, test_y, support, query, test_size, tra
         qry = None if query >= n_test else torch.randperm(n_test, generator=generator("query"))[:query].to(device)
         ev = {"support": (train_x[sup].to(device), train_y[sup].to(device)), "query": qry, "shots": shots}
     ev["test"] = (test_x[:n_test].to(device), test_y[:n_test].to(device))    # a prepared file: read once
-    sub = train_subset(len(train_x), train_size, streamed=streamed) if train_size > 0 else None
-    ev["train"] = None if sub is None else (train_x[sub].to(device), train_y[sub].to(device))
+    sub = draw(len(train_x), train_size, streamed, "train_subset", 0)    # fixed for every run: train_error's set
+    ev["train"] = (train_x[sub].to(device), train_y[sub].to(device)) if train_size > 0 else None
     return ev
 
 
@@ -384,6 +387,7 @@ def load_prepared(folder):
     if tm["shape"][1:] != vm["shape"][1:] or tm["classes"] != vm["classes"]:
         raise UserError(f"{paths(folder, 'val')[2]}: resolution, channels or classes differ from the train "
                         "split's; prepare both splits in one prepare_images.py run")
+    check_labels(train_y.arr, test_y.arr, folder, len(tm["classes"]))
     return train_x, train_y, test_x, test_y
 
 

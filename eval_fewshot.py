@@ -21,13 +21,6 @@ from data import load_dataset, normalize
 from runtime import UserError, atomic_write, check_out_dir, check_ranges, dumps, resolve_device, run_cli
 
 
-def extract_features(model, patch, images, batch_size=512):
-    """Pre-logit features [N, width] (float32, CPU) of float images [N, C, H, W] normalised as in training."""
-    if not torch.is_floating_point(images):
-        raise UserError(f"images must be float tensors normalised as in training, got dtype {images.dtype}")
-    return feature_pass(model, patch, images, batch_size)[0]
-
-
 @torch.no_grad()   # not inference_mode: a PI-resize matrix FlexiViT caches here must serve a later backward pass
 def feature_pass(model, patch, images, batch_size=512, amp=None, predict=False):
     """ONE pass over images [N, C, H, W] (uint8: data.normalize'd here) in eval mode, inside `amp` (torch.autocast
@@ -47,8 +40,9 @@ def feature_pass(model, patch, images, batch_size=512, amp=None, predict=False):
     return torch.cat(feats), torch.cat(preds) if predict else None
 
 
-def _ridge(x_support, y_support, num_classes, reg):
-    """The closed-form ridge of the module docstring: (mean, std, W [d, C], b [C])."""
+def ridge_fit(x_support, y_support, num_classes, reg=1e-2):
+    """The closed-form ridge of the module docstring on the standardised support features, the standardisation
+    folded in to serve the raw ones: (W / std, b - (mean / std) W)."""
     mean, std = x_support.mean(0), x_support.std(0)
     std = np.where(std > 1e-8, std, 1.0)
     xs = (x_support - mean) / std
@@ -59,18 +53,6 @@ def _ridge(x_support, y_support, num_classes, reg):
         w = xs.T @ np.linalg.solve(xs @ xs.T + reg * np.eye(n), y - bias)
     else:
         w = np.linalg.solve(xs.T @ xs + reg * np.eye(d), xs.T @ (y - bias))
-    return mean, std, w, bias
-
-
-def ridge_fit_predict(x_support, y_support, x_query, num_classes, reg=1e-2):
-    """Predicted classes (0..num_classes-1) of x_query by the ridge classifier fit on the support set."""
-    mean, std, w, bias = _ridge(x_support, y_support, num_classes, reg)
-    return np.argmax((x_query - mean) / std @ w + bias, axis=1)
-
-
-def ridge_fit(x_support, y_support, num_classes, reg=1e-2):
-    """The same classifier on the raw features, the standardisation folded in: (W / std, b - (mean / std) W)."""
-    mean, std, w, bias = _ridge(x_support, y_support, num_classes, reg)
     return w / std[:, None], bias - (mean / std) @ w
 
 
@@ -109,8 +91,6 @@ def top1_error(pred, labels):
 def evaluate_all(model, patch, ev, shots=(10,), draws=50, reg=1e-2, batch_size=512, amp=None):
     """The trainer's metrics, one pass per image set of `ev` (data.eval_images; queries ev["query"] or "query_set"):
     per k "fewshot{k}_error" (the mean of `draws` draws), "_std" (one draw's), "_sem"; "test_error", "train_error"."""
-    if draws < 1:
-        raise UserError(f"draws must be >= 1, got {draws}")
     run = lambda images, predict=False: feature_pass(model, patch, images, batch_size, amp, predict)  # noqa: E731
     (support, _), (test, test_pred), test_y = run(ev["support"][0]), run(ev["test"][0], True), ev["test"][1].cpu()
     query, query_y = (test, test_y) if ev.get("query") is None else (test[ev["query"].cpu()], test_y[ev["query"].cpu()])
@@ -129,7 +109,7 @@ def evaluate_all(model, patch, ev, shots=(10,), draws=50, reg=1e-2, batch_size=5
 def evaluate(model, patch, support_images, support_labels, query_images, query_labels,
              shots=(1, 5, 10, 25), seeds=(0, 1, 2), reg=1e-2, batch_size=512):
     """{"fewshot{k}_error": mean, "fewshot{k}_error_std": std} per k, the k shots drawn from support_images."""
-    support, query = (extract_features(model, patch, x, batch_size) for x in (support_images, query_images))
+    support, query = (feature_pass(model, patch, x, batch_size)[0] for x in (support_images, query_images))
     errors = {k: fewshot_error(support, support_labels, query, query_labels, k, seeds, reg) for k in shots}
     return {f"fewshot{k}_error{s}": v for k, e in errors.items() for s, v in zip(("", "_std"), e)}
 
@@ -193,8 +173,8 @@ def main(cfg):
                         "(e.g. 50000) to draw the shots from its first images (a uniform sample)")
     p, q = cfg.pool_size or len(train_x), cfg.query_size or len(test_x)   # a slice reads a prepared split
     train_x, train_y, test_x, test_y = train_x[:p], train_y[:p], test_x[:q], test_y[:q]
-    result = {"patch": patch, **evaluate(model, patch, normalize(train_x), train_y, normalize(test_x), test_y,
-                                         cfg.shots, tuple(range(cfg.seeds)), cfg.reg, cfg.batch_size)}
+    result = {"patch": patch, **evaluate(model, patch, train_x, train_y, test_x, test_y, cfg.shots,
+                                         tuple(range(cfg.seeds)), cfg.reg, cfg.batch_size)}
     print(line := dumps(result))                         # strict JSON: a NaN error is null
     if cfg.out:
         Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)

@@ -96,10 +96,8 @@ class _Grower:
 
     def vector(self, b, new_n, index, writer=False, fill=0.0):
         """Grow a bias-like vector: new entries `fill` (0), or the mean of the old ones for a writer."""
-        b = b.detach()
-        new = torch.full((new_n,), fill, dtype=b.dtype, device=b.device)
-        if self.preserve and writer and not self.zero_pad:
-            new[:] = b.mean()
+        b, mean = b.detach(), self.preserve and writer and not self.zero_pad
+        new = torch.full((new_n,), b.mean().item() if mean else fill, dtype=b.dtype, device=b.device)
         new[index] = b
         return new
 
@@ -228,9 +226,8 @@ OUTPUT_LAYERS = (("attn.proj", "mlp.fc2"),                  # FlexiViT / timm Vi
 
 def output_layers(block):
     names = dict(block.named_modules())
-    for layout in OUTPUT_LAYERS:
-        if all(n in names for n in layout):
-            return layout
+    if layout := next((lo for lo in OUTPUT_LAYERS if all(n in names for n in lo)), None):
+        return layout
     raise ValueError(f"{type(block).__name__}: unknown block layout; pass zero=(names of the block's output "
                      f"layers), e.g. {OUTPUT_LAYERS[0]}")
 
@@ -266,8 +263,7 @@ def expand_depth(model, new_depth, preserve=False, where="end", init="copy", gam
     """Insert blocks in place up to new_depth, each after the block it copies (`init`), all after the last block
     (where="end") or spread evenly ("interleave"); preserve=True zeroes their layers named in `zero` (None:
     OUTPUT_LAYERS by layout), so each is the identity. Returns {new Parameter: (src, None)}."""
-    attr = "blocks" if hasattr(model, "blocks") else "layers"
-    blocks = getattr(model, attr)
+    blocks = getattr(model, attr := "blocks" if hasattr(model, "blocks") else "layers")
     depth = len(blocks)
     if isinstance(new_depth, bool) or not isinstance(new_depth, int) or new_depth < depth:
         raise ValueError(f"new_depth={new_depth!r} must be a whole number of blocks >= depth={depth}")

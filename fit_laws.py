@@ -4,12 +4,13 @@
     python fit_laws.py --logs runs/patch* --cost wall     # training seconds as the cost (App. F, Fig. 22)
 
 Per configuration (seeds pooled): drop the warm-up, resample, fit (Huber on log E), bootstrap, check extrapolation.
-As a library (numpy + scipy; copy this file alone): law = fit_law(C, E); law(C); law.inverse(E); load_laws(path).
+As a library (numpy + scipy; copy this file alone): law = fit_law(C, E); law(C); load_laws(path).
 """
 import contextlib, glob, io, json, math, os, re, sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
+from types import SimpleNamespace as Curve  # a configuration's pooled points: pool()
+from typing import Literal
 
 import numpy as np
 from scipy.optimize import minimize
@@ -20,8 +21,7 @@ MIN_POINTS = 5
 COSTS = {"flops": "flops", "wall": "seconds"}  # --cost -> the unit's name in laws.json's ci / extrapolation
 
 
-class UserError(ValueError):  # bad input: the message is one line naming the file/run and the problem
-    pass
+class UserError(ValueError): """Bad input: one line naming the file or run and the problem; the CLI exits 2."""
 
 # ---- the law, Eq. 1 -----------------------------------------------------------------------------------------
 
@@ -47,18 +47,6 @@ class Law:
     def __call__(self, C):  # Eq. 1: E at cost C; a scalar in, a float out
         with np.errstate(divide="ignore", over="ignore"):
             return (self.a * (np.asarray(C, float) + self.d) ** -self.b + self.c)[()]  # [()]: 0-d -> float
-
-    start = property(lambda self: float(self.a * max(self.d, 1.0) ** -self.b + self.c))  # law(0); law(1) if d < 1
-
-    def inverse(self, E):  # the cost at which the law reaches E: 0 for E >= law(0), inf for E <= c (never)
-        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            g = (np.asarray(E, float) - self.c) / self.a
-            return np.where(g > 0, np.maximum(np.abs(g) ** (-1.0 / self.b) - self.d, 0.0), np.inf)[()]
-
-    def inverse_slope(self, E):  # dC/dE of the unclamped inverse (Eq. 2's q_P; < 0), -inf for E <= c
-        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            g = (np.asarray(E, float) - self.c) / self.a
-            return np.where(g > 0, -np.abs(g) ** (-1.0 / self.b - 1.0) / (self.a * self.b), -np.inf)[()]
 
 # ---- the fit, App. B.4: theta = (log A, log b, c, log D) on x = C / max C; c >= 0 (c = 0: no floor, valid) ----
 
@@ -211,12 +199,8 @@ def warmup_flops(warmup, recs):
     return float(np.interp(warmup, steps, flops) if warmup <= steps[-1] else flops[-1] / steps[-1] * warmup)
 
 
-class Curve(SimpleNamespace):  # config, C, E, flops, runs, seeds, seed, warmup_dropped, no_warmup, flops_per_second
-    __iter__ = lambda self: iter((self.config, self.C, self.E))  # unpacks as (config, C, E)
-
-
 def pool(name, parts, per_seed, min_flops, min_flops_frac, cost):
-    """Seeds pooled: a configuration's runs (parts) sample one curve -> Curve of their points past the cuts."""
+    """Seeds pooled: a configuration's runs (parts) sample one curve -> Curve(config, C, E, flops, runs, seeds, ...)."""
     f_max = max(p["F"].max() for p in parts)
     for p in parts:
         F, warm = p["F"], p["warm"] or 0.0  # warm None: the header names no warm-up
@@ -416,7 +400,7 @@ class Config:
     logs: list[str]  # log.jsonl files, folders holding them (searched recursively) or globs
     metric: str = "fewshot10_error"  # metric to fit, by its name in the eval records (test_error, val_loss, ...)
     out: str = "laws.json"  # output laws.json; the plot goes beside it (same name, .png)
-    cost: str = "flops"  # x-axis: "flops" (cumulative training FLOPs) or "wall" (training seconds, App. F)
+    cost: Literal["flops", "wall"] = "flops"  # x-axis: cumulative training FLOPs, or training seconds (App. F)
     keep_warmup: bool = False  # keep the points before the end of warm-up (default: drop them)
     per_seed: bool = False  # one law per (config, seed), to see the spread (default: seeds pooled)
     min_flops: float = 0.0  # drop records below this compute
@@ -435,8 +419,6 @@ def check_args(cfg):  # bad flags, or an output path that cannot be written, bef
     out, json_name = Path(cfg.out), "give a .json name such as laws.json"
     if not (5 <= cfg.points <= 1e5 and 0 <= cfg.bootstrap <= 1e5 and 0 < cfg.extrap_frac < 1 and cfg.delta > 0):
         raise UserError("need 5 <= --points <= 100000, 0 <= --bootstrap <= 100000, 0 < --extrap-frac < 1, --delta > 0")
-    if cfg.cost not in COSTS:
-        raise UserError(f"--cost must be one of {', '.join(COSTS)} (got {cfg.cost!r})")
     if not (math.isfinite(cfg.min_flops) and cfg.min_flops >= 0):
         raise UserError(f"--min-flops {cfg.min_flops}: give a finite compute >= 0")
     if not 0 <= cfg.min_flops_frac < 1:

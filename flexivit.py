@@ -30,9 +30,8 @@ Use:
     >>> logits = model(images, patch=7)           # images [B, 1, 28, 28]
     >>> model.tokens(7), model.macs(7)            # 16 tokens, MACs of one forward pass
 
-torch.compile: the forward pass has no data-dependent control flow beyond the patch int.
-The first call at a new patch size builds its resize matrix outside the graph (one graph
-break, cached after); later calls compile to a single graph per patch size.
+torch.compile: no data-dependent control flow beyond the patch int; the first call at a new patch size builds its
+resize matrix outside the graph (one graph break, cached after), later calls compile to one graph per patch size.
 
 Copying: this file needs only torch; drop it into another repository as it is.
 """
@@ -83,11 +82,10 @@ def resize_matrix(old, new, mode="bilinear", antialias=False, device="cpu", dtyp
     """The PI-resize matrix pinv(B^T) [new*new, old*old], built once per
     (old, new, mode, antialias, device, dtype) and cached; a cache hit returns the same tensor."""
     key = (old, new, mode, antialias, torch.device(device), dtype)
-    mat = _RESIZE_CACHE.get(key)
-    if mat is None:
+    if key not in _RESIZE_CACHE:
         _check_mode(mode)
-        mat = _RESIZE_CACHE[key] = _build_resize_matrix(old, new, mode, antialias, torch.device(device), dtype)
-    return mat
+        _RESIZE_CACHE[key] = _build_resize_matrix(old, new, mode, antialias, torch.device(device), dtype)
+    return _RESIZE_CACHE[key]
 
 
 def pi_resize(weight, new_patch, *, mode="bilinear", antialias=False):
@@ -106,8 +104,7 @@ def resize_posemb(posemb, new_grid, mode="bilinear", antialias=False):
     nh, nw = (new_grid, new_grid) if isinstance(new_grid, int) else new_grid
     if posemb.shape[1] == nh and posemb.shape[2] == nw:
         return posemb
-    x = posemb.permute(0, 3, 1, 2)
-    x = F.interpolate(x, size=(nh, nw), mode=mode, align_corners=False, antialias=antialias)
+    x = F.interpolate(posemb.permute(0, 3, 1, 2), size=(nh, nw), mode=mode, align_corners=False, antialias=antialias)
     return x.permute(0, 2, 3, 1)
 
 
@@ -119,13 +116,9 @@ def valid_patches(image_size):
 # ----------------------------------------------------------------------------- model
 
 def attention(q, k, v, impl="auto"):
-    """softmax(q k^T / sqrt(head_dim)) v over [B, heads, N, head_dim].
-
-    impl "sdpa" is torch's fused scaled_dot_product_attention; "matmul" spells it out as two batched
-    matrix products and a softmax. "auto" picks by measurement (bench/bench_attention.py, N = 1..196
-    ViT tokens): sdpa on CUDA and in float32 on a CPU (its flash kernel is as fast or faster there), matmul
-    under CPU bf16 autocast, where the CPU flash kernel's bf16 backward is 2-3x slower than the two
-    products. Both agree within float rounding (tests/test_flexivit.py), forward and backward."""
+    """softmax(q k^T / sqrt(head_dim)) v over [B, heads, N, head_dim]: "sdpa" torch's fused kernel, "matmul" two
+    products and a softmax; "auto" as measured (bench/bench_attention.py): sdpa on CUDA and in float32 on a CPU,
+    matmul under CPU bf16 autocast, where the CPU flash kernel's bf16 backward is 2-3x slower."""
     if impl == "auto":
         impl = "matmul" if q.device.type == "cpu" and torch.is_autocast_enabled("cpu") else "sdpa"
     if impl == "sdpa":
@@ -139,24 +132,20 @@ def attention(q, k, v, impl="auto"):
 class Attention(nn.Module):
     def __init__(self, width, heads, head_dim):
         super().__init__()
-        self.heads, self.head_dim = heads, head_dim
-        self.impl = "auto"                                   # see attention(); FlexiViT.set_attention
+        self.heads, self.head_dim, self.impl = heads, head_dim, "auto"   # impl: attention(), set_attention
         self.qkv = nn.Linear(width, 3 * heads * head_dim)   # output [q | k | v], each [heads, head_dim]
         self.proj = nn.Linear(heads * head_dim, width)
 
     def forward(self, x):
         B, N, _ = x.shape   # heads are read off qkv's shape, so a grown model needs no other change here
         q, k, v = self.qkv(x).view(B, N, 3, -1, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-        x = attention(q, k, v, self.impl)                      # [B, heads, N, head_dim]
-        return self.proj(x.transpose(1, 2).reshape(B, N, -1))
+        return self.proj(attention(q, k, v, self.impl).transpose(1, 2).reshape(B, N, -1))   # heads back to width
 
 
 class Mlp(nn.Module):
     def __init__(self, width, mlp_dim):
         super().__init__()
-        self.fc1 = nn.Linear(width, mlp_dim)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(mlp_dim, width)
+        self.fc1, self.act, self.fc2 = nn.Linear(width, mlp_dim), nn.GELU(), nn.Linear(mlp_dim, width)
 
     def forward(self, x):
         return self.fc2(self.act(self.fc1(x)))
@@ -167,10 +156,8 @@ class Block(nn.Module):
 
     def __init__(self, width, heads, head_dim, mlp_dim, eps=1e-6):
         super().__init__()
-        self.norm1 = nn.LayerNorm(width, eps=eps)
-        self.attn = Attention(width, heads, head_dim)
-        self.norm2 = nn.LayerNorm(width, eps=eps)
-        self.mlp = Mlp(width, mlp_dim)
+        self.norm1, self.attn = nn.LayerNorm(width, eps=eps), Attention(width, heads, head_dim)
+        self.norm2, self.mlp = nn.LayerNorm(width, eps=eps), Mlp(width, mlp_dim)
 
     def forward(self, x):
         x = x + self.attn(self.norm1(x))
@@ -196,8 +183,7 @@ class FlexiViT(nn.Module):
             raise ValueError(f"width {width} is not divisible by heads {heads}")
         _check_mode(resize_mode)
         self.image_size, self.in_chans, self.num_classes = image_size, in_chans, num_classes
-        self.width, self.depth, self.heads = width, depth, heads
-        self.head_dim = width // heads
+        self.width, self.depth, self.heads, self.head_dim = width, depth, heads, width // heads
         self.mlp_ratio, self.mlp_dim = mlp_ratio, int(width * mlp_ratio)
         self.base_patch, self.posemb_grid = base_patch, posemb_grid
         self.resize_mode, self.antialias = resize_mode, antialias
@@ -219,12 +205,9 @@ class FlexiViT(nn.Module):
         nn.init.trunc_normal_(self.patch_weight, std=1 / math.sqrt(fan_in), a=-2 / math.sqrt(fan_in), b=2 / math.sqrt(fan_in))
         nn.init.zeros_(self.patch_bias)
         nn.init.normal_(self.posemb, std=0.02)
-        for m in self.modules():
+        for m in self.modules():                              # LayerNorms keep torch's gains 1, biases 0
             if isinstance(m, nn.Linear):
                 nn.init.trunc_normal_(m.weight, std=0.02, a=-0.04, b=0.04)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm):
-                nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
         nn.init.zeros_(self.head.weight)
 
@@ -242,9 +225,6 @@ class FlexiViT(nn.Module):
         return self
 
     # --- shapes and compute
-    def valid_patches(self, image_size=None):
-        return valid_patches(self.image_size if image_size is None else image_size)
-
     def _check_patch(self, h, w, patch):
         if h != w:
             raise ValueError(f"FlexiViT takes square images only; got {h}x{w}")
@@ -298,8 +278,6 @@ def build(name, image_size=28, in_chans=1, num_classes=10, **kw):
         if not m:
             raise ValueError(f"unknown model {name!r}: use V{{width}}-{{depth}}, e.g. one of {', '.join(SIZES)}")
         width, depth = int(m[1]), int(m[2])
-        heads = max(1, width // 64 if width >= 128 else width // 32)
-        if width < 1 or depth < 1:
-            raise ValueError(f"model {name!r}: width and depth must be positive")
+        heads = max(1, width // 64 if width >= 128 else width // 32)        # FlexiViT checks the sizes
     return FlexiViT(image_size=image_size, in_chans=in_chans, num_classes=num_classes,
                     width=width, depth=depth, heads=heads, **kw)

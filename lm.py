@@ -18,9 +18,8 @@ embedding and head are; a training token costs 6x (forward + backward, 2 FLOPs a
     >>> logits = model(tokens)                   # tokens [B, T] int64, any T <= max_context
     >>> model.macs_per_token(T)                  # MACs of one token's forward pass at context T
 
-Attention path (`attention()`): torch's fused scaled_dot_product_attention on CUDA and in float32 on
-a CPU; under CPU bf16 autocast the two matrix products and a masked softmax spelled out, whose backward
-is faster there than the CPU flash kernel's (bench/bench_attention.py).
+Attention path (`attention()`): torch's fused kernel on CUDA and in float32 on a CPU; under CPU bf16 autocast two
+products and a masked softmax, whose backward is faster there than the flash kernel's (bench/bench_attention.py).
 
 Copying: this file needs only torch; drop it into another repository as it is.
 """
@@ -75,29 +74,18 @@ def attention(q, k, v, impl="auto"):
         return F.scaled_dot_product_attention(q, k, v, is_causal=True)
     if impl != "matmul":
         raise ValueError(f"attention impl must be 'auto', 'sdpa' or 'matmul', got {impl!r}")
-    T = q.shape[-2]
     scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)
-    future = torch.ones(T, T, dtype=torch.bool, device=q.device).triu(1)
+    future = torch.ones(scores.shape[-2:], dtype=torch.bool, device=q.device).triu(1)   # [T, T]: j > i is masked
     return scores.masked_fill(future, float("-inf")).softmax(-1).to(v.dtype) @ v
-
-
-class RMSNorm(nn.Module):
-    def __init__(self, dim, eps=1e-6):
-        super().__init__()
-        self.eps, self.weight = eps, nn.Parameter(torch.ones(dim))
-
-    def forward(self, x):
-        return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
 
 
 class Block(nn.Module):
     def __init__(self, width, heads, mlp_dim):
         super().__init__()
         self.heads, self.head_dim, self.impl = heads, width // heads, "auto"
-        self.norm1, self.norm2 = RMSNorm(width), RMSNorm(width)
+        self.norm1, self.norm2 = nn.RMSNorm(width, eps=1e-6), nn.RMSNorm(width, eps=1e-6)
         self.qk = nn.Linear(width, 2 * width, bias=False)   # [q | k], each [heads, head_dim]: one RoPE call
-        self.v = nn.Linear(width, width, bias=False)
-        self.proj = nn.Linear(width, width, bias=False)
+        self.v, self.proj = nn.Linear(width, width, bias=False), nn.Linear(width, width, bias=False)
         self.gate = nn.Linear(width, mlp_dim, bias=False)   # separate matrices run faster on CPU than a
         self.up = nn.Linear(width, mlp_dim, bias=False)     # fused one (no strided halves, no cat in backward)
         self.down = nn.Linear(mlp_dim, width, bias=False)
@@ -108,8 +96,7 @@ class Block(nn.Module):
         qk = apply_rope(self.qk(h).view(B, T, 2 * self.heads, self.head_dim), freqs)
         q, k = qk.transpose(1, 2).split(self.heads, dim=1)       # [B, heads, T, head_dim]
         v = self.v(h).view(B, T, self.heads, self.head_dim).transpose(1, 2)
-        y = attention(q, k, v, self.impl)
-        x = x + self.proj(y.transpose(1, 2).reshape(B, T, C))
+        x = x + self.proj(attention(q, k, v, self.impl).transpose(1, 2).reshape(B, T, C))
         h = self.norm2(x)
         return x + self.down(F.silu(self.gate(h)) * self.up(h))
 
@@ -121,12 +108,10 @@ class LM(nn.Module):
         self.width, self.depth, self.mlp_dim, self.max_context = width, depth, mlp_dim, max_context
         self.embed = nn.Embedding(vocab_size, width)              # tied: also the output layer
         self.blocks = nn.ModuleList(Block(width, heads, mlp_dim) for _ in range(depth))
-        self.norm = RMSNorm(width)
+        self.norm = nn.RMSNorm(width, eps=1e-6)
         self.register_buffer("freqs", rope_freqs(width // heads, max_context), persistent=False)
-        for name, p in self.named_parameters():                  # GPT-2 init
-            if p.dim() == 2:
-                std = 0.02 / math.sqrt(2 * depth) if name.endswith(("proj.weight", "down.weight")) else 0.02
-                nn.init.normal_(p, std=std)
+        for name, p in ((n, p) for n, p in self.named_parameters() if p.dim() == 2):    # GPT-2 init
+            nn.init.normal_(p, std=0.02 / math.sqrt(2 * depth if name.endswith(("proj.weight", "down.weight")) else 1))
 
     def model_args(self):
         """kwargs that rebuild a model of the current shape (after any growth): LM(**model_args())."""

@@ -47,10 +47,6 @@ def dumps(obj, **kw):
     return json.dumps(strict(obj), allow_nan=False, **kw)
 
 
-def write_json(path, obj):
-    atomic_write(path, lambda tmp: Path(tmp).write_text(dumps(obj, indent=1) + "\n"))
-
-
 def check_out_dir(path, flag="--out-dir"):                  # a folder that can be made: none above it is a file
     path = Path(path)
     if file := next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None):
@@ -76,10 +72,17 @@ class RunLog:
         atomic_write(self.path, lambda tmp: Path(tmp).write_text("\n".join(lines) + "\n"))
 
     def records(self):
-        out = []
-        for line in self.path.read_text().splitlines():
-            with contextlib.suppress(json.JSONDecodeError):      # a line cut short by a kill
-                out.append(json.loads(line))
+        """Every record; a last line cut short by a kill is dropped, any other damage is one line (UserError)."""
+        lines, out = self.path.read_text(errors="replace").splitlines(), []
+        for i, line in enumerate(lines, 1):
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                rec = None if i < len(lines) else {}        # the last line cut short by a kill: dropped
+            if not isinstance(rec, dict):
+                raise UserError(f"{self.path}: line {i} is not a JSON object: the log is damaged; restore it, or "
+                                "start afresh with another --out-dir")
+            out += [rec] if rec else []
         return out
 
     def append(self, record):
@@ -121,9 +124,7 @@ def bf16_matrix_units(device):
         "avx512_bf16 only, whose bf16 matmul is slower than float32)" if caps.get("avx512_bf16") else "neither)")
 
 
-def resolve_precision(name, device):
-    if name not in ("auto", "fp32", "bf16"):
-        raise UserError(f"--precision {name!r}: use auto, fp32 or bf16")
+def resolve_precision(name, device):                  # name: auto, fp32 or bf16 (the Configs' Literal)
     ok, what = bf16_matrix_units(device)
     if name == "bf16" and not ok:
         raise UserError(f"--precision bf16: this {device.type.upper()} lacks {what}; use --precision fp32")
@@ -169,6 +170,21 @@ def check_resume(saved, wanted, path):
         if key in saved and saved[key] != value:
             raise UserError(f"--resume: {path} was trained with {key}={saved[key]!r}, this run asks for "
                             f"{value!r}: use the same value or another --out-dir")
+
+
+def check_run_folder(out, ckpt, log, resume, script, main=True):
+    """Whether a run in `out` resumes from `ckpt`: a checkpoint needs --resume and its log (never dropped silently)."""
+    if ckpt.is_symlink() and not ckpt.exists():
+        raise UserError(f"{ckpt} is a link to {os.readlink(ckpt)}, which does not exist: restore it, or remove the "
+                        "link to start afresh")
+    if ckpt.exists() and not resume:
+        raise UserError(f"{out} already holds a run: pass --resume to continue it, or another --out-dir")
+    if not ckpt.exists() and resume and main:           # killed before its first checkpoint: start afresh
+        print(f"{script}: no checkpoint in {out} yet; starting the run afresh", file=sys.stderr)
+    if ckpt.exists() and not any(r.get("type") == "header" for r in (log.records() if log.path.exists() else ())):
+        raise UserError(f"--resume: {log.path} is missing or holds no header beside {ckpt}: its records would be lost; "
+                        "restore the log, or start afresh with another --out-dir")
+    return ckpt.exists()
 
 
 class Checkpoints:
@@ -234,16 +250,11 @@ def check_finite_weights(model, step, ckpts):        # before a save: finite wei
     ckpts.norm = float(torch.stack([p.detach().double().square().sum() for p in model.parameters()]).sum().sqrt())
 
 
-def lr_scale(kind, ratio):
-    """The paper's learning rate under a batch (or tokens-per-step) ratio r: 1, r or sqrt(r) (Sec. 6.2)."""
-    return {"none": 1.0, "linear": ratio, "sqrt": math.sqrt(ratio)}[kind]
-
-
 def learning_rate(lr, step, warmup, scaling="none", ratio=1.0, rewarm=0, rewarm_from=None):
-    """--lr warmed up linearly then constant (App. A), scaled by the batch `ratio` (Sec. 6.2), re-warmed over `rewarm`
-    steps from the growth at `rewarm_from`."""
+    """--lr warmed up linearly then constant (App. A), scaled by the batch (or tokens-per-step) `ratio` r: x 1, r or
+    sqrt(r) (Sec. 6.2), re-warmed over `rewarm` steps from the growth at `rewarm_from`."""
     warm = lambda s, w: min(1.0, (s + 1) / max(w, 1))
-    lr = lr * lr_scale(scaling, ratio) * warm(step, warmup)
+    lr = lr * {"none": 1.0, "linear": ratio, "sqrt": math.sqrt(ratio)}[scaling] * warm(step, warmup)
     return lr * warm(step - rewarm_from, rewarm) if rewarm and rewarm_from is not None else lr
 
 
@@ -285,6 +296,9 @@ class World:
         """Join the process group (after every check that may fail): NCCL for CUDA, gloo for CPU."""
         cuda = device.type == "cuda"
         if self.size > 1 and not tdist.is_initialized():
+            if not {"MASTER_ADDR", "MASTER_PORT"} <= set(os.environ):       # WORLD_SIZE set by hand
+                raise UserError(f"WORLD_SIZE={self.size} without torchrun (no MASTER_ADDR / MASTER_PORT): launch "
+                                f"with torchrun --nproc_per_node {self.size}, or unset WORLD_SIZE")
             if cuda:
                 torch.cuda.set_device(device)
             tdist.init_process_group("nccl" if cuda else "gloo", timeout=datetime.timedelta(minutes=timeout_min),

@@ -26,11 +26,9 @@ from tqdm import tqdm
 import lm
 import runtime
 from data import evaluate, get_batch, load_corpus
-from lm import LM  # noqa: F401  (re-exported: the model's home is lm.py)
+from lm import LM
 from runtime import DivergedError, UserError  # noqa: F401  (NaN/inf and bad input: one line, exit code 2)
 
-PEAK_BF16_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40": 181e12, "4090": 165e12,
-                   "L4": 121e12, "A10": 125e12, "V100": 125e12}  # dense tensor-core peaks, for the bar's MFU
 STAGE_KEYS = ("context", "batch_size", "depth", "tokens_per_step")   # what a schedule stage's config may name
 
 
@@ -94,8 +92,7 @@ def model_args(name, vocab_size, max_context):                  # lm.model_args;
         raise UserError(str(e)) from None
 
 
-def check_flags(cfg):                                               # numeric flags in range, before any work
-    runtime.check_budget(cfg.steps, cfg.flops)
+def check_flags(cfg):                                    # numeric flags in range, before any work: (budget, unit)
     model_args(cfg.model, 256, 1)
     runtime.check_ranges(cfg, ("tokens_per_step", "context", "lr", "clip", "val_tokens", "ckpt_minutes",
                                "stop_after_steps"), (
@@ -103,6 +100,7 @@ def check_flags(cfg):                                               # numeric fl
         ("val_fraction", 0 < cfg.val_fraction < 1), ("eval_from", 0 < cfg.eval_from <= 1),
         ("threads", cfg.threads >= 0), ("ckpt_every", cfg.ckpt_every >= 0), ("evals", 0 <= cfg.evals <= 10_000),
         ("vocab_size", cfg.vocab_size >= 0), ("depth", cfg.depth >= 0)))
+    return runtime.check_budget(cfg.steps, cfg.flops)
 
 
 def load_stages(cfg):
@@ -171,12 +169,6 @@ def make_optimizer(model, cfg, device):
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay, fused=True)
 
 
-def learning_rate(cfg, step, tokens, rewarm_from=None):
-    """runtime.learning_rate: --warmup (Table 3), --lr-scaling by the step's tokens / --tokens-per-step (Sec. 6.2)."""
-    return runtime.learning_rate(cfg.lr, step, cfg.warmup, cfg.lr_scaling, tokens / cfg.tokens_per_step, cfg.rewarm,
-                                 rewarm_from)
-
-
 def grow(run, depth):
     """Grow the model to `depth` blocks (expand.py: each new one copies the block before it, output layers zero: the
     same function); AdamW moments kept, the optimiser rebuilt in parameter order as a resumed model's would be."""
@@ -188,20 +180,6 @@ def grow(run, depth):
     run.state.rewarm_from = run.state.step
 
 
-def peak_flops(device):
-    """FLOP/s that the bar's MFU is measured against: the GPU's bf16 peak if known, else a measured matmul."""
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else ""
-    if peak := next((peak for key, peak in PEAK_BF16_FLOPS.items() if key in name), None):
-        return peak
-    n, dtype = (8192, torch.bfloat16) if device.type == "cuda" else (1024, torch.float32)
-    a, seconds = torch.randn(n, n, device=device, dtype=dtype), []
-    for _ in range(4):
-        t = time.perf_counter()
-        (a @ a)[0, 0].item()                                  # .item() waits for the GPU
-        seconds.append(time.perf_counter() - t)
-    return 2 * n**3 / min(seconds)
-
-
 # ----------------------------------------------------------------------------- the run: set up, resume, save
 
 class Run:
@@ -209,7 +187,7 @@ class Run:
 
     def __init__(self, cfg):
         self.cfg, self.world = cfg, runtime.World.from_env()    # 1 process, or torchrun's rank / size
-        check_flags(cfg)
+        self.budget, self.unit = check_flags(cfg)
         self.device, self.precision, self.amp = runtime.machine(cfg, self.world)   # bf16 autocast, fp32 master weights
         self.stages, self.shapes, self.schedule = load_stages(cfg)
         self.train, self.val, vocab, data_name = load_corpus(cfg.data, cfg.glob, cfg.vocab_size, cfg.val_fraction,
@@ -220,18 +198,15 @@ class Run:
         torch.manual_seed(cfg.seed)
         self.model = LM(**self.margs).to(self.device)
         self.opt = make_optimizer(self.model, cfg, self.device)
-        self.out = runtime.check_out_dir(cfg.out_dir)
-        self.ckpts = runtime.Checkpoints(self.out / "ckpt.pt", self.world.main)
-        self.log = runtime.RunLog(self.out / "log.jsonl")
-        sched = self.schedule
-        bounds = [(s.flops_start, s.error_end) for s in sched.stages] if sched else None
+        self.out = out = runtime.check_out_dir(cfg.out_dir)
+        self.ckpts, self.log = runtime.Checkpoints(out / "ckpt.pt", self.world.main), runtime.RunLog(out / "log.jsonl")
+        bounds = [(s.flops_start, s.error_end) for s in sched.stages] if (sched := self.schedule) else None
         self.identity = json.loads(json.dumps({  # what --resume must find unchanged (JSON: tuples become lists)
             "model": self.margs, "data": data_name, "stages": self.stages, "shapes": self.shapes,
             "tokens_per_step": cfg.tokens_per_step, "seed": cfg.seed, "switch_on": cfg.switch_on if sched else None,
             "kind": sched and sched.kind, "boundaries": bounds, "lr_scaling": cfg.lr_scaling}))
         self.state, self.session = State(world_size=self.world.size), State()   # session: this process's throughput
         self.saved = time.time()                                                # when it last checkpointed
-        self.budget, self.unit = runtime.check_budget(cfg.steps, cfg.flops)
 
     def progress(self):
         return self.state.flops if self.unit == "flops" else self.state.step
@@ -239,12 +214,8 @@ class Run:
     def restore(self):
         """Continue from ckpt.pt (--resume), or start afresh; a folder with a checkpoint needs --resume."""
         cfg, path = self.cfg, self.ckpts.path
-        if not path.exists():
-            if cfg.resume and self.world.main:
-                print(f"train_lm.py: no checkpoint in {self.out} yet; starting the run afresh", file=sys.stderr)
+        if not runtime.check_run_folder(self.out, path, self.log, cfg.resume, "train_lm.py", self.world.main):
             return False
-        if not cfg.resume:
-            raise UserError(f"{self.out} already holds a run: pass --resume to continue it, or pick another --out-dir")
         try:
             ckpt = torch.load(path, map_location=self.device, weights_only=False)
         except Exception as e:   # truncated, foreign or corrupt: torch raises many kinds
@@ -271,28 +242,16 @@ class Run:
         """ckpt.pt, atomically, by rank 0 (the others hold the same state)."""
         runtime.check_finite_weights(self.model, self.state.step, self.ckpts)   # never a poisoned checkpoint
         self.saved = time.time()
-        rng = {"cpu": torch.get_rng_state(),
-               "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None}
-        ckpt = {"version": 1, "kind": "train_lm", "model": self.model.state_dict(),
-                "optimizer": self.opt.state_dict(), "rng": rng, "state": asdict(self.state),
+        cuda = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
+        ckpt = {"version": 1, "kind": "train_lm", "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
+                "rng": {"cpu": torch.get_rng_state(), "cuda": cuda}, "state": asdict(self.state),
                 "identity": self.identity, "model_args": self.margs, "config": asdict(self.cfg),
                 "grown_args": self.model.model_args(), "precision": self.precision} if self.world.main else None
         self.ckpts.save(ckpt, self.state.step)
 
-    def start_log(self, resuming):
-        """log.jsonl's header (a resume continues the log at its checkpoint's step and notes a new precision)."""
-        self.log.start({"version": 1, "type": "header", "run": self.out.name, "config": asdict(self.cfg),
-                        "metrics": ["val_loss", "val_loss_max_context"], "model_args": self.margs,
-                        "precision": self.precision, "params": sum(p.numel() for p in self.model.parameters()),
-                        "world_size": self.world.size}, *(self.state.step, self.was_precision) if resuming else ())
 
 
 # ----------------------------------------------------------------------------- the loop's parts
-
-def eval_points(run):                                               # runtime.eval_points for this run's flags
-    return runtime.eval_points(run.budget, run.cfg.evals, run.cfg.eval_from, switch_on=run.cfg.switch_on,
-                               sched=run.schedule if run.unit == "flops" else None)
-
 
 def stage_now(run):
     """This step's stage: random (FlexiViT's baseline), or by cumulative FLOPs (Eq. 2, schedule.py); never earlier."""
@@ -316,7 +275,8 @@ def train_step(run, fwd, context, batch):
     cfg, state = run.cfg, run.state
     x, y = (t.to(run.device) for t in get_batch(run.train, state.step, batch, context, cfg.seed,
                                                  rows=run.world.shard(batch)))   # this process's rows, seeded by step
-    lr = learning_rate(cfg, state.step, batch * context, state.rewarm_from)
+    lr = runtime.learning_rate(cfg.lr, state.step, cfg.warmup, cfg.lr_scaling, batch * context / cfg.tokens_per_step,
+                               cfg.rewarm, state.rewarm_from)   # --warmup (Table 3), --lr-scaling by tokens (Sec. 6.2)
     for group in run.opt.param_groups:
         group["lr"] = lr
     with run.amp:
@@ -356,11 +316,14 @@ def main(cfg: Config):
     world, state, session = run.world, run.state, run.session
     world.init(run.device)
     plain, fwd = forwards(run)
-    if world.main:
-        run.start_log(resuming)
-    points = eval_points(run)
+    if world.main:                         # log.jsonl's header; a resume continues the log, noting a new precision
+        header = {"version": 1, "type": "header", "run": run.out.name, "config": asdict(cfg),
+                  "metrics": ["val_loss", "val_loss_max_context"], "model_args": run.margs, "precision": run.precision,
+                  "params": sum(p.numel() for p in run.model.parameters()), "world_size": world.size}
+        run.log.start(header, *(state.step, run.was_precision) if resuming else ())
+    points = runtime.eval_points(run.budget, cfg.evals, cfg.eval_from, switch_on=cfg.switch_on,
+                                 sched=run.schedule if run.unit == "flops" else None)
     next_eval = int(np.searchsorted(points, run.progress(), side="right"))   # points passed are done
-    peak = peak_flops(run.device) if world.main else 1.0
     bar = tqdm(total=run.budget, initial=run.progress(), unit="FLOP" if run.unit == "flops" else "step",
                unit_scale=run.unit == "flops", mininterval=1.0, dynamic_ncols=True,
                disable=None if cfg.progress and world.main else True)
@@ -381,7 +344,7 @@ def main(cfg: Config):
             sums.tokens, sums.flops, sums.wall = sums.tokens + tokens, sums.flops + step_flops, sums.wall + dt
         bar.update(run.progress() - bar.n)
         bar.set_postfix(ctx=context, loss=f"{loss:.3f}", tok_s=f"{session.tokens / session.wall:.0f}",
-                        mfu=f"{session.flops / session.wall / peak:.1%}", refresh=False)
+                        flop_s=f"{session.flops / session.wall:.3g}", refresh=False)   # achieved: vs the peak
 
         # Evaluate at the log-spaced points (rank 0; the others wait in the broadcast), then checkpoint.
         if next_eval < len(points) and run.progress() >= points[next_eval]:

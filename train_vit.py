@@ -30,8 +30,9 @@ from data import (Images, augment, batch_indices, eval_images, generator, key_se
                   normalize)
 from runtime import UserError
 
-RESUME_KEYS = ("dataset", "image_size", "model", "patch", "base_patch", "posemb_grid", "fewshot_data", "random",
-               "patch_sizes", "batch_size", "seed", "flip", "switch_on", "objective", "temperature", "head_dim")
+RESUME_KEYS = ("data_dir", "dataset", "image_size", "model", "patch", "base_patch", "posemb_grid", "fewshot_data",
+               "random", "patch_sizes", "batch_size", "seed", "flip", "switch_on", "objective", "temperature",
+               "head_dim")
 SHAPE_KEYS = ("patch", "width", "depth", "batch_size", "objective")
 OBJECTIVES = ("supervised", "distill")
 kept_path = lambda out, flops: Path(out) / f"ckpt_at_{flops:.4g}.pt"  # --keep-at's copy of ckpt.pt at those FLOPs
@@ -326,12 +327,9 @@ class Run:
     def restore(self):
         """The model from ckpt.pt (--resume; the same run, checked), or new at the first stage's width and depth."""
         cfg, path, t = self.cfg, self.ckpts.path, self.template
-        if path.exists() and not cfg.resume:
-            raise UserError(f"{self.out} holds a run already: pass --resume to continue it, or another --out-dir")
         self.ck = None
-        if not path.exists() and not cfg.start_from:     # killed before its first checkpoint: start afresh
-            if cfg.resume and self.world.main:
-                print(f"train_vit.py: no checkpoint in {self.out} yet; starting the run afresh", file=sys.stderr)
+        if not runtime.check_run_folder(self.out, path, self.log, cfg.resume, "train_vit.py", self.world.main) \
+                and not cfg.start_from:                  # no checkpoint: a new model (--start-from: a pilot's start)
             w0, d0 = self.stages[0]["width"], self.stages[0]["depth"]
             self.model = t if (w0, d0) == (t.width, t.depth) else flexivit.FlexiViT(
                 **{**t.model_args(), "width": w0, "depth": d0, "heads": w0 // t.head_dim})
@@ -343,7 +341,7 @@ class Run:
             raise UserError(f"{e}; delete it to start afresh" if not self.forked else f"--start-from: {e}") from None
         if not {"optimizer", "state", "config", "schedule_hash"} <= set(ck):
             raise UserError(f"{src} is not a train_vit.py checkpoint; use another --out-dir")
-        keys = ("dataset", "image_size", "fewshot_data", "batch_size", "seed", "flip") if self.forked else RESUME_KEYS
+        keys = RESUME_KEYS[:3] + ("fewshot_data", "batch_size", "seed", "flip") if self.forked else RESUME_KEYS
         runtime.check_resume({k: ck["config"].get(k, getattr(Config, k)) for k in keys}, vars(cfg), src)
         if ck["schedule_hash"] != self.shash and not self.forked:
             raise UserError(f"--resume: {path} was trained with another schedule; use the same one or another --out-dir")

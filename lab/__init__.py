@@ -2,3 +2,10 @@
 comparison and the report, the run planner, image preparation, the benchmarks). It imports the core (the
 top-level scripts); the core never imports it. Run its scripts from the repository root: python lab/reproduce.py
 """
+from pathlib import Path
+
+
+def write_json(path, obj):
+    """The lab's result files: `obj` as strict JSON (runtime.dumps), written atomically (runtime.atomic_write)."""
+    import runtime
+    runtime.atomic_write(path, lambda tmp: Path(tmp).write_text(runtime.dumps(obj, indent=1) + "\n"))

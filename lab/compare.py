@@ -69,7 +69,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # the core, at the repository root
 from fit_laws import UserError as FitError, fit_law
-from runtime import UserError, atomic_write, run_cli, write_json  # UserError: the one bad-input type
+from lab import write_json
+from runtime import UserError, atomic_write, run_cli  # UserError: the one bad-input type
 
 
 @dataclasses.dataclass

@@ -47,6 +47,7 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # the core, at the repository root
 import data as prepared                               # the prepared format's reader, in data.py
 import runtime
+from lab import write_json
 from lab.presets import PRESETS
 from runtime import UserError
 
@@ -166,18 +167,28 @@ def decode_chunk(task):
 class Progress:
     """<split>.progress.json: the chunks done (a prefix of them) and the images skipped, for a resume."""
 
-    def __init__(self, path, fp):
+    def __init__(self, path, fp, n, chunks):
         self.path, self.fp, self.done, self.bad, self.compacted = Path(path), fp, 0, [], False
         try:
             old = json.loads(self.path.read_text())
-        except (OSError, ValueError):
-            return
-        if isinstance(old, dict) and old.get("fingerprint") == fp:
-            self.done, self.bad, self.compacted = int(old["done"]), [list(b) for b in old["bad"]], bool(old["compacted"])
+        except (OSError, ValueError, RecursionError):
+            old = None if not self.path.exists() else {"fingerprint": fp}     # unreadable: damaged, as below
+        if not isinstance(old, dict) or old.get("fingerprint") != fp:
+            return                                        # none, or another preparation's: start afresh
+        done, bad, compacted = old.get("done"), old.get("bad"), old.get("compacted")
+        if (type(done) is int and 0 <= done <= chunks and type(compacted) is bool and isinstance(bad, list)
+                and all(isinstance(b, list) and len(b) == 3 and type(b[0]) is int and 0 <= b[0] < n for b in bad)):
+            self.done, self.bad, self.compacted = done, [list(b) for b in bad], compacted
+        else:                                             # edited by hand: nothing in it can be trusted
+            warn(f"{self.path} is damaged (done {done!r}); preparing the split afresh")
 
     def save(self):
-        runtime.write_json(self.path, {"version": prepared.VERSION, "fingerprint": self.fp, "done": self.done,
+        write_json(self.path, {"version": prepared.VERSION, "fingerprint": self.fp, "done": self.done,
                                        "bad": self.bad, "compacted": self.compacted})
+
+
+def warn(text):
+    tqdm.write(f"prepare_images.py: warning: {text}", file=sys.stderr)
 
 
 def check_bad(bad, cfg, split):
@@ -268,9 +279,13 @@ def prepare_split(cfg, split, classes, files, channels, workers):
     done = finished(out, split, fp)
     if done:                                              # the same command again: nothing to do
         return done, channels
-    prog = Progress(out / f"{split}.progress.json", fp)
+    prog = Progress(out / f"{split}.progress.json", fp, len(files), -(-len(files) // cfg.chunk))
     if prog.compacted and not partial.exists() and data.exists():
         os.replace(data, partial)                         # killed while finishing: finish again
+    sizes = [n * R * R * channels for n in (len(files), len(files) - len(prog.bad))[:1 + prog.compacted]]
+    if prog.done and partial.exists() and (size := partial.stat().st_size) not in sizes:
+        warn(f"{partial} is {size} bytes, not {sizes[0]}: cut short, its rows lost; preparing the {split} split afresh")
+        prog.done = 0                                     # the repair: decode every chunk again
     if prog.done == 0 or not partial.exists():            # a new preparation (or one whose file went missing)
         prog.done, prog.bad, prog.compacted = 0, [], False
         meta_path.unlink(missing_ok=True)
@@ -291,7 +306,7 @@ def prepare_split(cfg, split, classes, files, channels, workers):
             "counts": np.bincount(labels, minlength=len(classes)).tolist(), "bytes": n * R * R * channels,
             "data": data.name, "labels": labels_path.name, "source": str(Path(cfg.src).resolve() / split),
             "skipped": [b[1] for b in prog.bad], "fingerprint": fp}
-    runtime.write_json(meta_path, meta)
+    write_json(meta_path, meta)
     prog.path.unlink(missing_ok=True)
     return meta, channels
 

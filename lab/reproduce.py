@@ -46,10 +46,10 @@ from typing import Literal
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # the core, at the repository root
-from lab import report, transfer
+from lab import report, transfer, write_json
 import runtime
 from lab.presets import PRESETS
-from runtime import UserError, write_json
+from runtime import UserError
 
 # per experiment: the trainer, and the baselines it can train (train_vit.py's random mode draws patch sizes only)
 TRAINER = {"context": "train_lm.py", "lm-depth": "train_lm.py"}
@@ -252,7 +252,7 @@ def static_shapes(e: str, p: dict, teacher: str) -> list[tuple[str, list[str], f
         if p["lr_scaling"] not in ("none", "linear", "sqrt"):
             raise UserError(f"--set lr_scaling={p['lr_scaling']}: use none, linear or sqrt")
         return [(f"static_bs{b}", ["--model", m, "--patch", str(p["patch"]),      # the trainer's own rule
-                                   *opt(b, p["lr"] * runtime.lr_scale(p["lr_scaling"], b / b0))], f)
+                                   *opt(b, runtime.learning_rate(p["lr"], 0, 0, p["lr_scaling"], b / b0))], f)
                 for b in sorted(p["batch_sizes"])]
     if e == "distill":
         base = ["--model", m, "--patch", str(p["patch"]), *opt()]
@@ -600,7 +600,7 @@ def main(cfg: Config) -> bool:
                                                        LM_EXPERIMENTS else {}),
                              runs=[dict(name=j.name, kind=j.kind, seed=j.seed, budget=j.budget)
                                                           for j in static + sched]),
-                  check=lambda: check_runs(cfg, p, static))   # each run's flags, metrics, patch sizes
+                  check=lambda: (check_runs(cfg, p, static), check_orphans(root, static + sched)))
     t0, bar = time.time(), Bar(static + sched)
     say(f"== {cfg.experiment} ({cfg.preset}), seeds {' '.join(map(str, seeds))}, {p['flops']:.3g} FLOPs a run, "
         f"{len(static + sched)} runs, {cfg.jobs} at a time; output in {root}/")
@@ -642,6 +642,30 @@ def check_runs(cfg: Config, p: dict, static: list[Job]) -> None:
         raise UserError(f"{where}: the {side}-pixel images have no patch size {' '.join(map(str, bad))} (valid: "
                         f"{' '.join(map(str, flexivit.valid_patches(side)))}); --set patches=... or prepare the data "
                         "at a resolution they all divide (e.g. 120)")
+
+
+UNSET = ("threads", "progress", "resume", "out_dir")     # how and where a run is carried out, not what it computes
+
+
+def check_orphans(root: Path, jobs: list[Job]) -> None:
+    """With no pipeline.json (deleted), runs already in `root` must be this command's: each run's logged flags are
+    its job's (as its trainer parses them), else the pipeline would mix the runs of two settings."""
+    import importlib
+    for job in (j for j in jobs if (j.out / "log.jsonl").is_file()):
+        script = job.cmd[1]
+        trainer = importlib.import_module(Path(script).stem)
+        want = json.loads(runtime.dumps(dataclasses.asdict(runtime.parse(trainer.Config, script, job.cmd[2:]))))
+        try:
+            have = json.loads((job.out / "log.jsonl").read_text(errors="replace").splitlines()[0])["config"]
+        except (IndexError, ValueError, TypeError, KeyError):
+            have = None
+        if not isinstance(have, dict):
+            raise UserError(f"{root} has no pipeline.json and {job.out / 'log.jsonl'} names no settings; give "
+                            "another --out-dir (or remove the run folders to start afresh)")
+        if diff := [k for k in want if k not in UNSET and have.get(k) != want[k]]:
+            raise UserError(f"{root} has no pipeline.json and its run {job.name} was trained with {diff[0]} "
+                            f"{have.get(diff[0])!r}, this command asks for {want[diff[0]]!r}: rerun that run's "
+                            "command, or give another --out-dir")
 
 
 def plan_sweep(cfg: Config, p: dict, static: list[Job], sched: list[Job]) -> None:

@@ -32,8 +32,8 @@ from scipy import optimize, stats
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # the core, at the repository root
 import schedule  # noqa: E402
 import train_vit  # noqa: E402
-from lab import report  # noqa: E402
-from runtime import UserError, run_cli, write_json  # noqa: E402
+from lab import report, write_json  # noqa: E402
+from runtime import UserError, run_cli  # noqa: E402
 
 
 def evals(run: Path) -> list[dict]:

@@ -242,6 +242,14 @@ CASES = {
                                                           npz(w, b, y_test=np.full(60, np.nan))), "labels"),
     "vit-npz-label-count": ("train_vit.py", lambda w, b: vit(b, w / "new", "--steps", 2, "--data-dir",
                                                            npz(w, b, y_train=np.zeros(7, np.int64))), "bad.npz"),
+    "vit-npz-string-labels": ("train_vit.py", lambda w, b: vit(b, w / "new", "--steps", 2, "--data-dir", npz(
+        w, b, y_train=np.array(["cat", "dog"] * 120))), "training labels must be a 1-d integer array"),
+    "vit-npz-negative-label": ("train_vit.py", lambda w, b: vit(b, w / "new", "--steps", 2, "--data-dir", npz(
+        w, b, y_test=np.r_[-1, np.ones(59, np.int64)])), "test class labels must lie in [0, 65536)"),
+    "vit-npz-one-class": ("train_vit.py", lambda w, b: vit(b, w / "new", "--steps", 2, "--data-dir", npz(
+        w, b, y_train=np.ones(240, np.int64), y_test=np.ones(60, np.int64))), "two classes"),
+    "vit-npz-untrained-test-class": ("train_vit.py", lambda w, b: vit(b, w / "new", "--steps", 2, "--data-dir", npz(
+        w, b, y_test=np.full(60, 11))), "test class(es) [11] have no training image"),
     "vit-npz-empty-test": ("train_vit.py", lambda w, b: vit(b, w / "new", "--steps", 2, "--data-dir", npz(
         w, b, x_test=np.zeros((0, 16, 16), np.uint8), y_test=np.zeros(0, np.int64))), "bad.npz"),
     "vit-npz-float-images": ("train_vit.py", lambda w, b: vit(b, w / "new", "--steps", 2, "--data-dir", npz(

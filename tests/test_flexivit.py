@@ -141,8 +141,8 @@ def test_bad_patch_raises_listing_valid_sizes():
         model(torch.randn(1, 1, 28, 14), 7)
     with pytest.raises(ValueError, match="valid patch sizes"):
         FlexiViT(width=32, depth=1, heads=2, patch_sizes=[7, 5])
-    assert model.valid_patches() == [1, 2, 4, 7, 14, 28]
-    assert model.valid_patches(120)[-3:] == [40, 60, 120]
+    assert flexivit.valid_patches(model.image_size) == [1, 2, 4, 7, 14, 28]
+    assert flexivit.valid_patches(120)[-3:] == [40, 60, 120]
 
 
 def test_build_by_name():

@@ -3,6 +3,7 @@ every bad input), the memory-mapped reader (training, resume, crops and flips, r
 and --plan on the trainers and the pipeline."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -98,6 +99,31 @@ def test_a_preparation_stopped_mid_way_resumes_to_the_same_files(folder, tmp_pat
     assert not list(out.glob("*.partial")) and not list(out.glob("*progress*")) and not list(out.glob(".*tmp*"))
 
 
+@pytest.mark.parametrize("damage", ["truncated", "done-text", "done-huge", "bad-rows", "garbage"])
+def test_a_damaged_partial_preparation_is_repaired(folder, tmp_path, damage):
+    """Issue 25: the partial file cut short, or the progress file edited, after a kill: the rerun says so in a warning
+    and prepares the split afresh, to the same files as an undisturbed preparation."""
+    src, whole = folder
+    out = tmp_path / "out"
+    cmd = [sys.executable, str(ROOT / "lab" / "prepare_images.py"), "--src", str(src), "--out", str(out), "--resolution",
+           "24", "--workers", "1", "--chunk", "2", "--no-progress"]
+    assert subprocess.run([*cmd, "--stop-after-chunks", "3"], capture_output=True).returncode == 137
+    prog = out / "train.progress.json"
+    doc = json.loads(prog.read_text())
+    if damage == "truncated":
+        os.truncate(out / "train.u8.partial", 100)
+    elif damage == "garbage":
+        prog.write_bytes(b"\xff{not json")
+    else:
+        prog.write_text(json.dumps({**doc, **{"done-text": {"done": "3"}, "done-huge": {"done": 10 ** 9},
+                                              "bad-rows": {"bad": [[10 ** 6, "x.jpg", "?"]]}}[damage]}))
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    assert "warning:" in r.stderr and ("cut short" in r.stderr or "damaged" in r.stderr), r.stderr
+    for name in ("train.u8", "val.u8", "train.labels.npy", "val.labels.npy"):
+        assert (out / name).read_bytes() == (whole / name).read_bytes(), name
+
+
 def test_corrupt_images_are_skipped_named_and_counted_up_to_max_bad(tmp_path, capsys):
     src = make_image_folder(tmp_path / "src", per_class=12)
     (src / "train" / "c1" / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
@@ -163,6 +189,20 @@ def test_truncated_or_foreign_prepared_files_are_refused(folder, tmp_path, capsy
     (bad / "val.json").write_text((out / "val.json").read_text().replace('"version": 1', '"version": 7'))
     assert train_vit.cli(args) == 2
     one_line_error(capsys, bad / "val.json", "version 7")
+    assert not (tmp_path / "r").exists()
+
+
+def test_prepared_labels_out_of_range_are_refused(folder, tmp_path, capsys):
+    """Issue 25: a label of -1 (or past the class list) in a prepared folder is one line, not a traceback."""
+    _, out = folder
+    bad = tmp_path / "bad"
+    shutil.copytree(out, bad)
+    labels = np.load(out / "val.labels.npy")
+    labels[3] = -1
+    np.save(bad / "val.labels.npy", labels)
+    args = ["--data-dir", str(bad), "--model", "V32-2", "--patch", "12", "--steps", "2", "--out-dir", str(tmp_path / "r")]
+    assert train_vit.cli(args) == 2
+    one_line_error(capsys, bad, "test class labels must lie in [0, 3)", "-1")
     assert not (tmp_path / "r").exists()
 
 

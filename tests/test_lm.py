@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
+import runtime
 import train_lm
 from train_lm import LM, Config, UserError, main, model_args
 
@@ -156,7 +157,7 @@ def test_batch_size_stage_sets_tokens_flops_and_lr(tmp_path, corpus):
     assert [r["tokens"] for r in logged] == [256, 512, 768, 1792, 2816, 3840]
     assert logged[-1]["flops"] == pytest.approx(3 * small + 3 * big, rel=1e-12)
     assert [r["lr"] for r in logged] == pytest.approx([cfg.lr * s for s in (0.25, 0.5, 0.75, 4.0, 4.0, 4.0)])
-    rate = lambda scaling, tokens: train_lm.learning_rate(dataclasses.replace(cfg, lr_scaling=scaling), 9, tokens)
+    rate = lambda scaling, tokens: runtime.learning_rate(cfg.lr, 9, cfg.warmup, scaling, tokens / cfg.tokens_per_step)
     assert [rate(s, 1024) for s in ("none", "linear", "sqrt")] == pytest.approx([cfg.lr, 4 * cfg.lr, 2 * cfg.lr])
     assert rate("sqrt", 256) == cfg.lr                                 # no batch_size: the LR of --lr
     for bad in ({"context": 32, "batch_size": 0}, {"context": 32, "batch_size": True}, {"batch_size": 8},

@@ -78,8 +78,8 @@ def test_train_lm_bad_flags_one_line(corpus, tmp_path, capsys, extra, names):
     assert names in err and not (tmp_path / "r").exists(), err
 
 
-@pytest.mark.parametrize("labels, says", [(lambda y: -y - 1, "class indices"), (lambda y: y.astype(np.float32), "integer"),
-                                          (lambda y: y.astype(np.int64) + 2**40, "class indices")])
+@pytest.mark.parametrize("labels, says", [(lambda y: -y - 1, "class labels must lie in"), (lambda y: y.astype(np.float32), "integer"),
+                                          (lambda y: y.astype(np.int64) + 2**40, "class labels must lie in")])
 def test_npz_labels_are_checked(npz, tmp_path, capsys, labels, says):
     with np.load(npz) as z:
         arrays = dict(z)
@@ -95,6 +95,7 @@ def test_unreadable_checkpoint_is_named_in_one_line(npz, corpus, tmp_path, capsy
     out.mkdir()
     cli, args, script = ((train_vit.cli, vit_args(npz, out, "--steps", 2, "--resume"), "train_vit.py") if trainer == "vit"
                          else (train_lm.cli, lm_args(corpus, out, "--steps", 2, "--resume"), "train_lm.py"))
+    (out / "log.jsonl").write_text('{"type": "header"}\n')                       # a log beside it, as a run leaves
     (out / "ckpt.pt").write_bytes(b"PK\x03\x04 not a checkpoint")                # truncated / corrupt
     assert "ckpt.pt is not a readable checkpoint" in one_line(capsys, cli, args, script)
     torch.save({"weights": torch.zeros(2)}, out / "ckpt.pt")                    # another program's file

@@ -39,7 +39,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 import expand  # noqa: E402
 import flexivit  # noqa: E402
 from data import UserError, load_dataset  # noqa: E402
-from runtime import write_json  # noqa: E402
+from lab import write_json  # noqa: E402
 from bench_growth import test_error, to_float  # noqa: E402  (the same measure as the one-growth benchmark)
 
 

@@ -27,9 +27,9 @@ FMNIST = "/usr/share/datasets/fashion-mnist"
 
 
 def record(name, obj):
-    import runtime
+    from lab import write_json
     RESULTS.mkdir(parents=True, exist_ok=True)
-    runtime.write_json(RESULTS / f"{name}.json", obj)
+    write_json(RESULTS / f"{name}.json", obj)
     print(json.dumps(obj, indent=1))
 
 
@@ -56,7 +56,7 @@ def prep(n_images=5000, workers=2):
 def fmnist_prepared():
     """Fashion-MNIST written as a prepared folder (the same images, no JPEG round trip)."""
     import data
-    import runtime
+    from lab import write_json
     out = WORK / "fmnist-prepared"
     if (out / "val.json").exists():
         return out
@@ -68,7 +68,7 @@ def fmnist_prepared():
         d.write_bytes(arr.tobytes())
         with open(lab, "wb") as f:
             np.save(f, b.numpy().astype(np.int32))
-        runtime.write_json(meta, {"version": data.VERSION, "kind": data.KIND, "split": split,
+        write_json(meta, {"version": data.VERSION, "kind": data.KIND, "split": split,
                                   "shape": list(arr.shape), "classes": [str(i) for i in range(10)],
                                   "resolution": 28, "channels": 1, "bytes": arr.nbytes})
     return out
@@ -117,7 +117,7 @@ def speed(rounds=40, steps=5):
 def sparse_prepared(rows, name):
     """A prepared folder of `rows` 28x28 images: a sparse data file (zeros, no disk) and real random labels."""
     import data
-    import runtime
+    from lab import write_json
     out = WORK / name
     out.mkdir(parents=True, exist_ok=True)
     for split, n in (("train", rows), ("val", 10000)):
@@ -126,7 +126,7 @@ def sparse_prepared(rows, name):
             f.truncate(n * 784)
         with open(lab, "wb") as f:
             np.save(f, np.random.default_rng(0).integers(0, 10, n).astype(np.int32))
-        runtime.write_json(meta, {"version": data.VERSION, "kind": data.KIND, "split": split,
+        write_json(meta, {"version": data.VERSION, "kind": data.KIND, "split": split,
                                   "shape": [n, 28, 28, 1], "classes": [str(i) for i in range(10)],
                                   "resolution": 28, "channels": 1, "bytes": n * 784})
     return out

@@ -34,7 +34,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
-from runtime import UserError, run_cli, write_json  # noqa: E402
+from lab import write_json  # noqa: E402
+from runtime import UserError, run_cli  # noqa: E402
 
 
 @dataclass
