@@ -4,7 +4,7 @@ Each configuration P ({"patch": 7}, {"width": 384}, ...) has a law E = f_P(C) (l
 inverse g_P(E) is the cost of reaching error E. Eq. 2: at every error level train the P with the smallest |q_P(E)| =
 |dg_P/dE|, switching where that argmin changes (Fig. 3); a DP keeps the transition rules and pays --switch-cost.
 
-    python schedule.py --laws laws.json --target-error 0.12 --out runs/schedule.json --baselines
+    python schedule.py --laws laws.json --target-error 0.12 --out runs/schedule.json
     python schedule.py --laws laws.json --budget 5e14 --rules patch=any --switch-cost width=2e12
     python schedule.py --check my_schedule.json        # a hand-written schedule against the rules
 """
@@ -41,7 +41,7 @@ num = lambda x: isinstance(x, (int, float)) and not isinstance(x, bool) and (  #
 ge0, gt0 = (lambda x: num(x) and x >= 0), (lambda x: num(x) and x > 0)
 
 
-# ====================================================== the maths (Sec. 4): laws, Eq. 2, the DP, savings, baselines
+# ================================================================ the maths (Sec. 4): laws, Eq. 2, the DP, savings
 
 @dataclass(frozen=True)
 class Law:
@@ -297,34 +297,6 @@ def make_schedule(laws, target, rules=None, switch_cost=0.0, switch_cost_key=Non
             "predicted": predicted(laws, target, rows[-1][2], stages[-1]["flops_end"])}
 
 
-def baseline_schedules(laws, doc, switch_cost=0.0, switch_cost_key=None):
-    """Fig. 7, same configurations and cost F: switches at F k/K, at F_lo (F/F_lo)^(k/K), or FlexiViT's random mix."""
-    seq, F, flops = [s["law"] for s in doc["stages"]], doc["predicted"]["cost"], doc["cost"] == "flops"
-    S, K = switch_costs(laws, switch_cost, switch_cost_key), len(seq)
-    lo = min((laws[p].cost_lo for p in seq if laws[p].cost_lo), default=None)
-    lo = lo if lo and lo < F else F / 1000
-    head = lambda kind: {"version": VERSION, "kind": kind, "random": kind == "random", "metric": doc["metric"],
-                         "cost": doc["cost"], "target_error": doc["target_error"]}
-    out = {}
-    for kind, bd in {"linear": [F * k / K for k in range(K + 1)],
-                     "log": [0.0] + [lo * (F / lo) ** (k / K) for k in range(1, K)] + [F]}.items():
-        stages, E, prev = [], laws[seq[0]].start, None
-        for k, p in enumerate(seq):  # the errors along the laws; one entered above its f(0) starts at its C = 0
-            law, spend = laws[p], bd[k + 1] - bd[k] - (S[prev, p] if prev is not None else 0.0)
-            e1 = E if E <= law.c else float(law(float(law.inverse(min(E, law.start))) + max(spend, 0.0)))
-            stages.append({"config": law.config, "name": law.name, "law": p, "error_start": E, "error_end": e1,
-                           "cost_start": bd[k], "cost_end": bd[k + 1]})
-            E, prev = e1, p
-        out[kind] = {**head(kind), "stages": with_flops(laws, stages),
-                     "predicted": {"cost": F, "flops": stages[-1]["flops_end"], "error": E}}
-    out["log"].update(log_start_cost=lo, **({"log_start_flops": lo} if flops else {}))
-    fps = 1.0 if flops else float(np.mean([l.flops_per_second for l in laws]))
-    out["random"] = {**head("random"), "predicted": {"cost": F, "flops": F * fps, "error": None}, "stages": [
-        {"config": l.config, "name": l.name, "law": p, "error_start": None, "error_end": None, "cost_start": 0.0,
-         "cost_end": F, "flops_start": 0.0, "flops_end": F * fps} for p, l in enumerate(laws)]}
-    return out
-
-
 # ============================================================================ the files, checked at the boundary
 
 def strict_json(x):  # can x be written as strict JSON (no NaN, no Infinity)? schedule.py copies configs out
@@ -487,11 +459,10 @@ class Config:
     laws: str = "laws.json"  # laws.json from fit_laws.py (one law E = a*(C+d)**(-b) + c per configuration)
     target_error: float | None = None  # error to reach (or give --budget)
     budget: float | None = None  # in the laws' cost (FLOPs; seconds: wall): the target is the best static error there
-    out: str = "schedule.json"  # where to write the schedule (schedule.png and the baselines go next to it)
+    out: str = "schedule.json"  # where to write the schedule (schedule.png goes next to it)
     allow_any: bool = False  # allow any transition (default: patch never grows; the other keys never shrink)
     rules: tuple[str, ...] = ()  # per-key rules KEY=up|down|any (up: never shrinks, down: never grows)
     switch_cost: tuple[str, ...] = ()  # cost per switch in the laws' cost, FLOPS and/or KEY=FLOPS (e.g. width=2e12)
-    baselines: bool = False  # also write schedule_linear.json, schedule_log.json, schedule_random.json (Fig. 7)
     plot: bool = True  # write schedule.png (paper Fig. 3)
     grid: int = 2000  # error grid points (the greedy partition before brentq; the DP when rules or costs bind)
     max_extrap_error: float = 0.3  # leave out laws whose extrapolation check (fit_laws.py) misses by more
@@ -519,7 +490,7 @@ def parse_switch_cost(items):  # ("1e11", "width=2e12") -> (1e11, {"width": 2e12
     return costs.pop(""), costs
 
 
-def report(doc, target, baselines):
+def report(doc, target):
     pr, unit, wall = doc["predicted"], doc["predicted"]["unit"], doc["cost"] == "wall"
     return [f"{'stage':>5}  {'config':<24} {'error':^22} {unit:^22}" + (f" {'FLOPs':^22}" if wall else "")] + [
         f"{i:>5}  {s['name']:<24} {s['error_start']:>9.4g} -> {s['error_end']:<9.4g} {s['cost_start']:>9.3g} -> "
@@ -529,9 +500,7 @@ def report(doc, target, baselines):
         f"{pr['best_static']['name']} {pr['best_static']['cost']:.3g}: predicted savings {100 * pr['savings']:.1f}% "
         f"of {unit}" + (f" ({100 * pr['savings_flops']:.1f}% of FLOPs)" if wall else ""),
         "static: " + ", ".join(f"{s['name']} " + (f"{s['cost']:.3g}" if s["cost"] else "never") for s in pr["static"])
-    ] + [f"baseline {k}: same cost, predicted error {b['predicted']['error']:.4g}" for k, b in baselines.items()
-         if b["predicted"]["error"] is not None] + [f"{t}: no measured transfer, Eq. 2 (a free switch) is used"
-                                                    for t in doc.get("transfer", {}).get("eq2", [])]
+    ] + [f"{t}: no measured transfer, Eq. 2 (a free switch) is used" for t in doc.get("transfer", {}).get("eq2", [])]
 
 
 def main(cfg):
@@ -543,9 +512,7 @@ def main(cfg):
     _need(not (os.path.isdir(out) or cfg.out.endswith(os.sep)),
           f"--out {cfg.out} is a folder; give a file name such as {os.path.join(cfg.out, 'schedule.json')}")
     _need(not out.lower().endswith(".png"), f"--out {cfg.out} ends in .png, the plot's own path; give a .json name")
-    others = {os.path.join(out_dir, f"schedule_{k}.json"): "a baseline" for k in ("linear", "log", "random")
-              if cfg.baselines} | {os.path.abspath(cfg.laws): "--laws"}
-    _need(out not in others, f"--out {cfg.out} is also {others.get(out)}'s path; give another name")
+    _need(out != os.path.abspath(cfg.laws), f"--out {cfg.out} is also --laws's path; give another name")
     _need(cfg.max_extrap_error >= 0, f"--max-extrap-error {cfg.max_extrap_error}: give a relative error >= 0")
     _need(10 <= cfg.grid <= 1_000_000, f"--grid must be 10 to 1000000 error levels (got {cfg.grid})")
     base, per_key = parse_switch_cost(cfg.switch_cost)
@@ -557,11 +524,8 @@ def main(cfg):
     os.makedirs(out_dir, exist_ok=True)
     if cfg.plot:
         plot(laws, doc, os.path.splitext(cfg.out)[0] + ".png")
-    baselines = baseline_schedules(laws, doc, base, per_key) if cfg.baselines else {}
-    for kind, b in baselines.items():
-        write_json(os.path.join(out_dir, f"schedule_{kind}.json"), b)
     write_json(cfg.out, doc)
-    print("\n".join(report(doc, target, baselines)))
+    print("\n".join(report(doc, target)))
 
 
 def cli(args=None):

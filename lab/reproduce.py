@@ -17,7 +17,7 @@ Six steps, each a run of one of the project's scripts; what a step prints goes t
   1. static runs   train_vit.py / train_lm.py at one fixed shape a run, once per seed     -> <run>_s<seed>/
                    (distill: first one teacher on all cores; its training is not counted, its forwards are)
   2. laws          fit_laws.py on the static runs of every seed, pooled per shape         -> laws.json, .png
-  3. schedule      schedule.py for the static runs' budget, and the baselines            -> schedule*.json, .png
+  3. schedule      schedule.py for the static runs' budget, and lab/baselines.py         -> schedule*.json, .png
   4. scheduled     the law schedule and the baselines (linear, log, random), once per seed -> sched_<kind>_s<seed>/
                    When the laws do not cross, the law, linear and log schedules have one stage and would only
                    repeat a static run: they are not trained (the random baseline still is, where there is one).
@@ -493,9 +493,10 @@ def train(jobs: list[Job], parallel: int, bar: Bar, desc: str, tolerate: bool = 
             proc.wait()
 
 
-def step(name: str, cmd: list[str], log: Path) -> None:
-    """Run one of the project's scripts (fit_laws.py, schedule.py, compare.py), its output to `log`."""
-    with open(log, "w") as f:
+def step(name: str, cmd: list[str], log: Path, mode: str = "w") -> None:
+    """Run one of the project's scripts (fit_laws.py, schedule.py, compare.py), its output to `log` (mode "a": after
+    what is there)."""
+    with open(log, mode) as f:
         f.write("$ " + " ".join(cmd) + "\n")
         f.flush()
         rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT).returncode
@@ -702,21 +703,24 @@ def hours(seconds: float) -> str:
     return f"{seconds / 3600:.2f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min"
 
 
-def schedule_step(p: dict, root: Path, budget: float, out: str = "schedule.json", flags=("--baselines",),
-                  target: float | None = None) -> bool:
-    """schedule.py on the laws, with the baselines, for the best static law's error at `budget` (or `target`); False
-    when fewer than two laws pass its checks (extrapolation, fit bounds): then nothing can be scheduled, which is a
-    finding of the sweep, not a failure of the pipeline."""
+def schedule_step(p: dict, root: Path, budget: float, out: str = "schedule.json", flags=(),
+                  target: float | None = None, baselines: bool = True) -> bool:
+    """schedule.py on the laws for the best static law's error at `budget` (or `target`), then (`baselines`)
+    lab/baselines.py on its schedule, its output after schedule.py's in the same log; False when fewer than two laws
+    pass the checks (extrapolation, fit bounds): then nothing can be scheduled, which is a finding of the sweep, not a
+    failure of the pipeline."""
+    laws = ["--laws", str(root / "laws.json"), "--max-extrap-error", str(p["max_extrap_error"]),
+            *(["--allow-bound-laws"] if p.get("allow_bound_laws") else [])]       # the same laws for both
+    goal = ["--budget", repr(budget)] if target is None else ["--target-error", repr(target)]
+    log = root / out.replace(".json", ".txt")
     try:
-        step("schedule.py", [sys.executable, "schedule.py", "--laws", str(root / "laws.json"),
-                             *(["--budget", repr(budget)] if target is None else ["--target-error", repr(target)]),
-                             "--max-extrap-error", str(p["max_extrap_error"]), "--out",
-                             str(root / out), *flags, *(["--allow-bound-laws"] if p.get("allow_bound_laws") else [])],
-             root / out.replace(".json", ".txt"))
+        step("schedule.py", [sys.executable, "schedule.py", *laws, *goal, "--out", str(root / out), *flags], log)
     except StepFailed:
         if report.too_few_laws(root) is None:             # the report reads the same line for its verdict
             raise
         return False
+    if baselines:                                          # Fig. 7: schedule_linear.json, _log, _random beside it
+        step("baselines.py", [sys.executable, "lab/baselines.py", "--schedule", str(root / out), *laws], log, "a")
     return True
 
 
@@ -806,9 +810,8 @@ def pilots_step(cfg: Config, p: dict, root: Path, static: list[Job], sched: list
     write_json(root / "pilots.json", {"version": 1, "pilots": plan})
     transfer.remeasure(root)
     eq2 = len(json.loads((root / "schedule.json").read_text())["stages"])   # Eq. 2's plan: one shape, no baselines
-    schedule_step(p, root, p["flops"], "schedule_transfer.json", ("--transfer", str(root / "transfer.json"),
-                                                                   *(("--baselines",) if eq2 == 1 else ())),
-                  target=measured_target(static, p["metric"]))
+    schedule_step(p, root, p["flops"], "schedule_transfer.json", ("--transfer", str(root / "transfer.json")),
+                  target=measured_target(static, p["metric"]), baselines=eq2 == 1)
     if len(json.loads((root / "schedule_transfer.json").read_text())["stages"]) > 1:
         return sched
     say("== with the measured transfer the best plan is a single shape: no transfer schedule to train")

@@ -238,7 +238,7 @@ def test_no_scheduled_run_when_the_laws_do_not_cross(tmp_path, monkeypatch, caps
     trained, commands, compared = [], [], []
     monkeypatch.setattr(reproduce, "train", lambda jobs, parallel, bar, desc: trained.extend(jobs))
 
-    def fake_step(name, cmd, log):   # fit_laws.py and schedule.py: schedule.py's one-stage answer
+    def fake_step(name, cmd, log, mode="w"):   # fit_laws.py and schedule.py: schedule.py's one-stage answer
         commands.append(Path(cmd[1]).name)
         if Path(cmd[1]).name == "compare.py":
             compared.extend(Path(x).name for x in cmd[cmd.index("--runs") + 1:cmd.index("--metric")])
@@ -249,7 +249,7 @@ def test_no_scheduled_run_when_the_laws_do_not_cross(tmp_path, monkeypatch, caps
 
     ok = reproduce.main(Config(experiment="batch", preset="smoke", out_dir=str(tmp_path)))
     assert ok is False
-    assert commands == ["fit_laws.py", "schedule.py", "compare.py"]
+    assert commands == ["fit_laws.py", "schedule.py", "baselines.py", "compare.py"]
     assert sorted(j.name for j in trained) == sorted(compared) == ["static_bs128_s0", "static_bs32_s0"]
     assert not any("--schedule" in j.cmd for j in trained)
     assert "do not cross" in capsys.readouterr().out

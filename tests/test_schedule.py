@@ -12,6 +12,7 @@ import pytest
 from scipy.integrate import quad
 
 import schedule as sch
+from lab import baselines
 from schedule import Law, Schedule, ScheduleError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -201,7 +202,7 @@ def test_budget_target_is_the_best_static_error():
 def test_baselines_share_configs_and_compute():
     doc = sch.make_schedule(PAIR, 0.12)
     F = doc["predicted"]["flops"]
-    out = sch.baseline_schedules(PAIR, doc)
+    out = baselines.baseline_schedules(PAIR, doc)
     lin, log, rnd = out["linear"], out["log"], out["random"]
     assert [s["config"] for s in lin["stages"]] == [s["config"] for s in doc["stages"]]
     assert [s["flops_start"] for s in lin["stages"]] == pytest.approx([0, F / 2])
@@ -303,24 +304,29 @@ def test_non_finite_config_or_metric_is_refused_where_the_file_is_read(tmp_path,
     """Issue 26, item 3: Infinity or NaN in a config (or the metric) would go into schedule.json, which is strict JSON:
     refused on reading laws.json, one line naming the file and the field, exit code 2, nothing written."""
     p = write_laws(tmp_path / "laws.json", PAIR)
+    sch.write_json(str(good := tmp_path / "good.json"), sch.make_schedule(PAIR, 0.12, metric="fewshot10_error"))
     text = open(p).read()
     assert text.count(old) == 1
     open(p, "w").write(text.replace(old, new))
     with pytest.raises(ScheduleError, match=re.escape(field)):
         sch.load_laws(p)
     out = tmp_path / "s.json"
-    assert sch.cli(["--laws", p, "--target-error", "0.12", "--out", str(out), "--no-plot", "--baselines"]) == 2
+    assert sch.cli(["--laws", p, "--target-error", "0.12", "--out", str(out), "--no-plot"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"schedule.py: error: {p}: field {field}"), err
-    assert not out.exists() and not list(tmp_path.glob("schedule_*.json"))
+    assert not out.exists()
+    assert baselines.cli(["--schedule", str(good), "--laws", p]) == 2      # the baselines read the laws the same way
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"baselines.py: error: {p}: field {field}"), err
+    assert not list(tmp_path.glob("schedule_*.json"))
 
 
 def test_everything_written_is_strict_json(tmp_path):
     """A configuration whose cost to the target overflows a float is "never" (null), not Infinity."""
     huge = Law("p14", {"patch": 14}, 1.0, 0.005, 0.1, 1e10)  # g(0.1001) = 1e4**200 - d: past a float's range
     p = write_laws(tmp_path / "laws.json", [huge, law("p7", {"patch": 7}, 0.05, 0.5, 1e12)])
-    assert sch.cli(["--laws", p, "--target-error", "0.1001", "--out", str(tmp_path / "s.json"), "--no-plot",
-                    "--baselines"]) == 0
+    assert sch.cli(["--laws", p, "--target-error", "0.1001", "--out", str(tmp_path / "s.json"), "--no-plot"]) == 0
+    assert baselines.cli(["--schedule", str(tmp_path / "s.json"), "--laws", p]) == 0
     for f in ("s.json", "schedule_linear.json", "schedule_log.json", "schedule_random.json"):
         json.loads((tmp_path / f).read_text(), parse_constant=lambda c: pytest.fail(f"{f} holds {c}"))
     assert json.loads((tmp_path / "s.json").read_text())["predicted"]["static"][0]["cost"] is None
@@ -349,21 +355,26 @@ def test_bad_targets():
 
 # ----------------------------------------------------------------------------- the command line
 
-def run_cli(*args):
+def run_cli(*args, script="schedule.py"):
     env = dict(os.environ, OMP_NUM_THREADS="1", MPLBACKEND="Agg")
-    return subprocess.run([sys.executable, os.path.join(ROOT, "schedule.py"), *args], capture_output=True,
+    return subprocess.run([sys.executable, os.path.join(ROOT, script), *args], capture_output=True,
                           text=True, env=env, cwd=ROOT)
 
 
 def test_cli_writes_schedule_png_and_baselines(tmp_path):
     laws = write_laws(tmp_path / "laws.json", PAIR)
     out = tmp_path / "run" / "schedule.json"
-    r = run_cli("--laws", laws, "--target-error", "0.12", "--out", str(out), "--baselines")
+    r = run_cli("--laws", laws, "--target-error", "0.12", "--out", str(out))
     assert r.returncode == 0, r.stderr
     assert "savings" in r.stdout and "patch=7" in r.stdout
     s = Schedule.load(out)
     assert s.configs == [{"patch": 14}, {"patch": 7}] and s.stages[0].flops_start == 0.0
     assert os.path.getsize(tmp_path / "run" / "schedule.png") > 1000
+    assert not list((tmp_path / "run").glob("schedule_*.json"))          # the baselines are lab/baselines.py's
+    r = run_cli("--schedule", str(out), "--laws", laws, script="lab/baselines.py")
+    assert r.returncode == 0, r.stderr
+    assert [ln.split(":")[0] for ln in r.stdout.splitlines()] == ["baseline linear", "baseline log"], r.stdout
+    assert "same cost, predicted error" in r.stdout
     for kind in ("linear", "log", "random"):
         assert Schedule.load(tmp_path / "run" / f"schedule_{kind}.json").kind == kind
     assert not [f for f in os.listdir(tmp_path / "run") if f.endswith(".tmp")]
@@ -379,6 +390,45 @@ def test_cli_budget_and_switch_cost(tmp_path):
     d = json.loads((tmp_path / "s.json").read_text())
     assert d["budget"] == 1e14 and d["switch_cost"] == 1e9 and d["switch_cost_key"] == {"patch": 1e9}
     assert d["predicted"]["best_static"]["flops"] == pytest.approx(1e14) and not (tmp_path / "s.png").exists()
+    assert baselines.cli(["--schedule", str(tmp_path / "s.json"), "--laws", laws]) == 0   # the schedule's switch costs
+    want = baselines.baseline_schedules(loaded := sch.load_laws(laws), d, 1e9, {"patch": 1e9})
+    for kind in ("linear", "log"):
+        got = json.loads((tmp_path / f"schedule_{kind}.json").read_text())
+        assert got["predicted"]["error"] == pytest.approx(want[kind]["predicted"]["error"], rel=1e-12)
+    free = baselines.baseline_schedules(loaded, d)                        # a switch that costs: a worse baseline
+    assert want["linear"]["predicted"]["error"] > free["linear"]["predicted"]["error"]
+
+
+def test_baselines_refuse_a_missing_schedule_in_one_line(tmp_path):
+    laws = write_laws(tmp_path / "laws.json", PAIR)
+    missing = tmp_path / "none.json"
+    r = run_cli("--schedule", str(missing), "--laws", laws, script="lab/baselines.py")
+    assert r.returncode == 2 and r.stderr.strip() == f"baselines.py: error: {missing}: file not found", r.stderr
+    assert sorted(os.listdir(tmp_path)) == ["laws.json"]
+
+
+def test_baselines_need_the_laws_schedule_py_had(tmp_path, capsys):
+    """The stages name their laws by place among those the filters keep: other filters are refused, not misread;
+    a baseline's own path as --schedule is refused before any work."""
+    p = write_laws(tmp_path / "laws.json", [law("p28", {"patch": 28}, 0.3, 0.3, 1e13), *PAIR])
+    doc = json.loads(open(p).read())
+    doc["laws"][0]["extrapolation"] = {"rel_max": 0.5}
+    open(p, "w").write(json.dumps(doc))
+    out = str(tmp_path / "s.json")
+    assert sch.cli(["--laws", p, "--target-error", "0.12", "--out", out, "--no-plot", "--max-extrap-error", "1"]) == 0
+    assert [s["law"] for s in json.loads(open(out).read())["stages"]] == [1, 2]
+    capsys.readouterr()
+    assert baselines.cli(["--schedule", out, "--laws", p]) == 2
+    err = capsys.readouterr().err.strip().splitlines()      # after load_laws's warning: the law left out
+    assert len(err) == 2 and "law p28 left out" in err[0] and err[1].startswith(f"baselines.py: error: {out}: "), err
+    assert "field 'stages[0].law'" in err[1] and "--max-extrap-error" in err[1], err
+    assert not list(tmp_path.glob("schedule_*.json"))
+    assert baselines.cli(["--schedule", out, "--laws", p, "--max-extrap-error", "1"]) == 0
+    lin = tmp_path / "schedule_linear.json"
+    assert Schedule.load(lin).configs == [{"patch": 14}, {"patch": 7}]
+    before = lin.read_text()
+    assert baselines.cli(["--schedule", str(lin), "--laws", p, "--max-extrap-error", "1"]) == 2
+    assert "linear baseline's own path" in capsys.readouterr().err and lin.read_text() == before
 
 
 @pytest.mark.parametrize("args, needle", [
@@ -469,8 +519,9 @@ def test_cost_wall_schedules_seconds_and_converts_switch_points_to_flops(tmp_pat
     laws = sch.load_laws(p)
     assert [l.cost for l in laws] == ["wall"] * 3 and laws[2].flops_per_second == 1e9 and laws[0].cost_lo == 10.0
     out = tmp_path / "run" / "schedule.json"
-    r = run_cli("--laws", p, "--target-error", "0.07", "--out", str(out), "--baselines")
+    r = run_cli("--laws", p, "--target-error", "0.07", "--out", str(out))
     assert r.returncode == 0, r.stderr
+    assert baselines.cli(["--schedule", str(out), "--laws", p]) == 0
     doc = json.loads(out.read_text())
     assert doc["cost"] == "wall" and doc["predicted"]["unit"] == "seconds" and "% of seconds" in r.stdout
     st = doc["stages"]
@@ -521,7 +572,7 @@ def test_cli_out_png_folder_or_laws_refused_before_any_work(tmp_path, out, needl
     laws = write_laws(tmp_path / "laws.json", PAIR)
     (tmp_path / "folder").mkdir()
     before = (tmp_path / "laws.json").read_text()
-    r = run_cli("--laws", laws, "--target-error", "0.12", "--out", str(tmp_path / out), "--baselines")
+    r = run_cli("--laws", laws, "--target-error", "0.12", "--out", str(tmp_path / out))
     assert r.returncode == 2 and needle in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert sorted(os.listdir(tmp_path)) == ["folder", "laws.json"] and not os.listdir(tmp_path / "folder")
     assert (tmp_path / "laws.json").read_text() == before
