@@ -520,7 +520,8 @@ def main(cfg):
     target = target_for(laws, cfg.target_error, cfg.budget)
     transfer, eq2 = load_transfer(cfg.transfer, laws, rules) if cfg.transfer else (None, [])
     doc = {**make_schedule(laws, target, rules, base, per_key, cfg.grid, laws[0].metric, transfer), "laws": cfg.laws,
-           "budget": cfg.budget, **({"transfer": {"file": cfg.transfer, "eq2": eq2}} if cfg.transfer else {})}
+           "budget": cfg.budget, **({"transfer": {"file": cfg.transfer, "eq2": eq2, "window": transfer["window"]}}
+                                    if cfg.transfer else {})}
     os.makedirs(out_dir, exist_ok=True)
     if cfg.plot:
         plot(laws, doc, os.path.splitext(cfg.out)[0] + ".png")

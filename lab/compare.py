@@ -283,8 +283,10 @@ def read_stages(r: Run, laws: dict, static: list[Run], ref_law, target: float | 
             out.append((a, b, None, None, "short"))
         elif shape is None:
             out.append((a, b, None, None, "raw"))
-        else:
-            out.append((a, b, shape, fit_shift(shape, r.flops[a:b], r.error[a:b], target), "fit"))
+        else:   # a stage the shifted law cannot follow (a grown model below the static shape's asymptote): raw
+            k = fit_shift(shape, r.flops[a:b], r.error[a:b], target)
+            miss = np.median(np.abs(np.log(shape(k * r.flops[a:b][-MIN_STAGE:]) / r.error[a:b][-MIN_STAGE:])))
+            out.append((a, b, shape, k, "fit") if miss <= 2 * SCALE else (a, b, None, None, "raw"))
     return out
 
 

@@ -191,7 +191,8 @@ def predicted_flops(sched: dict, laws: dict, target: float) -> float | None:
         if E is not None and E <= target:
             return s["flops_start"]
         C0 = 0.0 if E is None else max(_g(x, E) + s.get("transfer", 0.0), 0.0)   # schedule.py --transfer's tau
-        need, last = max(_g(x, target) - C0, 0.0), k == len(sched["stages"]) - 1
+        floor = (sched.get("transfer") or {}).get("window", 0.0) if "transfer" in s else 0.0   # as schedule.py plans
+        need, last = max(_g(x, target) - C0, floor), k == len(sched["stages"]) - 1
         if last or s["flops_start"] + need <= s["flops_end"]:
             return s["flops_start"] + need
         E = _f(x, C0 + s["flops_end"] - s["flops_start"])
@@ -391,7 +392,8 @@ def write_report(root: Path) -> tuple[bool, str]:
     man = man or {}
     params = man.get("params", {})
     few = None if sched else too_few_laws(root)
-    ok, line = (False, no_cross(sched, man.get("budget"))) if sched and len(sched["stages"]) < 2 else \
+    planned = comp and any(r["kind"] == "transfer" for r in comp["runs"])   # pilots' plan: judged even if Eq. 2's
+    ok, line = (False, no_cross(sched, man.get("budget"))) if sched and len(sched["stages"]) < 2 and not planned else \
         (False, few) if few else judge(comp) if comp else \
         (False, "== verdict: no comparison (no scheduled run finished): FAIL")
     out = [f"# {man.get('experiment', '?')} pipeline ({man.get('preset', '?')})",

@@ -50,10 +50,12 @@ def test_every_run_of_every_preset_has_its_budget_seed_and_folder(tmp_path, expe
     runs = [j for j in static if j.kind == "static"]
     assert len(runs) == 2 * len({j.name.rsplit("_s", 1)[0] for j in runs}) and {j.seed for j in runs} == {0, 3}
     assert all("--schedule" not in j.cmd for j in static) and all("--schedule" in j.cmd for j in sched)
-    kinds = ["law", *reproduce.BASELINES.get(experiment, reproduce.DEFAULT_BASELINES)]
+    pilots = ["transfer"] if "pilot_points" in p else []       # issue 24: the plan with measured transfer
+    kinds = ["law", *pilots, *reproduce.BASELINES.get(experiment, reproduce.DEFAULT_BASELINES)]
     assert [j.kind for j in sched] == kinds * 2
     assert {flag(j.cmd, "--schedule") for j in sched} == {str(tmp_path / n) for n in (
         "schedule.json", *[f"schedule_{k}.json" for k in kinds[1:]])}
+    assert all(("--keep-at" in j.cmd) == bool(pilots) for j in runs)   # the pilots' starting checkpoints
 
 
 def test_patch_plan_resizes_the_demo_images(tmp_path):
