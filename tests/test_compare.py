@@ -253,3 +253,15 @@ def test_a_record_that_is_not_a_finite_number_is_refused_naming_it(tmp_path, fie
     log.write_text("\n".join(lines) + "\n")
     with pytest.raises(compare.UserError, match=rf"log.jsonl:4: {field} .* is not a finite number"):
         run(runs)
+
+
+def test_a_stage_below_the_static_shapes_asymptote_is_read_raw_not_missed(tmp_path):
+    """A grown model can end below the law of its shape trained from scratch (issue 24: depth growth); law(k C)
+    cannot follow it for any k, so the stage is read off its own evaluations instead of 'never reached'."""
+    paths = statics(tmp_path)
+    below = np.linspace(law7(C[7]), 0.11, 14) + QUIET            # ends under patch 7's c = 0.12
+    got = row(run(paths + [scheduled(tmp_path, below)]), "sched_law")
+    assert got["stages"][1]["read"] == "raw"
+    assert got["flops_savings"] is not None and got["flops_savings"] > 0.3
+    ahead = law7(C / 0.7) + QUIET                                # one the shifted law follows: still fitted
+    assert row(run(paths + [scheduled(tmp_path, ahead, name="f")]), "f")["stages"][1]["read"] == "fit"
