@@ -3,6 +3,10 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# One thread for numpy/scipy's OpenBLAS too, here (set before numpy loads it) and in every process a test starts
+# that does not set its own (the pipeline's fit_laws.py and compare.py steps): on a busy 2-core machine scipy's
+# L-BFGS-B fits ran ~10x slower with OpenBLAS's threads (a smoke pipeline's compare.py step: 143 s, 14 s with one).
+os.environ["OMP_NUM_THREADS"] = "1"
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402

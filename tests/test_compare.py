@@ -186,7 +186,15 @@ def cli(*args):
                           capture_output=True, text=True, cwd=ROOT)
 
 
-def test_bad_input_is_one_line_exit_2_nothing_written(tmp_path):
+def cli_here(capsys, *args):
+    """compare.cli in this process (what `python lab/compare.py` runs): (exit code, stdout, stderr)."""
+    capsys.readouterr()
+    code = compare.cli([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_bad_input_is_one_line_exit_2_nothing_written(tmp_path, capsys):
     paths = statics(tmp_path)
     out = tmp_path / "out"
     laws = tmp_path / "laws.json"
@@ -208,13 +216,17 @@ def test_bad_input_is_one_line_exit_2_nothing_written(tmp_path):
              ((*paths, binary), f"{binary / 'log.jsonl'}"),
              ((*paths, tmp_path / "missing"), "no such log"),
              ((*paths, tmp_path / "laws.json"), "laws.json")]
-    for args, msg in cases:
-        r = cli("--runs", *args, "--out-dir", out, "--no-plot")
-        assert r.returncode == 2 and msg in r.stderr, (args, r.stderr)
-        assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+    for i, (args, msg) in enumerate(cases):     # the first in a real process, the others through the same cli()
+        if i == 0:
+            r = cli("--runs", *args, "--out-dir", out, "--no-plot")
+            code, err = r.returncode, r.stderr
+        else:
+            code, _, err = cli_here(capsys, "--runs", *args, "--out-dir", out, "--no-plot")
+        assert code == 2 and msg in err, (args, err)
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
         assert not out.exists()
-    r = cli("--runs", *paths, "--out-dir", afile, "--no-plot")
-    assert r.returncode == 2 and "is a file" in r.stderr and afile.read_text() == "x"
+    code, _, err = cli_here(capsys, "--runs", *paths, "--out-dir", afile, "--no-plot")
+    assert code == 2 and "is a file" in err and afile.read_text() == "x"
 
 
 def test_given_target_without_a_static_run_reaching_it(tmp_path):

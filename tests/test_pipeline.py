@@ -23,6 +23,15 @@ def cli(*args, cwd=ROOT):
                           cwd=cwd)
 
 
+def cli_here(capsys, *args):
+    """What `python lab/reproduce.py ARGS` runs (its __main__ line), in this process: (exit code, stderr).
+    Tests that spawn it (cli) prove the exit code and the absence of a traceback on a real process."""
+    capsys.readouterr()
+    code = reproduce.runtime.run_cli(reproduce.main, Config, "reproduce.py", list(args), errors=(reproduce.StepFailed,),
+                                     interrupted="the same command resumes where it stopped")
+    return code, capsys.readouterr().err
+
+
 def flag(cmd, name):
     assert cmd.count(name) == 1, (name, cmd)
     return cmd[cmd.index(name) + 1]
@@ -112,14 +121,18 @@ def test_growth_plans_start_small_and_grow(tmp_path):
     (["--set", "patches="], "patches"), (["--set", "evals=2.5"], "whole"),
     (["--experiment", "context", "--preset", "demo"], "presets"),
 ])
-def test_bad_input_is_one_line_and_exit_2(tmp_path, args, says):
-    r = cli("--preset", "smoke", "--out-dir", str(tmp_path / "out"), *args)
-    assert r.returncode == 2 and "Traceback" not in r.stderr
-    assert len(r.stderr.strip().splitlines()) == 1 and says in r.stderr
+def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, args, says):
+    if args[0] == "--seeds" and args[1] == "0":       # one in a real process (exit code, no traceback), the rest here
+        r = cli("--preset", "smoke", "--out-dir", str(tmp_path / "out"), *args)
+        code, err = r.returncode, r.stderr
+    else:
+        code, err = cli_here(capsys, "--preset", "smoke", "--out-dir", str(tmp_path / "out"), *args)
+    assert code == 2 and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1 and says in err
     assert not (tmp_path / "out").exists()
 
 
-def test_a_rerun_of_another_setting_is_refused_and_loses_nothing(tmp_path, monkeypatch):
+def test_a_rerun_of_another_setting_is_refused_and_loses_nothing(tmp_path, monkeypatch, capsys):
     out = tmp_path / "out"
     def interrupted(*args):
         raise KeyboardInterrupt
@@ -135,9 +148,9 @@ def test_a_rerun_of_another_setting_is_refused_and_loses_nothing(tmp_path, monke
                        (["--seeds", "0", "1", "--set", "evals=7"], "evals"),
                        (["--seeds", "0", "1", "--experiment", "batch"], "experiment"),
                        (["--seeds", "0", "1", "--precision", "fp32"], "precision")]:
-        r = cli("--preset", "smoke", "--out-dir", str(out), *args)
-        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
-        assert says in r.stderr and "pipeline.json" in r.stderr
+        code, err = cli_here(capsys, "--preset", "smoke", "--out-dir", str(out), *args)   # a pass would train: 130
+        assert code == 2 and len(err.strip().splitlines()) == 1, err
+        assert says in err and "pipeline.json" in err
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
     with pytest.raises(KeyboardInterrupt):         # the same setting again passes the check and resumes
         reproduce.main(Config(preset="smoke", out_dir=str(out), seeds=(0, 1)))
@@ -336,7 +349,7 @@ def test_smoke_pipeline_end_to_end(tmp_path):
     assert {"static_p8_s0", "static_p4_s0"} <= set(started) and set(started.values()) == {1}
 
 
-def test_smoke_pipeline_with_time_as_the_cost(tmp_path):
+def test_smoke_pipeline_with_time_as_the_cost(tmp_path, capsys):
     """--cost wall (App. F): laws on training seconds, a schedule in seconds turned into FLOPs switch points, and a
     comparison that shows both costs."""
     rng = np.random.default_rng(1)
@@ -354,8 +367,8 @@ def test_smoke_pipeline_with_time_as_the_cost(tmp_path):
     assert sched["cost"] == "wall" and all("cost_start" in s and "flops_start" in s for s in sched["stages"])
     comp = json.loads((out / "comparison.json").read_text())
     assert comp["cost"] == "wall" and all("flops_savings" in g and "wall_savings" in g for g in comp["groups"])
-    again = cli(*[a if a != "wall" else "flops" for a in args])             # the manifest remembers the cost
-    assert again.returncode == 2 and "cost" in again.stderr and len(again.stderr.strip().splitlines()) == 1
+    code, err = cli_here(capsys, *[a if a != "wall" else "flops" for a in args])   # the manifest remembers the cost
+    assert code == 2 and "cost" in err and len(err.strip().splitlines()) == 1
 
 
 # ----------------------------------------------------------------------------- growth: width, depth, patch x width
@@ -397,14 +410,15 @@ def test_a_bad_growth_grid_is_one_line_exit_2_and_writes_nothing(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_a_resumed_pipeline_with_another_grid_is_refused_naming_what_changed(tmp_path, monkeypatch):
+def test_a_resumed_pipeline_with_another_grid_is_refused_naming_what_changed(tmp_path, monkeypatch, capsys):
     out = tmp_path / "out"
     monkeypatch.setattr(reproduce, "train", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
     with pytest.raises(KeyboardInterrupt):
         reproduce.main(Config(experiment="width", preset="smoke", out_dir=str(out)))
-    r = cli("--experiment", "width", "--preset", "smoke", "--out-dir", str(out), "--set", "widths=32,96")
-    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
-    assert "pipeline.json" in r.stderr and "widths [32, 64] there, [32, 96] now" in r.stderr
+    code, err = cli_here(capsys, "--experiment", "width", "--preset", "smoke", "--out-dir", str(out), "--set",
+                         "widths=32,96")                   # a pass would reach the training above: 130
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "pipeline.json" in err and "widths [32, 64] there, [32, 96] now" in err
 
 
 def grid_laws(root):
