@@ -499,7 +499,9 @@ def step(name: str, cmd: list[str], log: Path, mode: str = "w") -> None:
     with open(log, mode) as f:
         f.write("$ " + " ".join(cmd) + "\n")
         f.flush()
-        rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT).returncode
+        # one BLAS thread unless set: scipy's fits run up to 10x slower with more on 2 busy cores (tests/conftest.py)
+        env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+        rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env).returncode
     if rc != 0:
         raise StepFailed(name, log)
 
