@@ -33,6 +33,7 @@ from runtime import UserError
 RESUME_KEYS = ("data_dir", "dataset", "image_size", "model", "patch", "base_patch", "posemb_grid", "fewshot_data",
                "random", "patch_sizes", "batch_size", "seed", "flip", "switch_on", "objective", "temperature",
                "head_dim")
+FORK_KEYS = ("data_dir", "dataset", "image_size", "fewshot_data", "batch_size", "seed", "flip")  # a pilot keeps them
 SHAPE_KEYS = ("patch", "width", "depth", "batch_size", "objective")
 OBJECTIVES = ("supervised", "distill")
 kept_path = lambda out, flops: Path(out) / f"ckpt_at_{flops:.4g}.pt"  # --keep-at's copy of ckpt.pt at those FLOPs
@@ -334,16 +335,16 @@ class Run:
             self.model = t if (w0, d0) == (t.width, t.depth) else flexivit.FlexiViT(
                 **{**t.model_args(), "width": w0, "depth": d0, "heads": w0 // t.head_dim})
             return
-        src, self.forked = (path, False) if path.exists() else (Path(cfg.start_from), True)
+        src, forked = (path, False) if path.exists() else (Path(cfg.start_from), True)
         try:                                             # the model and its checkpoint, read as eval_fewshot.py does
             self.model, ck = eval_fewshot.load_checkpoint(src)
         except UserError as e:
-            raise UserError(f"{e}; delete it to start afresh" if not self.forked else f"--start-from: {e}") from None
+            raise UserError(f"{e}; delete it to start afresh" if not forked else f"--start-from: {e}") from None
         if not {"optimizer", "state", "config", "schedule_hash"} <= set(ck):
             raise UserError(f"{src} is not a train_vit.py checkpoint; use another --out-dir")
-        keys = RESUME_KEYS[:3] + ("fewshot_data", "batch_size", "seed", "flip") if self.forked else RESUME_KEYS
+        keys = FORK_KEYS if forked else RESUME_KEYS
         runtime.check_resume({k: ck["config"].get(k, getattr(Config, k)) for k in keys}, vars(cfg), src)
-        if ck["schedule_hash"] != self.shash and not self.forked:
+        if ck["schedule_hash"] != self.shash and not forked:
             raise UserError(f"--resume: {path} was trained with another schedule; use the same one or another --out-dir")
         if ck.get("teacher") != (self.teacher and self.teacher.fingerprint):
             raise UserError(f"--resume: {src} was distilled from another --teacher; use the same one or another --out-dir")

@@ -788,22 +788,22 @@ def pilots_step(cfg: Config, p: dict, root: Path, static: list[Job], sched: list
     """Issue 24: pilot switches from the static runs' kept checkpoints, their transfer (lab/transfer.py) and the
     plan with it (schedule.py --transfer -> schedule_transfer.json). A failed pilot leaves its transition to Eq. 2.
     Returns the scheduled runs, less the transfer runs if that plan has a single stage."""
-    jobs, plan = [], []
-    for j in (j for j in static if j.kind == "static"):
-        shapes = {k.name: transfer.shape(k.out) for k in static if k.kind == "static" and k.seed == j.seed}
-        for pl in (pl for pl in transfer.pilot_plan(p, shapes) if pl["from"] == j.name):
-            if (kept := transfer.kept_at(j.out, pl["point"])) is None:
-                raise UserError(f"{j.name} kept no checkpoint at {pl['point']:.3g} FLOPs (--keep-at): delete the run "
-                                "folder and rerun the same command")
-            out, (at, ckpt) = root / f"{pl['name']}_s{j.seed}", kept
-            (root / "pilots").mkdir(exist_ok=True)
+    jobs, plan, runs = [], [], {j.name: j for j in static if j.kind == "static"}
+    (root / "pilots").mkdir(exist_ok=True)
+    for seed in dict.fromkeys(j.seed for j in runs.values()):   # each seed's static shapes, read once
+        shapes = {k.name: transfer.shape(k.out) for k in runs.values() if k.seed == seed}
+        for pl in transfer.pilot_plan(p, shapes):
+            if (kept := transfer.kept_at(runs[pl["from"]].out, pl["point"])) is None:
+                raise UserError(f"{pl['from']} kept no checkpoint at {pl['point']:.3g} FLOPs (--keep-at): delete the "
+                                "run folder and rerun the same command")
+            (at, ckpt), out, threads = kept, root / f"{pl['name']}_s{seed}", runs[pl["from"]].threads
             write_json(file := root / "pilots" / f"{out.name}.json", transfer.pilot_schedule(shapes[pl["from"]],
                                                                                          shapes[pl["to"]], at))
             budget = at + p["pilot_stretch"] * p["flops"]
             flags = [*schedule_flags(cfg.experiment, p, ""), "--schedule", str(file), "--start-from", str(ckpt)]
-            jobs.append(Job(out.name, "pilot", j.seed, budget, out, j.threads,
-                            trainer_cmd(cfg, p, out, j.seed, budget, j.threads, 2 * p["evals"], flags)))
-            plan.append({"run": out.name, "seed": j.seed, "point": pl["point"], "at": at, "budget": budget,
+            jobs.append(Job(out.name, "pilot", seed, budget, out, threads,
+                            trainer_cmd(cfg, p, out, seed, budget, threads, 2 * p["evals"], flags)))
+            plan.append({"run": out.name, "seed": seed, "point": pl["point"], "at": at, "budget": budget,
                          "stretch": budget - at, "from_config": shapes[pl["from"]], "to_config": shapes[pl["to"]]})
     bar.total += len(jobs)
     train(jobs, cfg.jobs, bar, "3b/6 pilot switches", tolerate=True)
@@ -811,10 +811,10 @@ def pilots_step(cfg: Config, p: dict, root: Path, static: list[Job], sched: list
         pl["finished"] = finished(root / pl["run"], pl["budget"])
     write_json(root / "pilots.json", {"version": 1, "pilots": plan})
     transfer.remeasure(root)
-    eq2 = len(json.loads((root / "schedule.json").read_text())["stages"])   # Eq. 2's plan: one shape, no baselines
     schedule_step(p, root, p["flops"], "schedule_transfer.json", ("--transfer", str(root / "transfer.json")),
-                  target=measured_target(static, p["metric"]), baselines=eq2 == 1)
-    if len(json.loads((root / "schedule_transfer.json").read_text())["stages"]) > 1:
+                  target=measured_target(static, p["metric"]),     # Eq. 2's plan one shape: baselines on this one
+                  baselines=not multi_stage(root / "schedule.json"))
+    if multi_stage(root / "schedule_transfer.json"):
         return sched
     say("== with the measured transfer the best plan is a single shape: no transfer schedule to train")
     bar.drop([j for j in sched if j.kind == "transfer"])

@@ -33,14 +33,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # the core, at th
 import schedule  # noqa: E402
 import train_vit  # noqa: E402
 from lab import report, write_json  # noqa: E402
-from runtime import UserError, run_cli  # noqa: E402
+from runtime import RunLog, UserError, run_cli  # noqa: E402
 
 
 def evals(run: Path) -> list[dict]:
     """The evaluation records of run/log.jsonl (none if it is not there)."""
-    path = Path(run) / "log.jsonl"
-    recs = [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.exists() else []
-    return [r for r in recs if isinstance(r, dict) and r.get("type") == "eval"]
+    log = RunLog(Path(run) / "log.jsonl")                  # the trainers' own reader: a line cut by a kill dropped
+    return [r for r in (log.records() if log.path.exists() else []) if r.get("type") == "eval"]
 
 
 def kept_at(static: Path, c: float) -> tuple[float, Path] | None:
