@@ -398,7 +398,8 @@ def write_report(root: Path) -> tuple[bool, str]:
     man = man or {}
     params = man.get("params", {})
     few = None if sched else too_few_laws(root)
-    planned = comp and any(r["kind"] == "transfer" for r in comp["runs"])   # pilots' plan: judged even if Eq. 2's
+    planned = bool(comp) and any(r["kind"] == "transfer" for r in comp["runs"])   # judged even if Eq. 2's is 1 stage
+    tr = load(root / "transfer.json")
     ok, line = (False, no_cross(sched, man.get("budget"))) if sched and len(sched["stages"]) < 2 and not planned else \
         (False, few) if few else judge(comp) if comp else \
         (False, "== verdict: no comparison (no scheduled run finished): FAIL")
@@ -422,7 +423,7 @@ def write_report(root: Path) -> tuple[bool, str]:
         out += predicted_section(root, laws, comp, ["law", *dict.fromkeys(r["kind"] for r in comp.get("runs", [])
                                                                         if r["kind"] not in ("static", "law"))],
                                  man.get("budget"))
-    out += transfer_section(load(root / "transfer.json"), load(root / "schedule_transfer.json"))
+    out += transfer_section(tr, load(root / "schedule_transfer.json"))
     out += switch_section(load(root / "switch_cost.json"))
     out += lm_section(man, load(root / "tuned.json"))
     runs = man.get("runs", [])
@@ -430,9 +431,8 @@ def write_report(root: Path) -> tuple[bool, str]:
     teacher = [last_eval(root / r["name"]) for r in runs if r["kind"] == "teacher"]
     out += teacher_line(teacher[0] if teacher else None, static, params.get("metric"))
     if static and comp:
-        kind = "transfer" if any(r["kind"] == "transfer" for r in comp["runs"]) else "law"
-        law = [r["flops_to_target"] for r in comp["runs"] if r["kind"] == kind]
-        pilots = (load(root / "transfer.json") or {}).get("pilots_flops") or 0.0   # the pilots count in the sweep
+        law = [r["flops_to_target"] for r in comp["runs"] if r["kind"] == ("transfer" if planned else "law")]
+        pilots = (tr or {}).get("pilots_flops") or 0.0                  # the pilots count in the sweep
         best = comp.get("best_static_flops") or man.get("budget")     # several seeds: each best run's own budget
         s = sweep([r["flops"] for r in static if r] + [pilots], best, law)
         out += sweep_section(s, len(static), len(man.get("seeds", [0])), teacher[0]["flops"] if teacher and
