@@ -187,6 +187,10 @@ def check_run_folder(out, ckpt, log, resume, script, main=True):
     return ckpt.exists()
 
 
+def kept_path(out, flops):                            # --keep-at's copy of ckpt.pt at `flops` (a pilot's start)
+    return Path(out) / f"ckpt_at_{flops:.4g}.pt"
+
+
 class Checkpoints:
     """ckpt.pt and the one before. A divergence rolls back past the newest this process wrote, to the one before if that
     came before the trouble (the loss after it did not double, the weights did not grow tenfold), else removes both."""
@@ -212,6 +216,10 @@ class Checkpoints:
         grew = None not in (self.norm, self.saved_norm) and self.norm > 10 * self.saved_norm
         self.suspect, self.watch, self.saved_norm = [grew, self.suspect[0]], self.loss, self.norm
         self.written, self.step = self.written + 1, step
+
+    def keep(self, obj, flops, points):                  # --keep-at: a copy at the first save past each point
+        for c in (c for c in points if self.main and flops >= c and not kept_path(self.path.parent, c).exists()):
+            atomic_write(kept_path(self.path.parent, c), lambda tmp: torch.save(obj, tmp))
 
     def roll_back(self):
         """After a divergence: what is kept, as words for the error message."""

@@ -27,7 +27,7 @@ import lm
 import runtime
 from data import evaluate, get_batch, load_corpus
 from lm import LM
-from runtime import DivergedError, UserError  # noqa: F401  (NaN/inf and bad input: one line, exit code 2)
+from runtime import UserError  # bad input: one line, exit code 2
 
 STAGE_KEYS = ("context", "batch_size", "depth", "tokens_per_step")   # what a schedule stage's config may name
 

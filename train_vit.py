@@ -26,8 +26,7 @@ import expand
 import flexivit
 import runtime
 import schedule
-from data import (Images, augment, batch_indices, eval_images, generator, key_seed, load_dataset, load_images,
-                  normalize)
+from data import Images, augment, batch_indices, eval_images, generator, key_seed, load_images, normalize
 from runtime import UserError
 
 RESUME_KEYS = ("data_dir", "dataset", "image_size", "model", "patch", "base_patch", "posemb_grid", "fewshot_data",
@@ -36,7 +35,6 @@ RESUME_KEYS = ("data_dir", "dataset", "image_size", "model", "patch", "base_patc
 FORK_KEYS = ("data_dir", "dataset", "image_size", "fewshot_data", "batch_size", "seed", "flip")  # a pilot keeps them
 SHAPE_KEYS = ("patch", "width", "depth", "batch_size", "objective")
 OBJECTIVES = ("supervised", "distill")
-kept_path = lambda out, flops: Path(out) / f"ckpt_at_{flops:.4g}.pt"  # --keep-at's copy of ckpt.pt at those FLOPs
 
 
 @dataclasses.dataclass
@@ -384,9 +382,7 @@ class Run:
               "config": dataclasses.asdict(self.cfg), "schedule_hash": self.shash, "precision": self.precision,
               "teacher": self.teacher and self.teacher.fingerprint, "rng": {"torch": torch.get_rng_state()},
               "data": {"samples": self.state.samples, "seed": self.cfg.seed}} if self.world.main else None
-        for c in (c for c in self.cfg.keep_at if self.world.main and self.state.flops >= c):  # the first evaluation
-            if not (kept := kept_path(self.out, c)).exists():                                  # past c: a pilot's start
-                runtime.atomic_write(kept, lambda tmp: torch.save(ck, tmp))
+        self.ckpts.keep(ck, self.state.flops, self.cfg.keep_at)      # --keep-at: a pilot switch's start
         self.ckpts.save(ck, self.state.step)
 
 

@@ -41,8 +41,8 @@ PRESETS = {
         # Chosen from seed-0 runs (the 12 -> 8 crossing near 2-5e12 FLOPs, the switch costs), before any savings
         # were measured; judged on seeds 0, 1, 2 (results/patch-demo-24px*)
         "demo": dict(VIT, image_size=24, patches=(6, 12, 8), flops=6e12, fewshot_query=2000,
-                     test_size=2000),
-        "full": dict(VIT, patches=(4, 7, 2, 14), flops=2.5e13, evals=14),
+                     test_size=2000, **PILOTS),
+        "full": dict(VIT, patches=(4, 7, 2, 14), flops=2.5e13, evals=14, **PILOTS),
         # a pipeline check in a minute or two (no claim about savings)
         "smoke": dict(VIT, patches=(14, 7, 4, 2), flops=2e11, evals=10, fewshot_query=300, test_size=500,
                       warmup=10),
@@ -91,8 +91,8 @@ PRESETS = {
     # heads of 64); grow_gamma, grow_preserve, grow_depth, rewarm: train_vit.py's growth flags (Fig. 17, App. C).
     # Patch 14 in the demos: at a few 1e12 FLOPs it is the best static patch on Fashion-MNIST (results/patch-demo).
     "width": {
-        "demo": dict(SIZE["demo"], patch=14, depth=4, widths=(32, 64, 128)),
-        "full": dict(SIZE["full"], patch=7, depth=4, widths=(64, 128, 256)),
+        "demo": dict(SIZE["demo"], patch=14, depth=4, widths=(32, 64, 128), **PILOTS),
+        "full": dict(SIZE["full"], patch=7, depth=4, widths=(64, 128, 256), **PILOTS),
         "smoke": dict(SIZE["smoke"], patch=7, depth=2, widths=(32, 64)),
     },
     # depth grows by copying a neighbour block (grow_depth="copy", in GROW), not by identity blocks: over 3 seeds the

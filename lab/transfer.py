@@ -31,7 +31,7 @@ from scipy import optimize, stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # the core, at the repository root
 import schedule  # noqa: E402
-import train_vit  # noqa: E402
+import runtime  # noqa: E402
 from lab import report, write_json  # noqa: E402
 from runtime import RunLog, UserError, run_cli  # noqa: E402
 
@@ -45,7 +45,7 @@ def evals(run: Path) -> list[dict]:
 def kept_at(static: Path, c: float) -> tuple[float, Path] | None:
     """(the FLOPs, the checkpoint) a static run kept for --keep-at c: its first evaluation at or past c."""
     at = next((r["flops"] for r in evals(static) if r["flops"] >= c), None)
-    path = train_vit.kept_path(static, c)
+    path = runtime.kept_path(static, c)
     return (float(at), path) if at is not None and path.exists() else None
 
 

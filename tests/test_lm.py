@@ -128,7 +128,7 @@ def test_switch_on_error(tmp_path, corpus):
 def test_divergence_keeps_last_good_checkpoint(tmp_path, corpus, capsys):
     cfg = tiny(tmp_path, corpus, steps=8)
     main(dataclasses.replace(cfg, stop_after_steps=4))
-    with pytest.raises(train_lm.DivergedError, match="non-finite") as error:
+    with pytest.raises(runtime.DivergedError, match="non-finite") as error:
         main(dataclasses.replace(cfg, resume=True, lr=1e30))
     diverged_at = int(re.search(r"at step (\d+)", str(error.value))[1])
     ckpt = torch.load(os.path.join(cfg.out_dir, "ckpt.pt"), weights_only=False)

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from conftest import make_images
+import data
 import flexivit
 import train_vit
 from train_vit import Config
@@ -123,11 +124,11 @@ def test_load_idx_and_truncated_idx(tmp_path):
         lab = b"\0\0\x08\x01" + np.array([n], ">u4").tobytes() + rng.integers(0, 10, n).astype(np.uint8).tobytes()
         (tmp_path / f"{split}-images-idx3-ubyte.gz").write_bytes(gzip.compress(img))
         (tmp_path / f"{split}-labels-idx1-ubyte").write_bytes(lab)
-    tx, ty, vx, vy = train_vit.load_dataset(tmp_path)
+    tx, ty, vx, vy = data.load_dataset(tmp_path)
     assert tx.shape == (30, 1, 28, 28) and tx.dtype == torch.uint8 and ty.dtype == torch.int64 and len(vx) == 20
     (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(lab[:-3])
     with pytest.raises(train_vit.UserError, match="t10k-labels-idx1-ubyte"):
-        train_vit.load_dataset(tmp_path)
+        data.load_dataset(tmp_path)
 
 
 def test_load_cifar_and_channels_last_npz(tmp_path):
@@ -138,14 +139,14 @@ def test_load_cifar_and_channels_last_npz(tmp_path):
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
         batch = {b"data": rng.integers(0, 256, (4, 3072)).astype(np.uint8), b"labels": list(range(4))}
         (d / name).write_bytes(pickle.dumps(batch))
-    x, y, tx, ty = train_vit.load_dataset(tmp_path)
+    x, y, tx, ty = data.load_dataset(tmp_path)
     assert x.shape == (20, 3, 32, 32) and tx.shape == (4, 3, 32, 32) and y.tolist()[:4] == [0, 1, 2, 3]
     (d / "test_batch").write_bytes((d / "test_batch").read_bytes()[:100])
     with pytest.raises(train_vit.UserError, match="test_batch"):
-        train_vit.load_dataset(tmp_path)
+        data.load_dataset(tmp_path)
     img = rng.integers(0, 256, (6, 8, 8, 3)).astype(np.uint8)
     np.savez(tmp_path / "hwc.npz", x_train=img, y_train=np.arange(6), x_test=img, y_test=np.arange(6))
-    x, *_ = train_vit.load_dataset(tmp_path / "hwc.npz")
+    x, *_ = data.load_dataset(tmp_path / "hwc.npz")
     assert x.shape == (6, 3, 8, 8) and torch.equal(x[1, 2], torch.from_numpy(img[1, :, :, 2]))
 
 

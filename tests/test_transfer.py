@@ -17,6 +17,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from conftest import make_images  # noqa: E402
+import runtime  # noqa: E402
 import train_vit  # noqa: E402
 
 
@@ -36,7 +37,7 @@ def test_a_pilot_from_a_kept_checkpoint_is_the_scheduled_run_from_scratch(tmp_pa
     flags, keep = tiny(tmp_path), 6e7
     assert train_vit.cli(flags + ["--patch", "8", "--flops", "1.5e8", "--keep-at", str(keep),
                                   "--out-dir", str(tmp_path / "static")]) == 0
-    kept = train_vit.kept_path(tmp_path / "static", keep)
+    kept = runtime.kept_path(tmp_path / "static", keep)
     at = torch.load(kept, weights_only=False)["state"]["flops"]
     assert keep <= at < keep * 1.5
     logged = [r["flops"] for r in map(json.loads, (tmp_path / "static" / "log.jsonl").read_text().splitlines())
@@ -58,7 +59,7 @@ def test_start_from_refuses_another_seed_in_one_line(tmp_path, capsys):
     flags = tiny(tmp_path)
     assert train_vit.cli(flags + ["--patch", "8", "--flops", "8e7", "--keep-at", "4e7",
                                   "--out-dir", str(tmp_path / "static")]) == 0
-    kept = str(train_vit.kept_path(tmp_path / "static", 4e7))
+    kept = str(runtime.kept_path(tmp_path / "static", 4e7))
     assert train_vit.cli(flags + ["--patch", "8", "--flops", "8e7", "--seed", "1", "--start-from", kept,
                                   "--out-dir", str(tmp_path / "p")]) == 2
     assert "seed=0" in capsys.readouterr().err
