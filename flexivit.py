@@ -69,7 +69,6 @@ def _check_mode(mode):
         raise ValueError(f"resize mode must be 'bilinear' or 'bicubic', got {mode!r}")
 
 
-@torch.compiler.disable
 def _build_resize_matrix(old, new, mode, antialias, device, dtype):
     # Column j of B is basis patch e_j resized: one batched interpolate of the identity.
     basis = torch.eye(old * old, dtype=torch.float64).reshape(old * old, 1, old, old)
@@ -84,7 +83,8 @@ def resize_matrix(old, new, mode="bilinear", antialias=False, device="cpu", dtyp
     key = (old, new, mode, antialias, torch.device(device), dtype)
     if key not in _RESIZE_CACHE:
         _check_mode(mode)
-        _RESIZE_CACHE[key] = _build_resize_matrix(old, new, mode, antialias, torch.device(device), dtype)
+        build = torch.compiler.disable(_build_resize_matrix)   # never traced by torch.compile (pinv); wrapped here,
+        _RESIZE_CACHE[key] = build(old, new, mode, antialias, torch.device(device), dtype)   # not at import (2 s)
     return _RESIZE_CACHE[key]
 
 
@@ -267,17 +267,23 @@ class FlexiViT(nn.Module):
         return self.head(self.features(x, patch))
 
 
-def build(name, image_size=28, in_chans=1, num_classes=10, **kw):
-    """A FlexiViT by name: a key of SIZES, or any "V{width}-{depth}", whose heads are then
-    width // 64 (width // 32 below width 128), i.e. head size 64 (32 for small widths).
-    Other FlexiViT kwargs (base_patch, posemb_grid, ...) pass through."""
+def spec(name):
+    """(width, depth, heads) of a model name: a key of SIZES, or any "V{width}-{depth}", whose heads are then
+    width // 64 (width // 32 below width 128), i.e. head size 64 (32 for small widths). Allocates nothing."""
     if name in SIZES:
-        width, depth, heads = SIZES[name]
-    else:
-        m = re.fullmatch(r"V(\d+)-(\d+)", name)
-        if not m:
-            raise ValueError(f"unknown model {name!r}: use V{{width}}-{{depth}}, e.g. one of {', '.join(SIZES)}")
-        width, depth = int(m[1]), int(m[2])
-        heads = max(1, width // 64 if width >= 128 else width // 32)        # FlexiViT checks the sizes
+        return SIZES[name]
+    m = re.fullmatch(r"V(\d+)-(\d+)", name)
+    if not m:
+        raise ValueError(f"unknown model {name!r}: use V{{width}}-{{depth}}, e.g. one of {', '.join(SIZES)}")
+    width, depth = int(m[1]), int(m[2])
+    heads = max(1, width // 64 if width >= 128 else width // 32)
+    if min(width, depth) < 1 or width % heads:
+        raise ValueError(f"model {name!r}: width and depth must be positive, the width a multiple of {heads} heads")
+    return width, depth, heads
+
+
+def build(name, image_size=28, in_chans=1, num_classes=10, **kw):
+    """A FlexiViT by name (spec). Other FlexiViT kwargs (base_patch, posemb_grid, ...) pass through."""
+    width, depth, heads = spec(name)
     return FlexiViT(image_size=image_size, in_chans=in_chans, num_classes=num_classes,
                     width=width, depth=depth, heads=heads, **kw)

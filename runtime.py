@@ -6,7 +6,7 @@
     log, ckpts = runtime.RunLog(out / "log.jsonl"), runtime.Checkpoints(out / "ckpt.pt")   # written atomically
     runtime.check_finite(step, ckpts, loss=..., grad_norm=...)   # divergence: roll back, one line, exit 2
 """
-import contextlib, datetime, io, json, math, os, re, shutil, sys
+import contextlib, datetime, io, json, math, os, re, resource, shutil, sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -134,6 +134,33 @@ def resolve_precision(name, device):                  # name: auto, fp32 or bf16
 def autocast(device, precision):
     """The forward passes' context: bf16 autocast (master weights and AdamW state stay float32), or nothing."""
     return torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
+
+
+def free_memory(device):
+    """Bytes this process may still allocate (None: unknown): CUDA's free memory; on a CPU the least of MemAvailable,
+    the cgroup's limit less its use and the address-space limit (ulimit -v) less what is mapped."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    def read(path, key=""):                              # a number in a /proc or /sys file ("key: N kB": in bytes)
+        with contextlib.suppress(OSError, ValueError, StopIteration):
+            text = open(path).read()
+            return int(next(l for l in text.splitlines() if l.startswith(key)).split()[1]) * 1024 if key else int(text)
+    cap, soft = read("/sys/fs/cgroup/memory.max"), resource.getrlimit(resource.RLIMIT_AS)[0]
+    left = [read("/proc/meminfo", "MemAvailable:"), cap and cap - (read("/sys/fs/cgroup/memory.current") or 0),
+            None if soft == resource.RLIM_INFINITY else soft - (read("/proc/self/status", "VmSize:") or 0)]
+    return min((x for x in left if x is not None), default=None)
+
+
+def check_memory(where, device, params, batch, tokens, width, depth, heads, vocab=0):
+    """Refuse a stage that cannot fit, before anything is allocated. Its need, a floor: 16 bytes a parameter (fp32
+    weights, gradients, AdamW's moments) and the activations kept for the backward pass: per block and token 16 x width
+    (norms, q, k, v, attention output, the MLP's 4x hidden twice) and heads x tokens (attention), and the logits."""
+    need = 16 * params + 4 * batch * tokens * (depth * (14 * width + heads * tokens) + 2 * vocab)
+    if (free := free_memory(device)) is not None and need > free:
+        raise UserError(f"{where}: training needs at least {need / 2**30:,.3g} GiB (weights, AdamW state and the "
+                        f"activations of {batch} x {tokens} tokens a step), {free / 2**30:,.3g} GiB is free here: "
+                        "use a smaller model, batch or context")
+    return need
 
 
 def eval_points(budget, evals, first=0.01, integer=False, sched=None, switch_on="flops"):

@@ -136,8 +136,10 @@ def batch_of(cfg, shape):
     return shape.get("batch_size", shape.get("tokens_per_step", cfg.tokens_per_step) // shape["context"])
 
 
-def check_sizes(cfg, stages, train, val, world):   # stages: the full shapes
-    """Every size that could fail, before any work: batches (and their shards over the processes), splits."""
+def check_sizes(cfg, stages, train, val, world, m, device):   # stages: the full shapes; m: the model's arguments
+    """Every size that could fail, before any work: batches (and their shards over the processes), splits, memory
+    (each stage's floor, runtime.check_memory; the largest is returned)."""
+    need = 0
     for i, s in enumerate(stages):
         tps = s.get("tokens_per_step", cfg.tokens_per_step)
         where = f"{cfg.schedule}: stage {i} tokens_per_step" if "tokens_per_step" in s else "--tokens-per-step"
@@ -145,6 +147,11 @@ def check_sizes(cfg, stages, train, val, world):   # stages: the full shapes
             raise UserError(f"{where} {tps} is not a multiple of context {s['context']}")
         world.shard(batch_of(cfg, s), f"{cfg.schedule}: stage {i} batch_size"
                     if "batch_size" in s else f"{where} {tps} at context {s['context']}")
+        w = m["width"]
+        params = s["depth"] * (4 * w * w + 3 * w * m["mlp_dim"]) + m["vocab_size"] * w   # blocks, tied embedding
+        need = max(need, runtime.check_memory(f"{cfg.schedule}: stage {i}" if cfg.schedule else f"--model {cfg.model}",
+                                              device, params, batch_of(cfg, s) // world.size, s["context"], w,
+                                              s["depth"], m["heads"], m["vocab_size"]))
     T = max(s["context"] for s in stages)
     if len(val) < T + 1:
         raise UserError(f"context {T} is longer than the validation split allows ({len(val)} tokens): "
@@ -156,6 +163,7 @@ def check_sizes(cfg, stages, train, val, world):   # stages: the full shapes
                         "lower --val-tokens or raise --val-fraction")
     if len(train) < T + 1:
         raise UserError(f"the training split holds {len(train)} tokens, too few for context {T}")
+    return need
 
 
 # ----------------------------------------------------------------------------- optimiser, LR, growth
@@ -192,9 +200,9 @@ class Run:
         self.stages, self.shapes, self.schedule = load_stages(cfg)
         self.train, self.val, vocab, data_name = load_corpus(cfg.data, cfg.glob, cfg.vocab_size, cfg.val_fraction,
                                                              cfg.cache_dir)
-        check_sizes(cfg, self.shapes, self.train, self.val, self.world)
         self.max_context = max(s["context"] for s in self.shapes)
         self.margs = {**model_args(cfg.model, vocab, self.max_context), "depth": self.shapes[0]["depth"]}
+        self.need = check_sizes(cfg, self.shapes, self.train, self.val, self.world, self.margs, self.device)
         torch.manual_seed(cfg.seed)
         self.model = LM(**self.margs).to(self.device)
         self.opt = make_optimizer(self.model, cfg, self.device)

@@ -172,6 +172,13 @@ def plan_shapes(cfg, size, width, depth, head_dim, world=None):
     return [{**stages[0], "patch": patches[0]}], patches, sched    # evaluated at the smallest patch (Fig. 7)
 
 
+def check_memory(cfg, run, i, s, head_dim):   # a stage's floor on memory (runtime.check_memory): blocks 12 w^2 d
+    t, w = (run.size // s["patch"]) ** 2, s["width"]   # tokens; the embeddings and the head: w x (p^2 c + t + classes)
+    return runtime.check_memory(f"stage {i} of {cfg.schedule}" if cfg.schedule else f"--model {cfg.model} --batch-"
+                                f"size {cfg.batch_size}", run.device, 12 * w * w * s["depth"] + w * (run.chans * s["patch"]
+                                ** 2 + t + run.num_classes), s["batch_size"] // run.world.size, t, w, s["depth"], w // head_dim)
+
+
 def stage_in_force(sched, current, flops, error, switch_on):
     """Eq. 2's switch rule: the stage whose span holds the FLOPs (or the measured error); never an earlier one."""
     if sched is None or sched.random or (switch_on == "error" and error is None):
@@ -291,18 +298,19 @@ class Run:
         self.chans, self.size = self.train_x.shape[1], self.train_x.shape[2]
         self.num_classes = int(max(self.train_y.max(), test_y.max())) + 1
         self.data_sizes = {"train": len(self.train_x), "test": len(test_x), "image_size": self.size}
-        torch.manual_seed(cfg.seed)
-        try:
-            t = flexivit.build(cfg.model, image_size=self.size, in_chans=self.chans, num_classes=self.num_classes,
-                               base_patch=cfg.base_patch, posemb_grid=cfg.posemb_grid)
+        try:                                             # --model's sizes; nothing is allocated before the checks
+            width, depth, heads = flexivit.spec(cfg.model)
         except ValueError as e:                          # a bad --model (flexivit.py is torch-only)
             raise UserError(f"--model: {e}") from None
-        if cfg.head_dim and cfg.head_dim != t.head_dim:     # --head-dim: the same model, other heads
-            if t.width % cfg.head_dim:
-                raise UserError(f"--head-dim {cfg.head_dim} does not divide the width {t.width} of --model {cfg.model}")
-            t = flexivit.FlexiViT(**{**t.model_args(), "heads": t.width // cfg.head_dim})
-        self.template = t
-        self.stages, self.patches, self.sched = plan_shapes(cfg, self.size, t.width, t.depth, t.head_dim, self.world)
+        if cfg.head_dim and width % cfg.head_dim:        # --head-dim: the same model, other heads
+            raise UserError(f"--head-dim {cfg.head_dim} does not divide the width {width} of --model {cfg.model}")
+        head_dim = cfg.head_dim or width // heads
+        self.stages, self.patches, self.sched = plan_shapes(cfg, self.size, width, depth, head_dim, self.world)
+        self.need = max(check_memory(cfg, self, i, s, head_dim) for i, s in enumerate(self.stages))   # every stage fits
+        torch.manual_seed(cfg.seed)
+        t = flexivit.build(cfg.model, image_size=self.size, in_chans=self.chans, num_classes=self.num_classes,
+                           base_patch=cfg.base_patch, posemb_grid=cfg.posemb_grid)
+        self.template = t if head_dim == t.head_dim else flexivit.FlexiViT(**{**t.model_args(), "heads": width//head_dim})
         self.distilling = any(s["objective"] == "distill" for s in self.stages)
         self.teacher = load_teacher(cfg.teacher, self.size, self.chans, self.num_classes,
                                     self.device) if self.distilling else None

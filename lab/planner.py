@@ -13,7 +13,9 @@ device at this precision, estimated from measurements in this process:
     checkpoints saves x one timed serialisation of the model and optimiser to memory
 
 and the peak memory: on CUDA torch.cuda.max_memory_allocated, on a CPU the process's peak resident set (VmHWM,
-which holds the data of the in-memory formats; a prepared file is mapped, not held). A schedule's stages are
+which holds the data of the in-memory formats; a prepared file is mapped, not held), beside the trainer's own
+estimate before it allocates anything (runtime.check_memory: a floor for training alone, which refuses a stage
+that cannot fit). A schedule's stages are
 split by their flops_start as the trainer switches (by FLOPs; --switch-on error cannot be known in advance).
 """
 import importlib
@@ -157,7 +159,8 @@ def show(plan, device, precision, unit_name="examples"):
                  f"time {hours(plan['total_s'])} = setup {hours(plan['setup_s'])} + training {hours(plan['train_s'])} "
                  f"+ {plan['evals']} evaluations {hours(plan['eval_s'])} + checkpoints {hours(plan['ckpt_s'])}; "
                  f"peak memory {plan['peak_bytes'] / 2**20:,.0f} MiB "
-                 f"({'allocated on the GPU' if device.type == 'cuda' else 'resident, this process'})")
+                 f"({'allocated on the GPU' if device.type == 'cuda' else 'resident, this process'}; the trainer's "
+                 f"estimate before allocating, a floor for training alone: {plan.get('need_bytes', 0) / 2**20:,.0f} MiB)")
     return "\n".join(lines)
 
 
@@ -214,7 +217,7 @@ def plan_vit(cfg, plan_steps=5, name=None):
     out = summarise(name or str(run.out), rows, setup, 0, saves_s, peak_memory(run.device))
     n_saves = out["evals"] + (out["steps"] // cfg.ckpt_every if cfg.ckpt_every else 0) + int(
         out["total_s"] // (60 * cfg.ckpt_minutes))
-    out = summarise(out["run"], rows, setup, n_saves, saves_s, out["peak_bytes"])
+    out = {**summarise(out["run"], rows, setup, n_saves, saves_s, out["peak_bytes"]), "need_bytes": run.need}
     print(show(out, run.device, run.precision))
     return out
 
@@ -261,7 +264,8 @@ def plan_lm(cfg, plan_steps=5, name=None):
     out = summarise(name or cfg.out_dir, rows, setup, 0, save_s, 0, "tokens")
     n_saves = out["evals"] + (out["steps"] // cfg.ckpt_every if cfg.ckpt_every else 0) + int(
         out["total_s"] // (60 * cfg.ckpt_minutes))
-    out = summarise(out["run"], rows, setup, n_saves, save_s, peak_memory(run.device), "tokens")
+    out = {**summarise(out["run"], rows, setup, n_saves, save_s, peak_memory(run.device), "tokens"),
+           "need_bytes": run.need}
     print(show(out, run.device, run.precision, "tokens"))
     return out
 

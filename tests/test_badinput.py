@@ -321,6 +321,16 @@ CASES = {
                         "s.json"),
     "lm-sched-context-0": ("train_lm.py", lambda w, b: lm(b, w / "new", "--steps", 2, "--schedule", jput(
         w, "s.json", sched_doc(b, config={"context": 0}))), "context"),
+    # ---- sizes that cannot fit (issue 25): refused from an estimate, before the model is allocated
+    "vit-mem-width": ("train_vit.py", run_vit("--steps", 2, "--model", "V100000000-4"), "GiB"),
+    "vit-mem-depth": ("train_vit.py", run_vit("--steps", 2, "--model", "V64-100000"), "GiB"),
+    "vit-mem-batch": ("train_vit.py", run_vit("--steps", 2, "--batch-size", 1000000000), "GiB"),
+    "vit-mem-stage": ("train_vit.py", lambda w, b: vit(b, w / "new", "--steps", 2, "--schedule", jput(
+        w, "s.json", sched_doc(b, config={"patch": 4, "width": 2 ** 40}))), "stage 0"),
+    "lm-mem-width": ("train_lm.py", run_lm("--steps", 2, "--model", "L99999936-4"), "GiB"),
+    "lm-mem-tokens": ("train_lm.py", run_lm("--steps", 2, "--tokens-per-step", 2 ** 40), "GiB"),
+    "lm-mem-stage": ("train_lm.py", lambda w, b: lm(b, w / "new", "--steps", 2, "--schedule", jput(
+        w, "s.json", sched_doc(b, config={"context": 16, "depth": 10 ** 9}))), "stage 0"),
     # ---- fit_laws.py
     "fit-logs-missing": ("fit_laws.py", fit(lambda w, b: w / "nope"), "nope"),
     "fit-log-empty": ("fit_laws.py", fit(text("")), "log.jsonl"),
@@ -535,6 +545,51 @@ def test_bad_launcher_environment_is_one_line(script, env, w, b, capsys, monkeyp
     rc = CLIS[script](args)
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "RANK" in err[0] and snapshot(w) == before, err
+
+
+@pytest.mark.parametrize("script", ["train_vit.py", "train_lm.py"])
+def test_a_size_that_cannot_fit_is_refused_before_allocating(script, w, b, capsys, monkeypatch):
+    """Issue 25: the memory check comes before the model exists (building it would be the allocation)."""
+    def never(*a, **k):
+        raise AssertionError("the model was built before the memory check")
+    monkeypatch.setattr(*(("flexivit.build", never) if script == "train_vit.py" else ("train_lm.LM", never)))
+    args = vit(b, w / "new", "--steps", 2, "--model", "V64-100000") if script == "train_vit.py" else \
+        lm(b, w / "new", "--steps", 2, "--model", "L32-1000000000")
+    assert CLIS[script]([str(a) for a in args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "GiB is free here" in err[0] and "needs at least" in err[0], err
+
+
+def saved_bytes(loss_fn, model):
+    """The bytes autograd keeps for the backward pass, each storage once, the parameters' own left out."""
+    own, seen = {p.untyped_storage().data_ptr() for p in model.parameters()}, {}
+    def pack(t):
+        if (s := t.untyped_storage()).data_ptr() not in own:
+            seen[s.data_ptr()] = s.nbytes()
+        return t
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss_fn().backward()
+    return sum(seen.values())
+
+
+@pytest.mark.parametrize("kind", ["vit", "lm"])
+def test_the_memory_estimate_is_a_floor_close_to_what_training_keeps(kind):
+    """runtime.check_memory's need: never above what a step really holds (16 bytes a parameter + the activations
+    autograd keeps), and not far below it (at least half), on a ViT and an LM."""
+    import flexivit
+    import lm as lm_model
+    if kind == "vit":
+        model, (w, d, bs, t) = flexivit.build("V128-4", image_size=28), (128, 4, 32, 49)
+        kept = saved_bytes(lambda: model(torch.randn(bs, 1, 28, 28), 4).logsumexp(-1).mean(), model)
+        args = (sum(p.numel() for p in model.parameters()), bs, t, w, d, model.heads)
+    else:
+        a = lm_model.model_args("L64-4", 256, 128)
+        model, (w, d, bs, t) = lm_model.LM(**a), (64, 4, 16, 128)
+        kept = saved_bytes(lambda: model(torch.randint(0, 256, (bs, t))).logsumexp(-1).mean(), model)
+        args = (d * (4 * w * w + 3 * w * a["mlp_dim"]) + 256 * w, bs, t, w, d, a["heads"], 256)
+    real = 16 * sum(p.numel() for p in model.parameters()) + kept
+    need = runtime.check_memory("t", torch.device("cpu"), *args)
+    assert real / 2 < need <= real, (need, real)
 
 
 def test_report_reads_a_garbage_log_as_no_evaluation(tmp_path):
