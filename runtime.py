@@ -192,11 +192,11 @@ def check_budget(steps, flops):
     return (float(steps), "steps") if steps is not None else (float(flops), "flops")
 
 
-def check_resume(saved, wanted, path):
+def check_resume(saved, wanted, path, flag="--resume"):   # flag: --resume, or --start-from (a pilot)
     for key, value in wanted.items():
         if key in saved and saved[key] != value:
-            raise UserError(f"--resume: {path} was trained with {key}={saved[key]!r}, this run asks for "
-                            f"{value!r}: use the same value or another --out-dir")
+            raise UserError(f"{flag}: {path} was trained with {key}={saved[key]!r}, this run asks for "
+                            f"{value!r}: use the same value or another {'--out-dir' if flag == '--resume' else flag}")
 
 
 def check_run_folder(out, ckpt, log, resume, script, main=True):

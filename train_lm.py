@@ -30,6 +30,7 @@ from lm import LM
 from runtime import UserError  # bad input: one line, exit code 2
 
 STAGE_KEYS = ("context", "batch_size", "depth", "tokens_per_step")   # what a schedule stage's config may name
+FORK_KEYS = ("model", "data", "tokens_per_step", "seed")   # what a pilot (--start-from) shares with its checkpoint
 
 
 @dataclass
@@ -67,6 +68,8 @@ class Config:
     ckpt_every: int = 0  # Also checkpoint every N steps (0: only at evaluations and every --ckpt-minutes).
     ckpt_minutes: float = 10.0  # Also checkpoint when this many minutes passed since the last checkpoint.
     stop_after_steps: int | None = None  # (debug) checkpoint and quit after this step (no final evaluation).
+    keep_at: tuple[float, ...] = ()  # also keep ckpt_at_<FLOPs>.pt at each of these FLOPs (for switch pilots)
+    start_from: str | None = None  # a new run starts from this --keep-at checkpoint: a pilot switch (lab/transfer.py)
 
 
 @dataclass
@@ -99,7 +102,8 @@ def check_flags(cfg):                                    # numeric flags in rang
         ("warmup", cfg.warmup >= 0), ("weight_decay", cfg.weight_decay >= 0), ("rewarm", cfg.rewarm >= 0),
         ("val_fraction", 0 < cfg.val_fraction < 1), ("eval_from", 0 < cfg.eval_from <= 1),
         ("threads", cfg.threads >= 0), ("ckpt_every", cfg.ckpt_every >= 0), ("evals", 0 <= cfg.evals <= 10_000),
-        ("vocab_size", cfg.vocab_size >= 0), ("depth", cfg.depth >= 0)))
+        ("vocab_size", cfg.vocab_size >= 0), ("depth", cfg.depth >= 0),
+        ("keep_at", all(0 < c <= (cfg.flops or 0) for c in cfg.keep_at))))
     return runtime.check_budget(cfg.steps, cfg.flops)
 
 
@@ -220,21 +224,27 @@ class Run:
         return self.state.flops if self.unit == "flops" else self.state.step
 
     def restore(self):
-        """Continue from ckpt.pt (--resume), or start afresh; a folder with a checkpoint needs --resume."""
+        """From ckpt.pt (--resume: a folder holding one needs it), a --keep-at one (--start-from: a pilot), afresh."""
         cfg, path = self.cfg, self.ckpts.path
-        if not runtime.check_run_folder(self.out, path, self.log, cfg.resume, "train_lm.py", self.world.main):
+        if not runtime.check_run_folder(self.out, path, self.log, cfg.resume, "train_lm.py", self.world.main) \
+                and not cfg.start_from:
             return False
+        src, forked = (path, False) if path.exists() else (cfg.start_from, True)
         try:
-            ckpt = torch.load(path, map_location=self.device, weights_only=False)
+            ckpt = torch.load(src, map_location=self.device, weights_only=False)
         except Exception as e:   # truncated, foreign or corrupt: torch raises many kinds
-            raise UserError(f"{path} is not a readable checkpoint ({type(e).__name__}); delete it to start afresh") \
-                from None
+            raise UserError(f"{src} is not a readable checkpoint ({type(e).__name__}); "
+                            f"{'check --start-from' if forked else 'delete it to start afresh'}") from None
         if not isinstance(ckpt, dict) or not {"model", "optimizer", "identity", "state", "rng"} <= set(ckpt):
-            raise UserError(f"{path} is not a train_lm.py checkpoint; use another --out-dir")
-        runtime.check_resume({"lr_scaling": "none", **ckpt["identity"]}, self.identity, path)
-        self.world.check_resume(ckpt["state"].get("world_size", 1), path)
-        if ckpt.get("grown_args", self.margs) != self.margs:      # grown before the checkpoint: rebuild at its depth
-            self.model = LM(**ckpt["grown_args"]).to(self.device)
+            raise UserError(f"{src} is not a train_lm.py checkpoint" + ("" if forked else "; use another --out-dir"))
+        saved = {"lr_scaling": "none", **ckpt["identity"]}
+        if forked:        # a pilot shares what a schedule from scratch shares up to its switch; its stages size RoPE
+            saved = {k: {**saved[k], "max_context": self.max_context} if k == "model" else saved[k] for k in FORK_KEYS}
+        runtime.check_resume(saved, self.identity, src, "--start-from" if forked else "--resume")
+        self.world.check_resume(ckpt["state"].get("world_size", 1), src)
+        grown = {**ckpt.get("grown_args", self.margs), "max_context": self.max_context}
+        if grown != self.margs:                                   # grown before the checkpoint: rebuild at its depth
+            self.model = LM(**grown).to(self.device)
             self.opt = make_optimizer(self.model, cfg, self.device)
         self.model.load_state_dict(ckpt["model"])
         self.opt.load_state_dict(ckpt["optimizer"])
@@ -255,6 +265,7 @@ class Run:
                 "rng": {"cpu": torch.get_rng_state(), "cuda": cuda}, "state": asdict(self.state),
                 "identity": self.identity, "model_args": self.margs, "config": asdict(self.cfg),
                 "grown_args": self.model.model_args(), "precision": self.precision} if self.world.main else None
+        self.ckpts.keep(ckpt, self.state.flops, self.cfg.keep_at)      # --keep-at: a pilot switch's start
         self.ckpts.save(ckpt, self.state.step)
 
 
@@ -269,6 +280,11 @@ def stage_now(run):
     if sched and run.cfg.switch_on == "flops":
         return max(state.stage, sched.stage_at(flops=state.flops).index)       # Eq. 2, by FLOPs
     return state.stage
+
+
+def eval_points(run):   # log-spaced (a law needs every decade), 3 inside each later stage of a schedule, --keep-at
+    return sorted({*runtime.eval_points(run.budget, run.cfg.evals, run.cfg.eval_from, switch_on=run.cfg.switch_on,
+                                        sched=run.schedule if run.unit == "flops" else None), *run.cfg.keep_at})
 
 
 def forwards(run):
@@ -329,8 +345,7 @@ def main(cfg: Config):
                   "metrics": ["val_loss", "val_loss_max_context"], "model_args": run.margs, "precision": run.precision,
                   "params": sum(p.numel() for p in run.model.parameters()), "world_size": world.size}
         run.log.start(header, *(state.step, run.was_precision) if resuming else ())
-    points = runtime.eval_points(run.budget, cfg.evals, cfg.eval_from, switch_on=cfg.switch_on,
-                                 sched=run.schedule if run.unit == "flops" else None)
+    points = eval_points(run)
     next_eval = int(np.searchsorted(points, run.progress(), side="right"))   # points passed are done
     bar = tqdm(total=run.budget, initial=run.progress(), unit="FLOP" if run.unit == "flops" else "step",
                unit_scale=run.unit == "flops", mininterval=1.0, dynamic_ncols=True,

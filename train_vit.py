@@ -348,8 +348,8 @@ class Run:
             raise UserError(f"{e}; delete it to start afresh" if not forked else f"--start-from: {e}") from None
         if not {"optimizer", "state", "config", "schedule_hash"} <= set(ck):
             raise UserError(f"{src} is not a train_vit.py checkpoint; use another --out-dir")
-        keys = FORK_KEYS if forked else RESUME_KEYS
-        runtime.check_resume({k: ck["config"].get(k, getattr(Config, k)) for k in keys}, vars(cfg), src)
+        keys, flag = (FORK_KEYS, "--start-from") if forked else (RESUME_KEYS, "--resume")
+        runtime.check_resume({k: ck["config"].get(k, getattr(Config, k)) for k in keys}, vars(cfg), src, flag)
         if ck["schedule_hash"] != self.shash and not forked:
             raise UserError(f"--resume: {path} was trained with another schedule; use the same one or another --out-dir")
         if ck.get("teacher") != (self.teacher and self.teacher.fingerprint):

@@ -254,9 +254,7 @@ def plan_lm(cfg, plan_steps=5, name=None):
         stages = [{**stages[-1], "shape": "random over " + " ".join(str(st["context"]) for st in stages),
                    "step_flops": mean("step_flops"), "timed": (mean_t(stages, 0), mean_t(stages, 1))}]
     steps = split_steps(run.budget, run.unit, stages)
-    points = runtime.eval_points(run.budget, cfg.evals, cfg.eval_from, switch_on=cfg.switch_on,     # as train_lm.main
-                                 sched=run.schedule if run.unit == "flops" else None)
-    evals = evals_per_stage(points, run.unit, stages, steps)
+    evals = evals_per_stage(train_lm.eval_points(run), run.unit, stages, steps)   # as the trainer places them
     rows = [{"shape": st["shape"], "steps": n, "units": n * st["step_flops"] / (6 * run.model.macs_per_token(
         st["context"])), "flops": n * st["step_flops"], "step_s": st["timed"][0], "evals": e, "eval_s": st["timed"][1]}
             for st, n, e in zip(stages, steps, evals)]

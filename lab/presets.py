@@ -57,6 +57,17 @@ PRESETS = {
                       fewshot_support=50000, fewshot_query=10000, test_size=10000),
     },
     "context": {   # the same tokens a step at every context; scheduled runs get 10% more (sched_flops)
+        # demo, with pilots: chosen by timing before any run, not by savings. L64-4 trains 4096 tokens a step at
+        # 2.4-3.4e10 FLOP/s on one thread of 2 busy cores (steps timed alone: 0.19-0.22 s at contexts 16-128; a
+        # context-64 run of 4e12 FLOPs beside two other runs: 3.1 min, 165 s of it training), so 3e12 FLOPs is 1.7-2.3
+        # min a static run. Three contexts give 3 transitions x 3 pilot points: a seed trains 3 static runs, 9 pilots of
+        # 0.2 x the budget and 5 scheduled runs of 1.1 x it (law, transfer, linear, log, random), ~10.3 static runs'
+        # compute; 3 seeds at --jobs 2: ~32-41 min with start-ups, evaluations (16384 tokens, 0.26 s), fits and the
+        # report. 16, 32, 64: the full preset's laws cross within a few 1e12 (16 wins until ~5e11, 32 until ~2e12; 128
+        # only past ~5e12). 40 warm-up steps (2.7e11 FLOPs at contexts 16 and 32) end before the first pilot point (10%
+        # of the budget).
+        "demo": dict(LM, model="L64-4", contexts=(64, 32, 16), flops=3e12, sched_flops=3.3e12, evals=20,
+                     val_tokens=16384, warmup=40, compare_metric="val_loss_max_context", **CTX, **PILOTS),
         "full": dict(model="L64-4", contexts=(128, 64, 32, 16), flops=2e13, sched_flops=2.2e13, evals=24,
                      val_tokens=32768, tokens_per_step=4096, data="", metric="val_loss", min_flops_frac=0.02,
                      max_extrap_error=0.3, compare_metric="val_loss_max_context", allow_bound_laws=False, **CTX),

@@ -177,6 +177,9 @@ def check_grid(e: str, p: dict) -> None:
 def check_batch(p: dict) -> None:
     if p.get("batch", "constant") not in ("constant", "tuned"):
         raise UserError(f"--set batch={p['batch']}: use constant (tokens_per_step at every context) or tuned (App. B.5)")
+    if p.get("batch") == "tuned" and "pilot_points" in p:    # a pilot would train at the shared batch, not the tuned one
+        raise UserError("--set batch=tuned: this preset's pilots (pilot_points) need one batch for every context; use "
+                        "batch=constant, or a preset without pilots")
 
 
 def check_corpus(e: str, p: dict) -> None:

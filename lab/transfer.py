@@ -3,8 +3,9 @@
 Eq. 2 assumes that a switch Q -> P at cost C_s is free and that the model goes on along P's law from the error it
 had: at the effective cost g_P(f_Q(C_s)) on P's law (g = f^-1). A pilot measures where it really goes on:
 
-  1. a static run of Q keeps checkpoints at a few costs (train_vit.py --keep-at; the first evaluation past each);
-  2. a pilot starts from one (train_vit.py --start-from), switches to P at once and trains a short stretch;
+  1. a static run of Q keeps checkpoints at a few costs (--keep-at of train_vit.py or train_lm.py; the first
+     evaluation past each);
+  2. a pilot starts from one (the trainer's --start-from), switches to P at once and trains a short stretch;
   3. its evaluations after the first quarter of the stretch, (C_k, E_k), are fitted by one number tau:
          E_k ~ f_P(g_P(f_Q(C_s)) + (C_k - C_s) + tau)          (least squares on E)
      tau is the effective cost transferred (Hernandez et al. 2021): tau < 0 a loss (a patch switch's jump),

@@ -1,9 +1,10 @@
-"""Switch pilots and measured transfer (issue 24): train_vit.py --keep-at / --start-from, lab/transfer.py's
+"""Switch pilots and measured transfer (issue 24): --keep-at / --start-from in both trainers, lab/transfer.py's
 effective-compute reading, and schedule.py --transfer.
 
 The pilot's promise: a run started from a static run's --keep-at checkpoint with a schedule that switches there is
 the same run as that schedule trained from scratch (the LR is constant after warm-up and every draw is keyed by
 (seed, step)), so a pilot costs only its stretch after the switch."""
+import inspect
 import json
 import sys
 from pathlib import Path
@@ -65,6 +66,49 @@ def test_start_from_refuses_another_seed_in_one_line(tmp_path, capsys):
     assert "seed=0" in capsys.readouterr().err
     assert train_vit.cli(flags + ["--patch", "8", "--flops", "8e7", "--keep-at", "9e7",
                                   "--out-dir", str(tmp_path / "q")]) == 2      # past the budget: out of range
+
+
+# ----------------------------------------------------------------------------- train_lm.py: the same promise
+
+import train_lm  # noqa: E402
+
+
+def lm_flags(tmp):
+    (tmp / "corpus.txt").write_text("".join(inspect.getsource(m) for m in (json, inspect)))
+    return ["--data", str(tmp / "corpus.txt"), "--model", "L32-2", "--tokens-per-step", "256", "--warmup", "4",
+            "--evals", "4", "--val-tokens", "512", "--cache-dir", str(tmp / "cache"), "--no-progress"]
+
+
+def test_an_lm_pilot_from_a_kept_checkpoint_is_the_context_schedule_from_scratch(tmp_path):
+    flags, keep = lm_flags(tmp_path), 3e8                         # a step at context 16: 5.3e7 FLOPs
+    assert train_lm.cli(flags + ["--context", "16", "--flops", "6.4e8", "--keep-at", str(keep),
+                                 "--out-dir", str(tmp_path / "static")]) == 0
+    kept = runtime.kept_path(tmp_path / "static", keep)
+    at = torch.load(kept, weights_only=False)["state"]["flops"]
+    assert keep <= at < keep * 1.2 and at in [r["flops"] for r in runtime.RunLog(tmp_path / "static" / "log.jsonl")
+                                              .records() if r.get("type") == "eval"]   # a kept point is evaluated
+    sched = tmp_path / "pilot.json"
+    sched.write_text(json.dumps({"version": 1, "stages": [{"config": {"context": 16}, "flops_start": 0.0},
+                                                          {"config": {"context": 32}, "flops_start": at}]}))
+    pilot = ["--schedule", str(sched), "--flops", "9e8"]
+    assert train_lm.cli(flags + pilot + ["--start-from", str(kept), "--out-dir", str(tmp_path / "pilot")]) == 0
+    assert train_lm.cli(flags + pilot + ["--out-dir", str(tmp_path / "scratch")]) == 0
+    a, b = weights(tmp_path / "pilot"), weights(tmp_path / "scratch")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    first = json.loads((tmp_path / "pilot" / "log.jsonl").read_text().splitlines()[1])
+    assert first["flops"] > at and first["config"] == {"context": 32}   # only its stretch after the switch
+
+
+def test_an_lm_start_from_refuses_another_seed_in_one_line(tmp_path, capsys):
+    flags = lm_flags(tmp_path) + ["--context", "16", "--flops", "2e8"]
+    assert train_lm.cli(flags + ["--keep-at", "1e8", "--out-dir", str(tmp_path / "static")]) == 0
+    kept = str(runtime.kept_path(tmp_path / "static", 1e8))
+    capsys.readouterr()
+    assert train_lm.cli(flags + ["--seed", "1", "--start-from", kept, "--out-dir", str(tmp_path / "p")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--start-from" in err and "seed=0" in err
+    assert not (tmp_path / "p" / "ckpt.pt").exists()
+    assert train_lm.cli(flags + ["--keep-at", "3e8", "--out-dir", str(tmp_path / "q")]) == 2   # past the budget
 
 
 # ----------------------------------------------------------------------------- schedule.py --transfer
