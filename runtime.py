@@ -153,13 +153,13 @@ def free_memory(device):
 
 def check_memory(where, device, params, batch, tokens, width, depth, heads, vocab=0):
     """Refuse a stage that cannot fit, before anything is allocated. Its need, a floor: 16 bytes a parameter (fp32
-    weights, gradients, AdamW's moments) and the activations kept for the backward pass: per block and token 16 x width
-    (norms, q, k, v, attention output, the MLP's 4x hidden twice) and heads x tokens (attention), and the logits."""
+    weights, gradients, AdamW's moments) and what backward keeps: 14 x width + heads x tokens floats per token and block,
+    the logits (vocab)."""
     need = 16 * params + 4 * batch * tokens * (depth * (14 * width + heads * tokens) + 2 * vocab)
     if (free := free_memory(device)) is not None and need > free:
-        raise UserError(f"{where}: training needs at least {need / 2**30:,.3g} GiB (weights, AdamW state and the "
-                        f"activations of {batch} x {tokens} tokens a step), {free / 2**30:,.3g} GiB is free here: "
-                        "use a smaller model, batch or context")
+        raise UserError(f"{where}: training needs at least {need / 2**30:,.3g} GiB (weights, AdamW state, activations "
+                        f"of {batch} x {tokens} tokens), {free / 2**30:,.3g} GiB is free here: use a smaller model, "
+                        "batch or context")
     return need
 
 
@@ -214,8 +214,7 @@ def check_run_folder(out, ckpt, log, resume, script, main=True):
     return ckpt.exists()
 
 
-def kept_path(out, flops):                            # --keep-at's copy of ckpt.pt at `flops` (a pilot's start)
-    return Path(out) / f"ckpt_at_{flops:.4g}.pt"
+kept_path = lambda out, flops: Path(out) / f"ckpt_at_{flops:.4g}.pt"   # --keep-at's copy of ckpt.pt (a pilot's start)
 
 
 class Checkpoints:

@@ -143,7 +143,6 @@ def batch_of(cfg, shape):
 def check_sizes(cfg, stages, train, val, world, m, device):   # stages: the full shapes; m: the model's arguments
     """Every size that could fail, before any work: batches (and their shards over the processes), splits, memory
     (each stage's floor, runtime.check_memory; the largest is returned)."""
-    need = 0
     for i, s in enumerate(stages):
         tps = s.get("tokens_per_step", cfg.tokens_per_step)
         where = f"{cfg.schedule}: stage {i} tokens_per_step" if "tokens_per_step" in s else "--tokens-per-step"
@@ -151,11 +150,6 @@ def check_sizes(cfg, stages, train, val, world, m, device):   # stages: the full
             raise UserError(f"{where} {tps} is not a multiple of context {s['context']}")
         world.shard(batch_of(cfg, s), f"{cfg.schedule}: stage {i} batch_size"
                     if "batch_size" in s else f"{where} {tps} at context {s['context']}")
-        w = m["width"]
-        params = s["depth"] * (4 * w * w + 3 * w * m["mlp_dim"]) + m["vocab_size"] * w   # blocks, tied embedding
-        need = max(need, runtime.check_memory(f"{cfg.schedule}: stage {i}" if cfg.schedule else f"--model {cfg.model}",
-                                              device, params, batch_of(cfg, s) // world.size, s["context"], w,
-                                              s["depth"], m["heads"], m["vocab_size"]))
     T = max(s["context"] for s in stages)
     if len(val) < T + 1:
         raise UserError(f"context {T} is longer than the validation split allows ({len(val)} tokens): "
@@ -167,7 +161,10 @@ def check_sizes(cfg, stages, train, val, world, m, device):   # stages: the full
                         "lower --val-tokens or raise --val-fraction")
     if len(train) < T + 1:
         raise UserError(f"the training split holds {len(train)} tokens, too few for context {T}")
-    return need
+    return max(runtime.check_memory(f"{cfg.schedule}: stage {i}" if cfg.schedule else f"--model {cfg.model}", device,
+                                    s["depth"] * (4 * m["width"] ** 2 + 3 * m["width"] * m["mlp_dim"]) + m["vocab_size"]
+                                    * m["width"], batch_of(cfg, s) // world.size, s["context"], m["width"], s["depth"],
+                                    m["heads"], m["vocab_size"]) for i, s in enumerate(stages))   # blocks, tied embedding
 
 
 # ----------------------------------------------------------------------------- optimiser, LR, growth

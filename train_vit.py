@@ -93,7 +93,6 @@ class Config:
 
 def check_flags(cfg):
     """Numeric flags in range, where they are parsed (the shapes are checked by plan_shapes): (budget, unit)."""
-    budget = runtime.check_budget(cfg.steps, cfg.flops)
     runtime.check_ranges(cfg, ("batch_size", "lr", "clip", "fewshot_seeds", "fewshot_support", "fewshot_query",
                                "test_size", "temperature", "ckpt_minutes", "base_patch", "posemb_grid", "head_dim",
                                "threads", "patch", "stop_after_steps"), (
@@ -102,7 +101,7 @@ def check_flags(cfg):
         ("train_size", cfg.train_size >= 0), ("grow_gamma", math.isfinite(cfg.grow_gamma) and cfg.grow_gamma >= 0),
         ("image_size", 0 <= cfg.image_size <= 4096), ("ckpt_every", cfg.ckpt_every >= 0),
         ("keep_at", all(0 < c <= (cfg.flops or 0) for c in cfg.keep_at))))
-    return budget
+    return runtime.check_budget(cfg.steps, cfg.flops)
 
 
 # ----------------------------------------------------------------------------- the stages' shapes (Sec. 4, 6)
@@ -172,11 +171,11 @@ def plan_shapes(cfg, size, width, depth, head_dim, world=None):
     return [{**stages[0], "patch": patches[0]}], patches, sched    # evaluated at the smallest patch (Fig. 7)
 
 
-def check_memory(cfg, run, i, s, head_dim):   # a stage's floor on memory (runtime.check_memory): blocks 12 w^2 d
-    t, w = (run.size // s["patch"]) ** 2, s["width"]   # tokens; the embeddings and the head: w x (p^2 c + t + classes)
-    return runtime.check_memory(f"stage {i} of {cfg.schedule}" if cfg.schedule else f"--model {cfg.model} --batch-"
-                                f"size {cfg.batch_size}", run.device, 12 * w * w * s["depth"] + w * (run.chans * s["patch"]
-                                ** 2 + t + run.num_classes), s["batch_size"] // run.world.size, t, w, s["depth"], w // head_dim)
+def check_memory(cfg, run, i, s, head_dim):   # a stage's floor on memory, before allocating (runtime.check_memory)
+    t, w, b = (run.size // s["patch"]) ** 2, s["width"], s["batch_size"]                    # tokens, width, batch
+    params = 12 * w * w * s["depth"] + w * (run.chans * s["patch"] ** 2 + t + run.num_classes)  # blocks, embeddings, head
+    return runtime.check_memory(f"stage {i} of {cfg.schedule}" if cfg.schedule else f"--model {cfg.model}, batch {b}",
+                                run.device, params, b // run.world.size, t, w, s["depth"], w // head_dim)
 
 
 def stage_in_force(sched, current, flops, error, switch_on):

@@ -99,7 +99,10 @@ def measure(root: Path, laws: list, pilots: list[dict], metric: str, scale: floa
         fit = [x for x in recs if x["flops"] - pl["at"] >= 0.25 * pl["stretch"] and math.isfinite(x[metric])]
         why = ("its shapes have no law in laws.json (left out)" if q is None or r is None else
                "it did not finish (diverged or failed: see its stdout.txt)" if not pl["finished"] else
-               f"only {len(fit)} evaluation(s) after the first quarter of its stretch" if len(fit) < 2 else None)
+               f"only {len(fit)} evaluation(s) after the first quarter of its stretch" if len(fit) < 2 else
+               f"{q.name}'s error at the switch ({float(q(pl['at'])):.4g}) is at or below the floor c = {r.c:.4g} of "
+               f"{r.name}'s law, which cannot place it" if not math.isfinite(r.inverse(min(float(q(pl["at"])), r.start)))
+               else None)
         if why:
             unmeasured.append({"pilot": pl["run"], "from": pl["from_config"], "to": pl["to_config"], "why": why})
             continue

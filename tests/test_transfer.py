@@ -5,6 +5,7 @@ The pilot's promise: a run started from a static run's --keep-at checkpoint with
 the same run as that schedule trained from scratch (the LR is constant after warm-up and every draw is keyed by
 (seed, step)), so a pilot costs only its stretch after the switch."""
 import inspect
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -218,6 +219,10 @@ def test_measure_leaves_a_failed_or_thin_pilot_unmeasured_and_averages_the_rest(
     assert [(u["pilot"], "did not finish" in u["why"] or "evaluation" in u["why"]) for u in doc["unmeasured"]] == [
         ("c", True), ("d", True)]
     assert doc["pilots_flops"] == pytest.approx(4 * stretch - 0.7 * stretch)   # d's one record sits at 0.3
+    # a switch from an error below P's floor c: P's law cannot place it (g_P is infinite), so it measures nothing
+    high = dataclasses.replace(p, c=float(q(at)) + 0.01)
+    doc = transfer.measure(tmp_path, [q, high], plan[:1], "m", 1e11)
+    assert doc["transitions"] == [] and "floor" in doc["unmeasured"][0]["why"], doc["unmeasured"]
 
 
 def test_the_pilot_plan_is_every_allowed_transition_at_each_kept_point():
