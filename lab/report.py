@@ -14,10 +14,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # the core, at the repository root
+from fit_laws import name_of as shape_name  # noqa: E402  ({"width": 32} -> "width=32", as the laws are named)
 from runtime import UserError, atomic_write, run_cli
 
 
@@ -260,6 +262,12 @@ def switch_section(sc: dict | None) -> list[str]:
             "`schedule_switch-cost.json` is the plan with them."]
 
 
+def change(a: dict, b: dict) -> str:
+    """A switch as what it changes: {"width": 32, "depth": 4} -> {"width": 64, "depth": 4} is "width=32 -> width=64"."""
+    keys = [k for k in a if a[k] != b.get(k)] or list(a)
+    return f"{shape_name({k: a[k] for k in keys})} -> {shape_name({k: b.get(k) for k in keys})}"
+
+
 def transfer_section(tr: dict | None, plan: dict | None) -> list[str]:
     """lab/transfer.py's measurement: tau per transition and switch point (mean over seeds, 95% interval), what
     schedule_transfer.json planned with it, and the transitions left to Eq. 2."""
@@ -272,7 +280,17 @@ def transfer_section(tr: dict | None, plan: dict | None) -> list[str]:
            "switch gains (> 0) or loses (< 0) against Eq. 2's assumption g_P(f_Q(C_s)), fitted to its evaluations "
            f"(lab/transfer.py). The pilots cost {cell(tr.get('pilots_flops'))} FLOPs after their switches.",
            table(rows) if rows else "No pilot measured a transfer."]
-    out += [f"Unmeasured: `{u['pilot']}`: {u['why']}; its transition keeps Eq. 2." for u in tr.get("unmeasured", [])]
+    if tr.get("against_staying"):
+        out += ["Against staying (no law needed): each pilot's last error less the error of the static run it left, "
+                "at the same FLOPs; < 0: the switch had paid by the end of its stretch.", table([{
+                    "transition": change(g["from"], g["to"]), "switch at (FLOPs)": g["switch"],
+                    "pilots' end (FLOPs)": g["at"], "error difference, mean": g["mean"],
+                    "per seed": ", ".join(f"{d:+.4f}" for d in g["delta"])} for g in tr["against_staying"]])]
+    why = {}                      # the unmeasured pilots, one line per transition and reason
+    for u in tr.get("unmeasured", []):
+        why.setdefault((change(u["from"], u["to"]), re.sub(r"\d\.\d+", "x", u["why"])), []).append(u)
+    out += [f"Unmeasured, {len(us)} pilot(s) {t} ({', '.join(u['pilot'] for u in us)}): {us[0]['why']}"
+            + (", and likewise for the others" if len(us) > 1 else "") + "; Eq. 2 there." for (t, _), us in why.items()]
     if plan:
         out.append("Planned with it (`schedule_transfer.json`): " + " -> ".join(
             f"{s['name']}" + (f" at {cell(s['flops_start'])} (tau {cell(s.get('transfer'))})" if k else "")
@@ -354,10 +372,12 @@ def verdict(root: Path) -> bool:
     return ok
 
 
-def no_cross(sched: dict, budget) -> str:
+def no_cross(sched: dict, budget, tr: dict | None = None) -> str:
+    stay = [g["mean"] for g in (tr or {}).get("against_staying", [])]
     return (f"== verdict: the laws do not cross within {cell(budget)} FLOPs ({sched['stages'][0].get('name')} is best "
             "throughout), so a schedule has nothing to switch and saves nothing: FAIL; raise --flops or change the "
-            "runs")
+            "runs" + (f" (the pilot switches agree: each ended {cell(min(stay))} to {cell(max(stay))} above the run it "
+                      "left, at the same FLOPs; predicted and achieved saving 0%)" if stay and min(stay) > 0 else ""))
 
 
 def too_few_laws(root: Path) -> str | None:
@@ -400,7 +420,7 @@ def write_report(root: Path) -> tuple[bool, str]:
     few = None if sched else too_few_laws(root)
     planned = bool(comp) and any(r["kind"] == "transfer" for r in comp["runs"])   # judged even if Eq. 2's is 1 stage
     tr = load(root / "transfer.json")
-    ok, line = (False, no_cross(sched, man.get("budget"))) if sched and len(sched["stages"]) < 2 and not planned else \
+    ok, line = (False, no_cross(sched, man.get("budget"), tr)) if sched and len(sched["stages"]) < 2 and not planned else \
         (False, few) if few else judge(comp) if comp else \
         (False, "== verdict: no comparison (no scheduled run finished): FAIL")
     out = [f"# {man.get('experiment', '?')} pipeline ({man.get('preset', '?')})",

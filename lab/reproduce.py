@@ -807,7 +807,8 @@ def pilots_step(cfg: Config, p: dict, root: Path, static: list[Job], sched: list
             jobs.append(Job(out.name, "pilot", seed, budget, out, threads,
                             trainer_cmd(cfg, p, out, seed, budget, threads, 2 * p["evals"], flags)))
             plan.append({"run": out.name, "seed": seed, "point": pl["point"], "at": at, "budget": budget,
-                         "stretch": budget - at, "from_config": shapes[pl["from"]], "to_config": shapes[pl["to"]]})
+                         "stretch": budget - at, "from_config": shapes[pl["from"]], "to_config": shapes[pl["to"]],
+                         "from_run": pl["from"]})
     bar.total += len(jobs)
     train(jobs, cfg.jobs, bar, "3b/6 pilot switches", tolerate=True)
     for pl in plan:

@@ -123,7 +123,24 @@ def measure(root: Path, laws: list, pilots: list[dict], metric: str, scale: floa
         transitions.append({"from": g["from"], "to": g["to"], "name": g["name"], "points": pts})
     window = min((0.25 * pl["stretch"] for pl in pilots), default=0.0)   # tau is fitted from here on after a switch
     return {"version": 1, "cost": "flops", "metric": metric, "pilots_flops": cost, "window": window,
-            "transitions": transitions, "unmeasured": unmeasured}
+            "transitions": transitions, "unmeasured": unmeasured, "against_staying": against_staying(root, pilots, metric)}
+
+
+def against_staying(root: Path, pilots: list[dict], metric: str) -> list[dict]:
+    """No law needed: each pilot's last error less its static run's (the shape it left) at the same FLOPs,
+    interpolated in log FLOPs; per transition and point the mean over seeds. < 0: the switch had paid by then."""
+    groups = {}
+    for pl in (pl for pl in pilots if pl.get("from_run")):
+        mine, stay = evals(root / pl["run"]), [r for r in evals(root / pl["from_run"]) if math.isfinite(r[metric])]
+        if not mine or not math.isfinite(mine[-1][metric]) or len(stay) < 2 or mine[-1]["flops"] > stay[-1]["flops"]:
+            continue
+        there = np.interp(math.log(mine[-1]["flops"]), np.log([r["flops"] for r in stay]), [r[metric] for r in stay])
+        key = json.dumps([pl["from_config"], pl["to_config"], pl["point"]], sort_keys=True)
+        groups.setdefault(key, {"from": pl["from_config"], "to": pl["to_config"], "switch": pl["at"], "at": [],
+                                "delta": []})
+        groups[key]["at"].append(mine[-1]["flops"])
+        groups[key]["delta"].append(float(mine[-1][metric] - there))
+    return [{**g, "at": float(np.mean(g["at"])), "mean": float(np.mean(g["delta"]))} for g in groups.values()]
 
 
 # ----------------------------------------------------------------------------- the command line

@@ -225,6 +225,21 @@ def test_measure_leaves_a_failed_or_thin_pilot_unmeasured_and_averages_the_rest(
     assert doc["transitions"] == [] and "floor" in doc["unmeasured"][0]["why"], doc["unmeasured"]
 
 
+def test_against_staying_is_the_pilots_last_error_less_the_static_run_it_left(tmp_path):
+    """No law: the pilot's last error against its static run's at the same FLOPs (log-interpolated), per point."""
+    def log(name, pts):
+        (tmp_path / name).mkdir()
+        recs = [{"type": "header"}] + [{"type": "eval", "flops": c, "m": e} for c, e in pts]
+        (tmp_path / name / "log.jsonl").write_text("\n".join(json.dumps(r) for r in recs))
+    log("static_a_s0", [(1e10, 0.5), (1e11, 0.3), (1e12, 0.2)])
+    log("pilot_a-b_at0_s0", [(2e10, 0.45), (1e11, 0.26)])          # 0.04 below staying at 1e11: it paid
+    log("pilot_a-b_at0_s1", [(2e10, 0.45), (1e11, 0.33)])          # its static run is missing: left out
+    pl = {"point": 1e10, "at": 1e10, "from_config": {"w": 1}, "to_config": {"w": 2}}
+    (g,) = transfer.against_staying(tmp_path, [{**pl, "run": "pilot_a-b_at0_s0", "from_run": "static_a_s0"},
+                                               {**pl, "run": "pilot_a-b_at0_s1", "from_run": "static_a_s1"}], "m")
+    assert g["delta"] == [pytest.approx(-0.04)] and g["mean"] == pytest.approx(-0.04) and g["at"] == 1e11
+
+
 def test_the_pilot_plan_is_every_allowed_transition_at_each_kept_point():
     shapes = {f"static_d{d}_s0": {"patch": 14, "depth": d} for d in (2, 4, 6)}
     plan = transfer.pilot_plan({"flops": 1e12, "pilot_points": (0.1, 0.5)}, shapes)
