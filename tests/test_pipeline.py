@@ -119,7 +119,7 @@ def test_growth_plans_start_small_and_grow(tmp_path):
     (["--flops", "-1"], "--flops"), (["--flops", "inf"], "--flops"), (["--flops", "nan"], "--flops"),
     (["--set", "evals=0"], "evals"), (["--set", "lr=abc"], "lr"), (["--set", "nope=1"], "KEY"),
     (["--set", "patches="], "patches"), (["--set", "evals=2.5"], "whole"),
-    (["--experiment", "context", "--preset", "demo"], "presets"),
+    (["--experiment", "context", "--preset", "paper"], "presets"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, args, says):
     if args[0] == "--seeds" and args[1] == "0":       # one in a real process (exit code, no traceback), the rest here
