@@ -20,6 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # the core, at the repository root
 from fit_laws import name_of as shape_name  # noqa: E402  ({"width": 32} -> "width=32", as the laws are named)
+import schedule  # noqa: E402  (tau_QP(C), interpolated as the planner does)
 from runtime import UserError, atomic_write, run_cli
 
 
@@ -201,6 +202,19 @@ def predicted_flops(sched: dict, laws: dict, target: float) -> float | None:
     return None
 
 
+def tau_bounds(root: Path, sched: dict) -> list[dict]:
+    """`sched` with its planned switch's tau at the 95% bounds measured around it (transfer.json, interpolated in log C
+    as schedule.py interpolates the means): a prediction's interval from the pilots' spread. [] without a transfer."""
+    st, doc = sched.get("stages", []), load(root / "transfer.json") or {}
+    if len(st) < 2 or "transfer" not in st[1]:
+        return []
+    pts = next((t["points"] for t in doc.get("transitions", []) if [t.get("from"), t.get("to")] ==
+                [st[0]["config"], st[1]["config"]]), [])
+    bounds = [[(x["switch"], (x.get("ci95") or [x["transfer"]] * 2)[i]) for x in pts] for i in (0, 1)]
+    return [{**sched, "stages": [st[0], {**st[1], "transfer": float(schedule.tau({(0, 1): b}, 0, 1, st[1][
+        "flops_start"]))}, *st[2:]]} for b in bounds] if pts else []
+
+
 def predicted_section(root: Path, laws: dict, comp: dict, kinds: list[str], budget=None) -> list[str]:
     """Every trained schedule: its path, the law-predicted savings (at the comparison's target, for the run as the
     trainer follows it) beside the achieved ones (mean over seeds, 95% interval); joint: Fig. 19's comparison.
@@ -217,14 +231,16 @@ def predicted_section(root: Path, laws: dict, comp: dict, kinds: list[str], budg
         sched = load(root / ("schedule.json" if kind == "law" else f"schedule_{kind}.json"))
         if not sched or kind == "random" or kind not in groups:
             continue
-        C = predicted_flops(sched, laws, target)
+        C, *band = (predicted_flops(x, laws, target) for x in [sched, *tau_bounds(root, sched)])
         pred = None if C is None or not math.isfinite(best) else 1 - C / best
         got[kind] = (pred, (groups[kind].get("flops_savings") or {}).get("mean"))
+        against = lambda ref, C=C, band=band: cell(None if C is None or not ref else 1 - C / ref, "savings") + (
+            " [" + ", ".join(cell(1 - c / ref, "savings") for c in sorted(band, reverse=True)) + "]"
+            if ref and None not in band and len(set(band)) > 1 else "")     # tau's 95% bounds: a prediction's interval
         rows.append({"schedule": kind, "path": " -> ".join(str(s.get("name")) for s in sched["stages"]),
                      "switches at (FLOPs)": ", ".join(cell(s["flops_start"]) for s in sched["stages"][1:]) or "—",
-                     "predicted savings": cell(pred, "savings"),
-                     "against the static run's FLOPs": cell(None if C is None or not measured else 1 - C / measured,
-                                                              "savings"),
+                     "predicted savings": against(best if math.isfinite(best) else None),
+                     "against the static run's FLOPs": against(measured),
                      "achieved savings [95% CI]": saved(groups[kind].get("flops_savings"))})
     if not rows:
         return []
@@ -232,7 +248,8 @@ def predicted_section(root: Path, laws: dict, comp: dict, kinds: list[str], budg
            f"law's {cell(best)} FLOPs: predicted by the laws for each schedule as trained (stages entered at their "
            "FLOPs, with the planned transfer where the schedule has one), achieved as measured (compare.py). Beside "
            f"it the same prediction against the best static run's measured {cell(measured)} FLOPs: where the two "
-           "differ, the laws misjudge the static shape's cost.",
+           "differ, the laws misjudge the static shape's cost. A planned transfer's prediction has in brackets the same "
+           "prediction with tau at the 95% bounds its pilots measured.",
            table(rows)]
     one = [k for k in ("width-only", "patch-only") if k in got]
     if "law" in got and one:   # App. D, Fig. 19: both axes against the better single axis

@@ -261,3 +261,16 @@ def test_a_plan_takes_tau_at_its_first_switch_only_and_reaches_its_target_no_soo
     both = {**first, (1, 2): [(1.0, 10 * eq2)]}                      # the second switch's gain is not believed
     assert sch.follow(third, (0, 1, 2), Cs, TARGET, S, both)[0] == sch.follow(third, (0, 1, 2), Cs, TARGET, S, first)[0]
     assert sch.follow(third, (1, 2), Cs[:1], TARGET, S, both)[0] < sch.follow(third, (1, 2), Cs[:1], TARGET, S, {})[0]
+
+
+def test_a_transfer_plans_prediction_has_an_interval_from_the_pilots_spread():
+    """report.md's prediction for a transfer plan, redone with tau at the 95% bounds its pilots measured (the committed
+    depth demo: tau 5.5e12 at the switch, bounds interpolated as schedule.tau does): the bounds bracket it."""
+    from lab import report
+    root = ROOT / "results" / "depth-demo-3s-transfer"
+    laws, sched = (json.loads((root / f).read_text()) for f in ("laws.json", "schedule_transfer.json"))
+    lo, hi = report.tau_bounds(root, sched)
+    assert lo["stages"][1]["transfer"] < sched["stages"][1]["transfer"] < hi["stages"][1]["transfer"]
+    C, C_lo, C_hi = (report.predicted_flops(s, laws, 0.186) for s in (sched, lo, hi))
+    assert C_hi <= C < C_lo                          # less transfer, more compute (the window floors the gain)
+    assert report.tau_bounds(root, json.loads((root / "schedule.json").read_text())) == []   # Eq. 2: no tau
