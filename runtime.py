@@ -330,9 +330,9 @@ class World:
         """Join the process group (after every check that may fail): NCCL for CUDA, gloo for CPU."""
         cuda = device.type == "cuda"
         if self.size > 1 and not tdist.is_initialized():
-            if not {"MASTER_ADDR", "MASTER_PORT"} <= set(os.environ):       # WORLD_SIZE set by hand
-                raise UserError(f"WORLD_SIZE={self.size} without torchrun (no MASTER_ADDR / MASTER_PORT): launch "
-                                f"with torchrun --nproc_per_node {self.size}, or unset WORLD_SIZE")
+            if "MASTER_ADDR" not in os.environ or not (p := os.environ.get("MASTER_PORT", "")).isdigit() or int(p) > 65535:
+                raise UserError(f"WORLD_SIZE={self.size} without torchrun (no MASTER_ADDR / MASTER_PORT, or no port "
+                                f"number): launch with torchrun --nproc_per_node {self.size}, or unset WORLD_SIZE")
             if cuda:
                 torch.cuda.set_device(device)
             tdist.init_process_group("nccl" if cuda else "gloo", timeout=datetime.timedelta(minutes=timeout_min),
@@ -384,8 +384,8 @@ def parse(config_cls, script, args=None, moved=None):
 
 def run_cli(main, config_cls, script, args=None, errors=(), moved=None, interrupted="continue with --resume"):
     """Parse the flags, run main(cfg) -> exit code: a UserError (or `errors`) one line and 2, Ctrl-C 130."""
-    rank, world = os.environ.get("RANK", "0"), os.environ.get("WORLD_SIZE", "1")      # a bad RANK: all speak
-    main_rank = rank == "0" or not (rank.isdigit() and world.isdigit() and int(rank) < int(world))
+    rank, world = os.environ.get("RANK", "0"), os.environ.get("WORLD_SIZE", "1")   # no torchrun, a bad RANK: all speak
+    main_rank = "MASTER_ADDR" not in os.environ or not (rank.isdigit() and world.isdigit() and 0 < int(rank) < int(world))
     try:
         try:
             main(parse(config_cls, script, args, moved))

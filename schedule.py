@@ -38,7 +38,7 @@ def _need(ok, message):
 
 num = lambda x: isinstance(x, (int, float)) and not isinstance(x, bool) and (  # a number a float holds: not a bool,
     abs(x) <= 1e300 if isinstance(x, int) else math.isfinite(x))                 # NaN, Infinity, 1e400, 10**400
-ge0, gt0 = (lambda x: num(x) and x >= 0), (lambda x: num(x) and x > 0)
+ge0, gt0 = (lambda x: num(x) and x >= 0), (lambda x: num(x) and x >= 1e-300)   # > 0: no subnormal such as 5e-324
 
 
 # ================================================================ the maths (Sec. 4): laws, Eq. 2, the DP, savings
