@@ -29,7 +29,7 @@ and none of torchrun's variables unless the case sets them. ulimit -v does not b
 prepare_images.py refused --workers above 8 a core, the case prep-workers-1e5 forked until its timeout (load 200 on
 2 cores); on such a version leave it out (--skip prep-workers-1e5).
 
-The outcome on 2 busy CPU cores (242 cases, ~30 min): before the fixes of this harness's commit 206 ok, 6 traceback,
+The outcome (242 cases; 13 min on 2 shared CPU cores, 50 min beside a training run): before the fixes of this harness's commit 206 ok, 6 traceback,
 8 silent, 22 other; after them 240 ok and 2 silent: vit-log-foreign and lm-log-foreign, a --resume over another run's
 log.jsonl (its header and records kept beside this run's), whose check (the kept header's model and seed against this
 run's) did not fit the core's line budget.
