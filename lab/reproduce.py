@@ -452,6 +452,10 @@ def say(text: str) -> None:
     sys.stdout.flush()                    # a log file followed with `tail -f` gets each line as it is said
 
 
+def rooted(cmd: list[str]) -> list[str]:   # [python, script.py, ...]: the project's script found from any working folder
+    return [cmd[0], str(ROOT / cmd[1]) if cmd[1].endswith(".py") else cmd[1], *cmd[2:]]
+
+
 def launch(job: Job) -> subprocess.Popen:
     """Start one run; it continues from its checkpoint when there is one. Its output: stdout.txt in its folder."""
     cmd = job.cmd + (["--resume"] if (job.out / "ckpt.pt").exists() else [])
@@ -460,7 +464,7 @@ def launch(job: Job) -> subprocess.Popen:
     with open(job.out / "stdout.txt", "a") as f:
         f.write("$ " + " ".join(cmd) + "\n")
         f.flush()
-        return subprocess.Popen([cmd[0], str(ROOT / cmd[1]), *cmd[2:]], stdout=f, stderr=subprocess.STDOUT, env=env)
+        return subprocess.Popen(rooted(cmd), stdout=f, stderr=subprocess.STDOUT, env=env)
 
 
 def train(jobs: list[Job], parallel: int, bar: Bar, desc: str, tolerate: bool = False) -> None:
@@ -506,8 +510,7 @@ def step(name: str, cmd: list[str], log: Path, mode: str = "w") -> None:
         f.flush()
         # one BLAS thread unless set: scipy's fits run up to 10x slower with more on 2 busy cores (tests/conftest.py)
         env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-        rc = subprocess.run([cmd[0], str(ROOT / cmd[1]), *cmd[2:]], stdout=f, stderr=subprocess.STDOUT,
-                            env=env).returncode
+        rc = subprocess.run(rooted(cmd), stdout=f, stderr=subprocess.STDOUT, env=env).returncode
     if rc != 0:
         raise StepFailed(name, log)
 
