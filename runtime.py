@@ -43,8 +43,7 @@ def strict(obj):
     return int(obj) if isinstance(obj, np.integer) else obj
 
 
-def dumps(obj, **kw):
-    return json.dumps(strict(obj), allow_nan=False, **kw)
+dumps = lambda obj, **kw: json.dumps(strict(obj), allow_nan=False, **kw)     # strict JSON of `obj`
 
 
 def check_out_dir(path, flag="--out-dir"):                  # a folder that can be made: none above it is a file
@@ -61,10 +60,12 @@ class RunLog:
         self.path = Path(path)
 
     def start(self, header, resume_step=None, was_precision=None):
-        """A new log; a resume keeps the records up to its checkpoint's step and notes a change of precision."""
+        """A new log; a resume keeps its own log's records up to its checkpoint's step and notes a new precision."""
         lines = [dumps(header)]
         if resume_step is not None and self.path.exists():
             kept = [r for r in self.records() if r.get("type") != "eval" or r.get("step", 0) <= resume_step]
+            old, new = next((r.get("config") for r in kept if r.get("type") == "header"), {}), header["config"]
+            check_resume(old if isinstance(old, dict) else {}, {k: new[k] for k in ("model", "seed")}, self.path)
             lines = [dumps(r) for r in kept] or lines
         if resume_step is not None and was_precision not in (None, now := header["precision"]):
             lines.append(dumps({"type": "note", "step": resume_step, "precision": now, "was": was_precision}))
@@ -94,8 +95,7 @@ def machine(cfg, world=None):
     """--threads, --device and --precision resolved: (device, "fp32" | "bf16", the forward passes' autocast)."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    device = resolve_device(cfg.device, world)
-    precision = resolve_precision(cfg.precision, device)
+    precision = resolve_precision(cfg.precision, device := resolve_device(cfg.device, world))
     return device, precision, autocast(device, precision)
 
 
@@ -302,8 +302,7 @@ class World:
     @classmethod
     def from_env(cls):
         try:
-            rank, size, local = (int(os.environ.get(k, d)) for k, d in
-                                 (("RANK", 0), ("WORLD_SIZE", 1), ("LOCAL_RANK", 0)))
+            rank, size, local = (int(os.environ.get(k, d)) for k, d in (("RANK", 0), ("WORLD_SIZE", 1), ("LOCAL_RANK", 0)))
         except ValueError:
             raise UserError("RANK / WORLD_SIZE / LOCAL_RANK must be integers (set by torchrun)") from None
         if not 0 <= rank < size:
@@ -330,9 +329,9 @@ class World:
         """Join the process group (after every check that may fail): NCCL for CUDA, gloo for CPU."""
         cuda = device.type == "cuda"
         if self.size > 1 and not tdist.is_initialized():
-            if not {"MASTER_ADDR", "MASTER_PORT"} <= set(os.environ):       # WORLD_SIZE set by hand
-                raise UserError(f"WORLD_SIZE={self.size} without torchrun (no MASTER_ADDR / MASTER_PORT): launch "
-                                f"with torchrun --nproc_per_node {self.size}, or unset WORLD_SIZE")
+            if "MASTER_ADDR" not in os.environ or not (p := os.environ.get("MASTER_PORT", "")).isdigit() or int(p) > 65535:
+                raise UserError(f"WORLD_SIZE={self.size} without torchrun (no MASTER_ADDR / MASTER_PORT, or no port "
+                                f"number): launch with torchrun --nproc_per_node {self.size}, or unset WORLD_SIZE")
             if cuda:
                 torch.cuda.set_device(device)
             tdist.init_process_group("nccl" if cuda else "gloo", timeout=datetime.timedelta(minutes=timeout_min),
@@ -384,8 +383,8 @@ def parse(config_cls, script, args=None, moved=None):
 
 def run_cli(main, config_cls, script, args=None, errors=(), moved=None, interrupted="continue with --resume"):
     """Parse the flags, run main(cfg) -> exit code: a UserError (or `errors`) one line and 2, Ctrl-C 130."""
-    rank, world = os.environ.get("RANK", "0"), os.environ.get("WORLD_SIZE", "1")      # a bad RANK: all speak
-    main_rank = rank == "0" or not (rank.isdigit() and world.isdigit() and int(rank) < int(world))
+    rank, world = os.environ.get("RANK", "0"), os.environ.get("WORLD_SIZE", "1")   # no torchrun, a bad RANK: all speak
+    main_rank = "MASTER_ADDR" not in os.environ or not (rank.isdigit() and world.isdigit() and 0 < int(rank) < int(world))
     try:
         try:
             main(parse(config_cls, script, args, moved))

@@ -38,7 +38,7 @@ def _need(ok, message):
 
 num = lambda x: isinstance(x, (int, float)) and not isinstance(x, bool) and (  # a number a float holds: not a bool,
     abs(x) <= 1e300 if isinstance(x, int) else math.isfinite(x))                 # NaN, Infinity, 1e400, 10**400
-ge0, gt0 = (lambda x: num(x) and x >= 0), (lambda x: num(x) and x > 0)
+ge0, gt0 = (lambda x: num(x) and x >= 0), (lambda x: num(x) and x >= 1e-300)   # > 0: no subnormal such as 5e-324
 
 
 # ================================================================ the maths (Sec. 4): laws, Eq. 2, the DP, savings
@@ -133,7 +133,7 @@ def dp_path(laws, target, n, allowed, S):
     E = error_grid(laws, target, f0.max(), n)
     G = np.stack([l.inverse(E) for l in laws], 1)
     G[(E[:, None] > f0[None]) | ~np.isfinite(G)] = np.inf  # outside c < E <= f(0)
-    T = np.where(np.eye(M, dtype=bool), 0.0, np.where(allowed, S, np.inf))
+    T, V = np.where(np.eye(M, dtype=bool), 0.0, np.where(allowed, S, np.inf)), None   # V: the level above's, from 0 on
     fresh, parent, U = np.arange(n)[:, None].repeat(M, 1) == 0, np.zeros((n, M), int), G[0].copy()  # level 0: fresh
     for i in range(n):
         if i:  # arrive in P by continuing P from the level above, or by starting P fresh (g_P from its C = 0)

@@ -162,9 +162,12 @@ def check_sizes(cfg, stages, train, val, world, m, device):   # stages: the full
     if len(train) < T + 1:
         raise UserError(f"the training split holds {len(train)} tokens, too few for context {T}")
     return max(runtime.check_memory(f"{cfg.schedule}: stage {i}" if cfg.schedule else f"--model {cfg.model}", device,
-                                    s["depth"] * (4 * m["width"] ** 2 + 3 * m["width"] * m["mlp_dim"]) + m["vocab_size"]
-                                    * m["width"], batch_of(cfg, s) // world.size, s["context"], m["width"], s["depth"],
-                                    m["heads"], m["vocab_size"]) for i, s in enumerate(stages))   # blocks, tied embedding
+                                    *memory_args(cfg, s, m, world.size)) for i, s in enumerate(stages))
+
+
+def memory_args(cfg, s, m, ranks):   # runtime.check_memory's sizes of a stage: parameters (blocks, tied embedding), ...
+    return (s["depth"] * (4 * m["width"] ** 2 + 3 * m["width"] * m["mlp_dim"]) + m["vocab_size"] * m["width"],
+            batch_of(cfg, s) // ranks, s["context"], m["width"], s["depth"], m["heads"], m["vocab_size"])
 
 
 # ----------------------------------------------------------------------------- optimiser, LR, growth

@@ -173,7 +173,7 @@ def plan_shapes(cfg, size, width, depth, head_dim, world=None):
 
 def check_memory(cfg, run, i, s, head_dim):   # a stage's floor on memory, before allocating (runtime.check_memory)
     t, w, b = (run.size // s["patch"]) ** 2, s["width"], s["batch_size"]                    # tokens, width, batch
-    params = 12 * w * w * s["depth"] + w * (run.chans * s["patch"] ** 2 + t + run.num_classes)  # blocks, embeddings, head
+    params = 12 * w * w * s["depth"] + w * (run.chans * cfg.base_patch ** 2 + cfg.posemb_grid ** 2 + run.num_classes)
     return runtime.check_memory(f"stage {i} of {cfg.schedule}" if cfg.schedule else f"--model {cfg.model}, batch {b}",
                                 run.device, params, b // run.world.size, t, w, s["depth"], w // head_dim)
 

@@ -138,8 +138,10 @@ def read_run(path: str, metric: str) -> Run:
     if not evals:
         raise UserError(f"{log}: no record has metric {metric!r}; pass the --metric the runs logged")
     for i, r in evals:                                   # no result from values that are not numbers (issue 25)
-        if bad := next((k for k in ("flops", metric) if not finite_number(r[k])), None):
+        if bad := next((k for k in ("flops", metric, "wall") if k in r and not finite_number(r[k])), None):
             raise UserError(f"{log}:{i}: {bad} {r[bad]!r} is not a finite number; mend or drop the record")
+        if not r[metric] >= 1e-300:                      # the curves are read in log-log, as fit_laws.py reads them
+            raise UserError(f"{log}:{i}: {metric} {r[metric]!r} is not an error >= 1e-300; mend or drop the record")
     evals = [r for _, r in evals if r["flops"] > 0]
     try:
         flops, error = (np.array([float(r[k]) for r in evals]) for k in ("flops", metric))

@@ -28,8 +28,8 @@ JSON.
 
 Bad input, each one line with exit code 2: a missing split or class folder, an empty class folder, mixed
 channel counts under --channels auto, a --resolution that none of --patch-sizes divides, a val class the train
-split lacks, more than --max-bad images that fail to decode (each one that fails is named in a warning,
-counted, and skipped).
+split lacks, a --splits entry that is a path (its files would land outside --out), more --workers than 8 a core,
+more than --max-bad images that fail to decode (each one that fails is named in a warning, counted, and skipped).
 """
 import hashlib
 import json
@@ -173,6 +173,7 @@ class Progress:
             old = json.loads(self.path.read_text())
         except (OSError, ValueError, RecursionError):
             old = None if not self.path.exists() else {"fingerprint": fp}     # unreadable: damaged, as below
+        old = old if old is None or isinstance(old, dict) else {"fingerprint": fp}   # not an object: damaged too
         if not isinstance(old, dict) or old.get("fingerprint") != fp:
             return                                        # none, or another preparation's: start afresh
         done, bad, compacted = old.get("done"), old.get("bad"), old.get("compacted")
@@ -329,10 +330,13 @@ def finished(out, split, fp):
 
 def check_flags(cfg):
     runtime.check_ranges(cfg, ("resolution", "chunk", "stop_after_chunks"), (
-        ("resolution", cfg.resolution <= 4096), ("workers", cfg.workers >= 0), ("max_bad", cfg.max_bad >= 0),
+        ("resolution", cfg.resolution <= 4096), ("max_bad", cfg.max_bad >= 0),
+        ("workers", 0 <= cfg.workers <= 8 * (os.cpu_count() or 1)),     # each one a process: never a fork storm
         ("patch_sizes", all(p >= 1 for p in cfg.patch_sizes))))
     if not cfg.splits or cfg.splits[0] != "train" or len(set(cfg.splits)) != len(cfg.splits):
         raise UserError(f"--splits {' '.join(cfg.splits)}: list train first (its classes label every split)")
+    if bad := [s for s in cfg.splits if s in ("", ".", "..") or Path(s).name != s]:   # <split>.u8 lands in --out
+        raise UserError(f"--splits {bad[0]!r}: a split is the name of a folder in --src (train, val), not a path")
     if cfg.patch_sizes and not any(cfg.resolution % p == 0 for p in cfg.patch_sizes):
         raise UserError(f"--resolution {cfg.resolution}: none of the patch sizes {' '.join(map(str, cfg.patch_sizes))} "
                         f"divides it; use a multiple of one (the paper: 120), or pass --patch-sizes")
@@ -348,9 +352,6 @@ def disk_bytes(path):
 
 def main(cfg):
     check_flags(cfg)
-    if undivided := [p for p in cfg.patch_sizes if cfg.resolution % p]:
-        print(f"note: patch sizes {' '.join(map(str, undivided))} do not divide {cfg.resolution}; the others do",
-              file=sys.stderr)
     workers = cfg.workers or os.cpu_count() or 1
     classes, channels, listed = None, None if cfg.channels == "auto" else int(cfg.channels), {}
     for split in cfg.splits:                             # every folder checked before the first image is decoded
@@ -364,6 +365,9 @@ def main(cfg):
         print(f"{split}: {meta['shape'][0]} images {'x'.join(map(str, meta['shape'][1:]))}, "
               f"{len(meta['classes'])} classes, {len(meta['skipped'])} skipped, {on_disk / 1e6:,.1f} MB on disk "
               f"({data}), {time.time() - t0:.1f}s")
+    if undivided := [p for p in cfg.patch_sizes if cfg.resolution % p]:    # said last: an error stays one line
+        print(f"note: patch sizes {' '.join(map(str, undivided))} do not divide {cfg.resolution}; the others do",
+              file=sys.stderr)
     return 0
 
 

@@ -41,11 +41,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Literal
 
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # the core, at the repository root
+ROOT = Path(__file__).resolve().parents[1]             # the core's folder: its scripts run from any working folder
+sys.path.insert(0, str(ROOT))
 from lab import report, transfer, write_json
 import runtime
 from lab.presets import PRESETS
@@ -450,6 +452,10 @@ def say(text: str) -> None:
     sys.stdout.flush()                    # a log file followed with `tail -f` gets each line as it is said
 
 
+def rooted(cmd: list[str]) -> list[str]:   # [python, script.py, ...]: the project's script found from any working folder
+    return [cmd[0], str(ROOT / cmd[1]) if cmd[1].endswith(".py") else cmd[1], *cmd[2:]]
+
+
 def launch(job: Job) -> subprocess.Popen:
     """Start one run; it continues from its checkpoint when there is one. Its output: stdout.txt in its folder."""
     cmd = job.cmd + (["--resume"] if (job.out / "ckpt.pt").exists() else [])
@@ -458,7 +464,7 @@ def launch(job: Job) -> subprocess.Popen:
     with open(job.out / "stdout.txt", "a") as f:
         f.write("$ " + " ".join(cmd) + "\n")
         f.flush()
-        return subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
+        return subprocess.Popen(rooted(cmd), stdout=f, stderr=subprocess.STDOUT, env=env)
 
 
 def train(jobs: list[Job], parallel: int, bar: Bar, desc: str, tolerate: bool = False) -> None:
@@ -504,7 +510,7 @@ def step(name: str, cmd: list[str], log: Path, mode: str = "w") -> None:
         f.flush()
         # one BLAS thread unless set: scipy's fits run up to 10x slower with more on 2 busy cores (tests/conftest.py)
         env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-        rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env).returncode
+        rc = subprocess.run(rooted(cmd), stdout=f, stderr=subprocess.STDOUT, env=env).returncode
     if rc != 0:
         raise StepFailed(name, log)
 
@@ -626,7 +632,7 @@ METRICS = {"train_vit.py": ("fewshot10_error", "test_error", "train_error"),
 
 def check_runs(cfg: Config, p: dict, static: list[Job]) -> None:
     """Before anything is written (issue 26): the metrics exist, every static run's flags are what its trainer takes
-    (values and ranges, as it would check them), and every patch size divides the images' side."""
+    (values and ranges, as it would check them), every patch size divides the images' side, every run fits here."""
     import importlib
     import data
     import flexivit
@@ -635,19 +641,47 @@ def check_runs(cfg: Config, p: dict, static: list[Job]) -> None:
         if p.get(key, METRICS[script][0]) not in METRICS[script]:
             raise UserError(f"--set {key}={p[key]}: {script} logs {', '.join(METRICS[script])}")
     trainer = importlib.import_module(script[:-3])
-    for job in static:
-        trainer.check_flags(runtime.parse(trainer.Config, script, job.cmd[2:]))
+    flags = [runtime.parse(trainer.Config, script, job.cmd[2:]) for job in static]
+    for f in flags:
+        trainer.check_flags(f)
+        if script == "train_lm.py":                        # the LM's sizes need no data
+            check_fits(script, f, 0, 0)
     if script != "train_vit.py" or not Path(cfg.data_dir).exists():   # no images here: the first run says so
         return
     if data.is_prepared(cfg.data_dir):
-        side, where = data.read_meta(cfg.data_dir, "train")["resolution"], data.paths(cfg.data_dir, "train")[2]
+        meta, where = data.read_meta(cfg.data_dir, "train"), data.paths(cfg.data_dir, "train")[2]
+        side, chans = meta["resolution"], meta["channels"]
     else:
-        side, where = p.get("image_size") or data.load_dataset(cfg.data_dir)[0].shape[-1], cfg.data_dir
+        x, where = data.load_dataset(cfg.data_dir)[0], cfg.data_dir
+        side, chans = p.get("image_size") or x.shape[-1], x.shape[1]
     patches = list(p.get("patches", ())) + [p[k] for k in ("patch", "teacher_patch") if k in p]
     if bad := [q for q in patches if q not in flexivit.valid_patches(side)]:
         raise UserError(f"{where}: the {side}-pixel images have no patch size {' '.join(map(str, bad))} (valid: "
                         f"{' '.join(map(str, flexivit.valid_patches(side)))}); --set patches=... or prepare the data "
                         "at a resolution they all divide (e.g. 120)")
+    for f in flags:
+        check_fits(script, f, side, chans)
+
+
+def check_fits(script: str, f, side: int, chans: int) -> None:
+    """A static run too big for this machine, refused before anything is written (issue 25) by its trainer's own
+    floor on memory (runtime.check_memory), from its flags; a --set model= that names no model."""
+    import flexivit
+    import train_lm
+    import train_vit
+    device = runtime.resolve_device(f.device)
+    if script == "train_lm.py":
+        _, shapes, _ = train_lm.load_stages(f)
+        m = {**train_lm.model_args(f.model, f.vocab_size or 256, f.context), "depth": shapes[0]["depth"]}
+        runtime.check_memory(f"--set model={f.model}", device, *train_lm.memory_args(f, shapes[0], m, 1))
+        return
+    try:
+        w, d, heads = flexivit.spec(f.model)
+    except ValueError as e:
+        raise UserError(f"--set model={f.model}: {e}") from None
+    run = SimpleNamespace(size=side, chans=chans, num_classes=0, device=device, world=SimpleNamespace(size=1))
+    stage = {"patch": f.patch or side // 4, "width": w, "depth": d, "batch_size": f.batch_size}
+    train_vit.check_memory(f, run, 0, stage, w // heads)
 
 
 UNSET = ("threads", "progress", "resume", "out_dir")     # how and where a run is carried out, not what it computes
@@ -680,7 +714,7 @@ def plan_sweep(cfg: Config, p: dict, static: list[Job], sched: list[Job]) -> Non
     dearest static shape per FLOP. Sums are run-seconds; with --jobs runs at a time the wall is about sum / jobs."""
     script = TRAINER.get(cfg.experiment, "train_vit.py")
     t = time.perf_counter()                                # a run's own start: interpreter and imports
-    subprocess.run([sys.executable, "-c", f"import {script[:-3]}"], check=True)
+    subprocess.run([sys.executable, "-c", f"import {script[:-3]}"], check=True, cwd=ROOT)
     start, plans, total = time.perf_counter() - t, {}, 0.0
     from lab import planner
     for job in static:

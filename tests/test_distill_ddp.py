@@ -199,8 +199,8 @@ def test_bad_input_is_one_line_exit_2(data, tmp_path, capsys, monkeypatch):
         assert match in err[0], err
     assert not (tmp_path / "r").exists()
     # as torchrun's rank 0 (and 1) of 3 processes: the batch does not split; found before any collective
-    monkeypatch.setenv("WORLD_SIZE", "3")
-    monkeypatch.setenv("RANK", "0")
+    for k, v in (("WORLD_SIZE", "3"), ("RANK", "0"), ("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", "29500")):
+        monkeypatch.setenv(k, v)
     rc, err = run_cli(capsys, flags(npz, tmp_path / "w"))
     assert rc == 2 and len(err) == 1 and "batch size 32 does not divide across 3 processes" in err[0], err
     sched = write_schedule(tmp_path / "s.json", [({"patch": 4, "batch_size": 30}, 0.0, 1e9),

@@ -125,8 +125,8 @@ def test_resume_on_another_number_of_processes_is_refused(runs, capsys):
 def test_a_global_batch_that_does_not_divide_is_refused(setup, capsys, monkeypatch):
     d, cfg = setup
     cfg = dataclasses.replace(cfg, out_dir=str(d / "w"), schedule="", context=16)
-    monkeypatch.setenv("WORLD_SIZE", "3")                     # as torchrun's rank 0 of 3: found before any collective
-    monkeypatch.setenv("RANK", "0")
+    for k, v in (("WORLD_SIZE", "3"), ("RANK", "0"), ("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", "29500")):
+        monkeypatch.setenv(k, v)                              # as torchrun's rank 0 of 3: found before any collective
     code, err = cli(capsys, cfg)
     assert code == 2 and len(err) == 1 and "batch size 16 does not divide across 3 processes" in err[0], err
     odd = write_schedule(d / "odd.json", [({"context": 16}, 0.0), ({"context": 32, "batch_size": 10}, 1e9)])

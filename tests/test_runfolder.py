@@ -46,6 +46,13 @@ def emptied(run):
     (run / "log.jsonl").write_text("")
 
 
+def foreign(run):                                     # another run's log (seed 7) copied in over this one's
+    lines = (run / "log.jsonl").read_text().splitlines()
+    head = json.loads(lines[0])
+    head["config"]["seed"] = 7
+    (run / "log.jsonl").write_text("\n".join([json.dumps(head), *lines[1:]]) + "\n")
+
+
 def dangling(run):
     (run / "ckpt.pt").unlink()
     (run / "ckpt.pt").symlink_to(run / "gone" / "ckpt.pt")
@@ -54,7 +61,7 @@ def dangling(run):
 @pytest.mark.parametrize("trainer", ["vit", "lm"])
 @pytest.mark.parametrize("tamper, says", [(garbage, "log.jsonl: line 1"), (not_an_object, "log.jsonl: line 2"),
                                           (deleted, "log.jsonl is missing"), (emptied, "log.jsonl is missing"),
-                                          (dangling, "ckpt.pt is a link")])
+                                          (dangling, "ckpt.pt is a link"), (foreign, "seed=7")])
 def test_a_tampered_run_folder_is_refused_on_resume(b, tmp_path, capsys, trainer, tamper, says):
     run = tmp_path / "run"
     shutil.copytree(b.root / trainer, run)
