@@ -389,12 +389,24 @@ def verdict(root: Path) -> bool:
     return ok
 
 
-def no_cross(sched: dict, budget, tr: dict | None = None) -> str:
+def pilots_agree(tr: dict | None) -> str:   # every pilot lost against staying: "do not switch", measured
     stay = [g["mean"] for g in (tr or {}).get("against_staying", [])]
+    return (f"the pilot switches agree: each ended {cell(min(stay))} to {cell(max(stay))} above the run it left, at the "
+            "same FLOPs; predicted and achieved saving 0%") if stay and min(stay) > 0 else ""
+
+
+def no_cross(sched: dict, budget, tr: dict | None = None) -> str:
     return (f"== verdict: the laws do not cross within {cell(budget)} FLOPs ({sched['stages'][0].get('name')} is best "
             "throughout), so a schedule has nothing to switch and saves nothing: FAIL; raise --flops or change the "
-            "runs" + (f" (the pilot switches agree: each ended {cell(min(stay))} to {cell(max(stay))} above the run it "
-                      "left, at the same FLOPs; predicted and achieved saving 0%)" if stay and min(stay) > 0 else ""))
+            "runs" + (f" ({agree})" if (agree := pilots_agree(tr)) else ""))
+
+
+def stay_note(sched: dict | None, plan: dict | None, tr: dict | None) -> str:
+    """Eq. 2 switches but the plan with the measured transfer stays: said beside the verdict on Eq. 2's schedule."""
+    if not sched or len(sched["stages"]) < 2 or not plan or len(plan["stages"]) != 1:
+        return ""
+    return (f" (with the measured transfer the plan is to stay at {plan['stages'][0].get('name')}, no switch"
+            + (f"; {agree})" if (agree := pilots_agree(tr)) else ")"))
 
 
 def too_few_laws(root: Path) -> str | None:
@@ -440,8 +452,9 @@ def write_report(root: Path) -> tuple[bool, str]:
     ok, line = (False, no_cross(sched, man.get("budget"), tr)) if sched and len(sched["stages"]) < 2 and not planned else \
         (False, few) if few else judge(comp) if comp else \
         (False, "== verdict: no comparison (no scheduled run finished): FAIL")
+    line += "" if planned or not comp else stay_note(sched, load(root / "schedule_transfer.json"), tr)
     out = [f"# {man.get('experiment', '?')} pipeline ({man.get('preset', '?')})",
-           f"`{man.get('command', 'python reproduce.py')}`", line.removeprefix("== ")]
+           f"`{man.get('command', 'python lab/reproduce.py')}`", line.removeprefix("== ")]
     if laws:
         warnings = [ln.strip() for ln in (root / "laws.txt").read_text().splitlines() if "warning" in ln.lower()] \
             if (root / "laws.txt").exists() else []

@@ -1,16 +1,16 @@
 """The paper's experiments end to end, one command each: static sweep -> laws -> schedule -> scheduled runs ->
 comparison -> report (Sec. 3-6; Fig. 4, 5, 7, 9, 12).
 
-    python reproduce.py --experiment patch --preset demo      # `make demo`: ViT patch size, minutes on a laptop
-    python reproduce.py --experiment patch --preset full      # `make reproduce`
-    python reproduce.py --experiment context --preset full    # `make reproduce-lm`: LM context length (Sec. 5)
-    python reproduce.py --experiment batch --preset full      # `make hparams-batch`: batch size (Sec. 6.2)
-    python reproduce.py --experiment distill --preset full    # `make hparams-distill`: supervised -> distillation
-    python reproduce.py --experiment width --preset demo      # `make reproduce-width`: ViT width 32 -> 64 -> 128
-    python reproduce.py --experiment depth --preset demo      # `make reproduce-depth`: ViT depth 2 -> 4 -> 6
-    python reproduce.py --experiment joint --preset demo      # `make reproduce-joint`: patch x width (App. D)
-    python reproduce.py --experiment lm-depth --preset demo   # `make reproduce-lm-depth`: LM depth 2 -> 4 -> 6 on code
-    python reproduce.py --experiment patch --preset smoke --seeds 0 1 2 --set patches=14,7 --flops 1e11
+    python lab/reproduce.py --experiment patch --preset demo    # `make demo`: ViT patch size, minutes on a laptop
+    python lab/reproduce.py --experiment patch --preset full    # `make reproduce`
+    python lab/reproduce.py --experiment context --preset full  # `make reproduce-lm`: LM context length (Sec. 5)
+    python lab/reproduce.py --experiment batch --preset full    # `make hparams-batch`: batch size (Sec. 6.2)
+    python lab/reproduce.py --experiment distill --preset full  # `make hparams-distill`: supervised -> distillation
+    python lab/reproduce.py --experiment width --preset demo    # `make reproduce-width`: ViT width 32 -> 64 -> 128
+    python lab/reproduce.py --experiment depth --preset demo    # `make reproduce-depth`: ViT depth 2 -> 4 -> 6
+    python lab/reproduce.py --experiment joint --preset demo    # `make reproduce-joint`: patch x width (App. D)
+    python lab/reproduce.py --experiment lm-depth --preset demo # `make reproduce-lm-depth`: LM depth 2 -> 4 -> 6, code
+    python lab/reproduce.py --experiment patch --preset smoke --seeds 0 1 2 --set patches=14,7 --flops 1e11
 
 Six steps, each a run of one of the project's scripts; what a step prints goes to its own file
 (<out-dir>/<run>/stdout.txt for a training run, <out-dir>/<step>.txt for the others):
@@ -584,7 +584,7 @@ def command(cfg: Config, p: dict, seeds) -> str:
     preset = PRESETS[cfg.experiment][cfg.preset]
     sets = [f"{k}={','.join(map(str, v)) if isinstance(v, tuple) else v}" for k, v in p.items()
             if k not in ("flops", "sched_flops") and v != preset[k]]
-    return (f"python reproduce.py --experiment {cfg.experiment} --preset {cfg.preset}"
+    return (f"python lab/reproduce.py --experiment {cfg.experiment} --preset {cfg.preset}"
             + (f" --seeds {' '.join(map(str, seeds))}" if list(seeds) != [0] else "")
             + (f" --flops {p['flops']:g}" if p["flops"] != preset["flops"] else "")
             + (f" --set {' '.join(sets)}" if sets else "") + (f" --precision {cfg.precision}"

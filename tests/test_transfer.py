@@ -274,3 +274,15 @@ def test_a_transfer_plans_prediction_has_an_interval_from_the_pilots_spread():
     C, C_lo, C_hi = (report.predicted_flops(s, laws, 0.186) for s in (sched, lo, hi))
     assert C_hi <= C < C_lo                          # less transfer, more compute (the window floors the gain)
     assert report.tau_bounds(root, json.loads((root / "schedule.json").read_text())) == []   # Eq. 2: no tau
+
+
+def test_the_verdict_says_when_the_measured_transfer_says_stay_while_eq2_switches():
+    """Eq. 2 switches, the plan with the measured transfer stays and every pilot lost against staying: the verdict on
+    Eq. 2's schedule says so; a pilot that gained, or a transfer plan that switches, leaves it unsaid."""
+    from lab import report
+    eq2 = {"stages": [{"name": "patch=12"}, {"name": "patch=8"}]}
+    stay, lost = {"stages": [{"name": "patch=12"}]}, {"against_staying": [{"mean": 0.02}, {"mean": 0.03}]}
+    note = report.stay_note(eq2, stay, lost)
+    assert "stay at patch=12" in note and "0.02 to 0.03 above" in note
+    assert "agree" not in report.stay_note(eq2, stay, {"against_staying": [{"mean": -0.01}, {"mean": 0.03}]})
+    assert report.stay_note(eq2, eq2, lost) == "" and report.stay_note(stay, stay, lost) == ""
