@@ -29,10 +29,9 @@ and none of torchrun's variables unless the case sets them. ulimit -v does not b
 prepare_images.py refused --workers above 8 a core, the case prep-workers-1e5 forked until its timeout (load 200 on
 2 cores); on such a version leave it out (--skip prep-workers-1e5).
 
-The outcome (242 cases; 13 min on 2 shared CPU cores, 50 min beside a training run): before the fixes of this harness's commit 206 ok, 6 traceback,
-8 silent, 22 other; after them 240 ok and 2 silent: vit-log-foreign and lm-log-foreign, a --resume over another run's
-log.jsonl (its header and records kept beside this run's), whose check (the kept header's model and seed against this
-run's) did not fit the core's line budget.
+The outcome (242 cases; 13 min on 2 idle CPU cores, 35-50 min beside training runs): before the fixes that came
+with this harness 206 ok, 6 traceback, 8 silent, 22 other; after them, and the check that refuses a --resume over
+another run's log.jsonl (runtime.RunLog.start: the kept header's model and seed against this run's), 242 ok.
 """
 from __future__ import annotations
 
@@ -59,6 +58,10 @@ VIT, LM, FIT, SCH, EV = "train_vit.py", "train_lm.py", "fit_laws.py", "schedule.
 CMP, REP, PREP = "lab/compare.py", "lab/reproduce.py", "lab/prepare_images.py"
 FAMILIES = ("fs", "runfolder", "sizes", "labels", "records", "prepare", "env")
 TORCHRUN = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+sys.path.insert(0, str(ROOT / "tests"))    # the suite's tiny inputs, flags and tamperings, shared with its tests
+from conftest import make_images  # noqa: E402
+from test_badinput import lm, vit, write_log as write_logs  # noqa: E402
+from test_runfolder import dangling, deleted, emptied, garbage, not_an_object as not_object  # noqa: E402
 
 
 @dataclasses.dataclass
@@ -88,16 +91,6 @@ class Case:
 
 # ----------------------------------------------------------------------------- tiny inputs
 
-def make_images(n, rng, size=16):
-    """n tiny images whose class is where a bright square sits, and their labels (tests/conftest.py's)."""
-    y = rng.integers(0, 10, n)
-    x = rng.integers(0, 60, (n, size, size)).astype(np.uint8)
-    for i, c in enumerate(y):
-        r, col = divmod(int(c), 4)
-        x[i, r * 4:r * 4 + 4, col * 4:col * 4 + 4] = 250
-    return x, y
-
-
 def image_folder(root, splits=("train", "val"), classes=3, per_class=4, gray=()):
     """root/<split>/c<k>/<i>.png, small colour images (the classes in `gray` grayscale)."""
     from PIL import Image
@@ -110,32 +103,6 @@ def image_folder(root, splits=("train", "val"), classes=3, per_class=4, gray=())
                 a[..., c % 3] += np.uint8(150)
                 Image.fromarray(a).convert("L" if c in gray else "RGB").save(d / f"{i}.png")
     return Path(root)
-
-
-def write_logs(path, configs=({"patch": 7}, {"patch": 14}), n=24):
-    """Synthetic static runs in the trainers' log format, one folder per config (tests/test_badinput.py's)."""
-    for cfg in configs:
-        C = np.geomspace(1e11, 1e14, n)
-        E = 3e4 * (C + 2e11) ** -0.4 * (7 / cfg["patch"]) ** 0.1 + 0.08
-        (d := Path(path) / f"static_p{cfg['patch']}").mkdir(parents=True, exist_ok=True)
-        lines = [{"version": 1, "type": "header", "run": d.name, "config": {"model": "V64-4", "seed": 0, **cfg}}]
-        lines += [{"type": "eval", "step": 10 * (i + 1), "flops": float(c), "config": cfg, "wall": float(i + 1),
-                   "fewshot10_error": float(e), "test_error": float(e) - 0.02} for i, (c, e) in enumerate(zip(C, E))]
-        (d / "log.jsonl").write_text("\n".join(json.dumps(r) for r in lines) + "\n")
-    return Path(path)
-
-
-def vit(b, out, *extra):
-    patch = [] if "--schedule" in extra else ["--patch", 4]
-    return ["--data-dir", b.npz, "--model", "V32-2", *patch, "--batch-size", 16, "--warmup", 2, "--evals", 2,
-            "--fewshot-support", 200, "--fewshot-query", 40, "--fewshot-seeds", 1, "--test-size", 40,
-            "--train-size", 40, "--out-dir", out, "--no-progress", "--threads", 1, *extra]
-
-
-def lm(b, out, *extra):
-    return ["--data", b.corpus, "--model", "L32-2", "--context", 16, "--tokens-per-step", 128, "--val-tokens", 256,
-            "--evals", 2, "--warmup", 2, "--out-dir", out, "--cache-dir", b.cache, "--no-progress", "--threads", 1,
-            *extra]
 
 
 def prep(b, out, *extra, src=None):
@@ -373,28 +340,6 @@ def fs_cases():
                                                                "--cache-dir", w / "in/file.txt/cache")),
     ]
     return cases
-
-
-def garbage(run):
-    (run / "log.jsonl").write_bytes(b"\xff\xfe\x00 not a log\n\x89PNG\n")
-
-
-def not_object(run):
-    lines = (run / "log.jsonl").read_text().splitlines()
-    (run / "log.jsonl").write_text("\n".join([lines[0], "[1, 2]", *lines[1:]]) + "\n")
-
-
-def deleted(run):
-    (run / "log.jsonl").unlink()
-
-
-def emptied(run):
-    (run / "log.jsonl").write_text("")
-
-
-def dangling(run):
-    (run / "ckpt.pt").unlink()
-    (run / "ckpt.pt").symlink_to(run / "gone" / "ckpt.pt")
 
 
 def ckpt_dir(run):
