@@ -202,10 +202,10 @@ def predicted_flops(sched: dict, laws: dict, target: float) -> float | None:
     return None
 
 
-def tau_bounds(root: Path, sched: dict) -> list[dict]:
-    """`sched` with its planned switch's tau at the 95% bounds measured around it (transfer.json, interpolated in log C
-    as schedule.py interpolates the means): a prediction's interval from the pilots' spread. [] without a transfer."""
-    st, doc = sched.get("stages", []), load(root / "transfer.json") or {}
+def tau_bounds(doc: dict | None, sched: dict) -> list[dict]:
+    """`sched` with its planned switch's tau at the 95% bounds measured around it (transfer.json's `doc`, interpolated
+    in log C as schedule.py interpolates the means): a prediction's interval from the pilots' spread. [] without one."""
+    st, doc = sched.get("stages", []), doc or {}
     if len(st) < 2 or "transfer" not in st[1]:
         return []
     pts = next((t["points"] for t in doc.get("transitions", []) if [t.get("from"), t.get("to")] ==
@@ -215,7 +215,7 @@ def tau_bounds(root: Path, sched: dict) -> list[dict]:
         "flops_start"]))}, *st[2:]]} for b in bounds] if pts else []
 
 
-def predicted_section(root: Path, laws: dict, comp: dict, kinds: list[str], budget=None) -> list[str]:
+def predicted_section(root: Path, laws: dict, comp: dict, kinds: list[str], budget=None, tr=None) -> list[str]:
     """Every trained schedule: its path, the law-predicted savings (at the comparison's target, for the run as the
     trainer follows it) beside the achieved ones (mean over seeds, 95% interval); joint: Fig. 19's comparison.
     Both from the laws: a schedule's FLOPs against the best static law's (as schedule.py predicts), so that where
@@ -231,7 +231,7 @@ def predicted_section(root: Path, laws: dict, comp: dict, kinds: list[str], budg
         sched = load(root / ("schedule.json" if kind == "law" else f"schedule_{kind}.json"))
         if not sched or kind == "random" or kind not in groups:
             continue
-        C, *band = (predicted_flops(x, laws, target) for x in [sched, *tau_bounds(root, sched)])
+        C, *band = (predicted_flops(x, laws, target) for x in [sched, *tau_bounds(tr, sched)])
         pred = None if C is None or not math.isfinite(best) else 1 - C / best
         got[kind] = (pred, (groups[kind].get("flops_savings") or {}).get("mean"))
         against = lambda ref, C=C, band=band: cell(None if C is None or not ref else 1 - C / ref, "savings") + (
@@ -448,11 +448,11 @@ def write_report(root: Path) -> tuple[bool, str]:
     params = man.get("params", {})
     few = None if sched else too_few_laws(root)
     planned = bool(comp) and any(r["kind"] == "transfer" for r in comp["runs"])   # judged even if Eq. 2's is 1 stage
-    tr = load(root / "transfer.json")
+    tr, plan = load(root / "transfer.json"), load(root / "schedule_transfer.json")   # the pilots, the plan with them
     ok, line = (False, no_cross(sched, man.get("budget"), tr)) if sched and len(sched["stages"]) < 2 and not planned else \
         (False, few) if few else judge(comp) if comp else \
         (False, "== verdict: no comparison (no scheduled run finished): FAIL")
-    line += "" if planned or not comp else stay_note(sched, load(root / "schedule_transfer.json"), tr)
+    line += "" if planned or not comp else stay_note(sched, plan, tr)
     out = [f"# {man.get('experiment', '?')} pipeline ({man.get('preset', '?')})",
            f"`{man.get('command', 'python lab/reproduce.py')}`", line.removeprefix("== ")]
     if laws:
@@ -472,8 +472,8 @@ def write_report(root: Path) -> tuple[bool, str]:
         out += ["![comparison](comparison.png)"] if (root / "comparison.png").exists() else []
         out += predicted_section(root, laws, comp, ["law", *dict.fromkeys(r["kind"] for r in comp.get("runs", [])
                                                                         if r["kind"] not in ("static", "law"))],
-                                 man.get("budget"))
-    out += transfer_section(tr, load(root / "schedule_transfer.json"))
+                                 man.get("budget"), tr)
+    out += transfer_section(tr, plan)
     out += switch_section(load(root / "switch_cost.json"))
     out += lm_section(man, load(root / "tuned.json"))
     runs = man.get("runs", [])

@@ -269,11 +269,12 @@ def test_a_transfer_plans_prediction_has_an_interval_from_the_pilots_spread():
     from lab import report
     root = ROOT / "results" / "depth-demo-3s-transfer"
     laws, sched = (json.loads((root / f).read_text()) for f in ("laws.json", "schedule_transfer.json"))
-    lo, hi = report.tau_bounds(root, sched)
+    doc = json.loads((root / "transfer.json").read_text())
+    lo, hi = report.tau_bounds(doc, sched)
     assert lo["stages"][1]["transfer"] < sched["stages"][1]["transfer"] < hi["stages"][1]["transfer"]
     C, C_lo, C_hi = (report.predicted_flops(s, laws, 0.186) for s in (sched, lo, hi))
     assert C_hi <= C < C_lo                          # less transfer, more compute (the window floors the gain)
-    assert report.tau_bounds(root, json.loads((root / "schedule.json").read_text())) == []   # Eq. 2: no tau
+    assert report.tau_bounds(doc, json.loads((root / "schedule.json").read_text())) == []   # Eq. 2: no tau
 
 
 def test_the_verdict_says_when_the_measured_transfer_says_stay_while_eq2_switches():
