@@ -21,8 +21,7 @@ class UserError(ValueError):
 
 def atomic_write(path, write):
     """Write `path` through `write(tmp_path)` and a rename: never half a file, never a stray temporary one."""
-    path = Path(path)
-    if path.is_dir():
+    if (path := Path(path)).is_dir():
         raise UserError(f"{path} is a directory; give a file name")
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
@@ -255,9 +254,8 @@ class Checkpoints:
         if not self.prev.exists() or self.suspect[1]:
             what = ("its checkpoints were removed (the loss rose after them: they may hold the diverging weights)"
                     if self.prev.exists() else "its only checkpoint was removed (it may hold the diverging weights)")
-            if self.main:
-                self.path.unlink(missing_ok=True)
-                self.prev.unlink(missing_ok=True)
+            for path in (self.path, self.prev) if self.main else ():
+                path.unlink(missing_ok=True)
             return what + "; the same command starts afresh"
         step = torch.load(self.prev, map_location="cpu", weights_only=False)["state"]["step"]
         if self.main:
@@ -388,6 +386,8 @@ def run_cli(main, config_cls, script, args=None, errors=(), moved=None, interrup
     try:
         try:
             main(parse(config_cls, script, args, moved))
+            if tdist.is_available() and tdist.is_initialized():
+                tdist.barrier()       # every rank done (no message in flight) before the group goes: gloo aborts else
         except OSError as e:                                # the file system says no (naming no file: ours, a bug)
             raise e if e.filename is None else UserError(f"{e.filename}: {e.strerror}") from None
         return 0
