@@ -15,18 +15,15 @@ import dataclasses
 import json
 import math
 import re
+import statistics
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # the core, at the repository root
 from fit_laws import name_of as shape_name  # noqa: E402  ({"width": 32} -> "width=32", as the laws are named)
 import schedule  # noqa: E402  (tau_QP(C), interpolated as the planner does)
-from runtime import UserError, atomic_write, run_cli
-
-
-def load(path: Path):
-    """A JSON file (compare.py may write NaN), or None when it is not there."""
-    return json.loads(path.read_text()) if path.exists() else None
+from runtime import UserError, atomic_write, run_cli  # noqa: E402
+from lab import load, transfer  # noqa: E402  (load: a result file or None; transfer: tau, fitted as the pilots' is)
 
 
 def last_eval(run: Path) -> dict | None:
@@ -251,6 +248,7 @@ def predicted_section(root: Path, laws: dict, comp: dict, kinds: list[str], budg
            "differ, the laws misjudge the static shape's cost. A planned transfer's prediction has in brackets the same "
            "prediction with tau at the 95% bounds its pilots measured.",
            table(rows)]
+    out += sensitivity(root, laws, comp, "transfer" if "transfer" in got else "law", target, measured)
     one = [k for k in ("width-only", "patch-only") if k in got]
     if "law" in got and one:   # App. D, Fig. 19: both axes against the better single axis
         for i, what in ((0, "predicted"), (1, "achieved")):
@@ -261,6 +259,23 @@ def predicted_section(root: Path, laws: dict, comp: dict, kinds: list[str], budg
                            f"{cell(vals[k], 'savings')}, the better single axis: "
                            f"{100 * (got['law'][i] - vals[k]):+.1f} points.")
     return out
+
+
+def sensitivity(root: Path, laws: dict, comp: dict, kind: str, target: float, measured) -> list[str]:
+    """How far a saving moves with the error: the slope, at the target, of the law `kind`'s schedule ends on
+    (|dC/dE| = (C + d) / (b (E - c)), the same on a curve shifted by tau), beside the spread of the seeds' targets."""
+    sched = load(root / ("schedule.json" if kind == "law" else f"schedule_{kind}.json"))
+    x = _law(laws, sched["stages"][-1]["config"]) if sched and sched.get("stages") else None
+    if x is None or not measured or target <= x["c"]:
+        return []
+    per = 1e-3 * ((target - x["c"]) / x["a"]) ** (-1 / x["b"]) / (x["b"] * (target - x["c"]))   # FLOPs per 0.001
+    seeds = [s["target_error"] for s in comp.get("seeds", []) if not missing(s.get("target_error"))]
+    sd = statistics.stdev(seeds) if len(seeds) > 1 else None     # the seeds' own targets: each best static run's error
+    sd = f"; the seeds' own targets spread by sd {cell(sd)}, which moves it {100 * sd / 1e-3 * per / measured:.0f} " \
+        "points" if sd else ""
+    return [f"How far a saving moves with the error: at the target, {x['name']} (where the {kind} schedule ends) falls "
+            f"0.001 in {cell(per)} FLOPs: an error 0.001 off moves a saving {100 * per / measured:.1f} points of the static "
+            f"run's {cell(measured)}{sd}."]
 
 
 def switch_section(sc: dict | None) -> list[str]:
@@ -285,9 +300,10 @@ def change(a: dict, b: dict) -> str:
     return f"{shape_name({k: a[k] for k in keys})} -> {shape_name({k: b.get(k) for k in keys})}"
 
 
-def transfer_section(tr: dict | None, plan: dict | None) -> list[str]:
+def transfer_section(tr: dict | None, plan: dict | None, trained=()) -> list[str]:
     """lab/transfer.py's measurement: tau per transition and switch point (mean over seeds, 95% interval), what
-    schedule_transfer.json planned with it, and the transitions left to Eq. 2."""
+    schedule_transfer.json planned with it, the transitions left to Eq. 2, and `trained` (transfer.as_trained): the
+    tau each scheduled run's own evaluations give, beside the planned one."""
     if not tr:
         return []
     rows = [{"transition": t["name"], "switch at (FLOPs)": x["switch"], "tau (FLOPs)": x["transfer"],
@@ -314,6 +330,10 @@ def transfer_section(tr: dict | None, plan: dict | None) -> list[str]:
             for k, s in enumerate(plan["stages"])) + f": predicted savings "
             f"{cell(plan['predicted'].get('savings'), 'savings')}" + "".join(
             f"; {t}: no measurement, Eq. 2" for t in (plan.get("transfer") or {}).get("eq2", [])) + ".")
+    if taus := [r["tau as trained"] for r in trained if r["tau as trained"] is not None]:
+        out += [f"Planned and trained: tau fitted to each scheduled run's own evaluations after its switch (from the "
+                f"window on, as a pilot's): mean {cell(sum(taus) / len(taus))} over {len(taus)} run(s), planned "
+                f"{cell(trained[0]['planned tau'])}.", table(list(trained))]
     return out
 
 
@@ -473,7 +493,7 @@ def write_report(root: Path) -> tuple[bool, str]:
         out += predicted_section(root, laws, comp, ["law", *dict.fromkeys(r["kind"] for r in comp.get("runs", [])
                                                                         if r["kind"] not in ("static", "law"))],
                                  man.get("budget"), tr)
-    out += transfer_section(tr, plan)
+    out += transfer_section(tr, plan, transfer.as_trained(root, params.get("metric"), man.get("budget")) if laws else [])
     out += switch_section(load(root / "switch_cost.json"))
     out += lm_section(man, load(root / "tuned.json"))
     runs = man.get("runs", [])

@@ -33,7 +33,7 @@ from scipy import optimize, stats
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # the core, at the repository root
 import schedule  # noqa: E402
 import runtime  # noqa: E402
-from lab import report, write_json  # noqa: E402
+from lab import load, write_json  # noqa: E402
 from runtime import RunLog, UserError, run_cli  # noqa: E402
 
 
@@ -143,6 +143,25 @@ def against_staying(root: Path, pilots: list[dict], metric: str) -> list[dict]:
     return [{**g, "at": float(np.mean(g["at"])), "mean": float(np.mean(g["delta"]))} for g in groups.values()]
 
 
+def as_trained(root: Path, metric: str, scale: float) -> list[dict]:
+    """The transfer planned against the transfer trained: for each scheduled run of schedule_transfer.json, tau fitted
+    to its own evaluations on the switched stage (from the window on, as a pilot's) beside the tau it was planned with."""
+    plan, comp = load(root / "schedule_transfer.json"), load(root / "comparison.json")
+    st = (plan or {}).get("stages", [])
+    if len(st) < 2 or "transfer" not in st[1] or not comp:
+        return []
+    laws = {json.dumps(x.config, sort_keys=True): x for x in schedule.load_laws(root / "laws.json", math.inf, True)}
+    q, p = (laws.get(json.dumps(s["config"], sort_keys=True)) for s in st[:2])
+    at, end = st[1]["flops_start"], st[2]["flops_start"] if len(st) > 2 else math.inf
+    window, rows = (plan.get("transfer") or {}).get("window", 0.0), []
+    for run in (r for r in comp.get("runs", []) if r.get("kind") == "transfer" and q and p):
+        fit = [x for x in evals(root / run["run"]) if at + window <= x["flops"] < end and math.isfinite(x[metric])]
+        C, E = (np.array([x[k] for x in fit], float) for k in ("flops", metric))
+        rows.append({"run": run["run"], "switch at (FLOPs)": at, "planned tau": st[1]["transfer"], "evaluations": len(fit),
+                     "tau as trained": fit_tau(q, p, at, C, E, scale) if len(fit) >= 2 else None})
+    return rows
+
+
 # ----------------------------------------------------------------------------- the command line
 
 @dataclasses.dataclass
@@ -152,7 +171,7 @@ class Config:
 
 def remeasure(root: Path) -> dict:
     """transfer.json again from root's pilots.json, laws.json and the pilots' logs."""
-    man, plan = report.load(root / "pipeline.json"), report.load(root / "pilots.json")
+    man, plan = load(root / "pipeline.json"), load(root / "pilots.json")
     if not man or not plan:
         raise UserError(f"{root}: no pipeline.json or pilots.json: run reproduce.py with pilots there first")
     laws = schedule.load_laws(root / "laws.json", math.inf, True)     # every law; schedule.py leaves out its own

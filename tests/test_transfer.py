@@ -287,3 +287,45 @@ def test_the_verdict_says_when_the_measured_transfer_says_stay_while_eq2_switche
     assert "stay at patch=12" in note and "0.02 to 0.03 above" in note
     assert "agree" not in report.stay_note(eq2, stay, {"against_staying": [{"mean": -0.01}, {"mean": 0.03}]})
     assert report.stay_note(eq2, eq2, lost) == "" and report.stay_note(stay, stay, lost) == ""
+
+
+def test_as_trained_fits_each_scheduled_runs_own_tau_on_its_switched_stage(tmp_path):
+    """report.md's 'Planned and trained': tau fitted to a scheduled run's own evaluations from the window on, as a
+    pilot's. On the committed depth plan (2 -> 4 at 1.1e12), runs made to follow known taus give them back; an
+    evaluation inside the window (here far off the curve) is left out."""
+    src = ROOT / "results" / "depth-demo-s789-transfer"
+    for f in ("laws.json", "schedule_transfer.json"):
+        (tmp_path / f).write_text((src / f).read_text())
+    plan = json.loads((src / "schedule_transfer.json").read_text())
+    laws = {json.dumps(x.config, sort_keys=True): x for x in sch.load_laws(src / "laws.json", float("inf"), True)}
+    q, p = (laws[json.dumps(s["config"], sort_keys=True)] for s in plan["stages"][:2])
+    at, window = plan["stages"][1]["flops_start"], plan["transfer"]["window"]
+    taus = {"sched_transfer_s0": 1e12, "sched_transfer_s1": 3e12}
+    for name, t in taus.items():
+        C = at + np.array([0.5, 1.0, 2.0, 4.0, 8.0, 12.0]) * window
+        E = p(float(p.inverse(q(at))) + C - at + t) + np.array([0.05, 0, 0, 0, 0, 0])
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "log.jsonl").write_text("\n".join(json.dumps(r) for r in [{"type": "header"}, *[
+            {"type": "eval", "flops": float(c), "m": float(e)} for c, e in zip(C, E)]]))
+    (tmp_path / "comparison.json").write_text(json.dumps({"runs": [{"run": n, "kind": "transfer"} for n in taus] +
+                                                                  [{"run": "static_d4_s0", "kind": "static"}]}))
+    rows = transfer.as_trained(tmp_path, "m", 3e12)
+    assert [r["run"] for r in rows] == list(taus) and [r["evaluations"] for r in rows] == [5, 5]
+    assert [r["tau as trained"] for r in rows] == pytest.approx(list(taus.values()), rel=0.01)
+    assert all(r["planned tau"] == plan["stages"][1]["transfer"] for r in rows)
+    (tmp_path / "schedule_transfer.json").write_text(json.dumps({**plan, "stages": plan["stages"][:1]}))
+    assert transfer.as_trained(tmp_path, "m", 3e12) == []            # a plan that stays has no switch to fit
+
+
+def test_the_reports_sensitivity_is_the_laws_flops_per_thousandth_of_error():
+    """'How far a saving moves with the error': FLOPs per 0.001 of error at the target on the law the plan ends on,
+    checked against the law's inverse by a finite difference, and the seeds' spread of targets in the same units."""
+    from lab import report
+    root = ROOT / "results" / "depth-demo-s789-transfer"
+    laws, comp = (json.loads((root / f).read_text()) for f in ("laws.json", "comparison.json"))
+    (line,) = report.sensitivity(root, laws, comp, "transfer", 0.1907, 3e12)
+    x = next(x for x in laws["laws"] if x["name"] == "depth=4")
+    per = report._g(x, 0.1907 - 5e-4) - report._g(x, 0.1907 + 5e-4)
+    assert f"falls 0.001 in {report.cell(per)[:4]}" in line and f"{100 * per / 3e12:.1f} points" in line
+    assert "depth=4" in line and "spread by sd" in line
+    assert report.sensitivity(root, laws, comp, "transfer", x["c"] - 0.01, 3e12) == []   # below the floor: no slope
