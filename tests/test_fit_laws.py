@@ -131,6 +131,7 @@ def test_read_logs_groups_by_config(tmp_path):
     assert set(curves) == {"patch=14", "patch=7"}
     config, C7, E7 = curves["patch=7"].config, curves["patch=7"].C, curves["patch=7"].E
     assert config == {"patch": 7} and len(C7) > 40 and np.all(np.diff(C7) >= 0) and C7.min() >= 2e11
+    assert len(E7) == len(C7) and np.all((E7 > 0) & (E7 < 1))    # the two seeds' errors, beside their FLOPs
 
 
 def test_cli_writes_laws_and_plot(tmp_path):

@@ -3,7 +3,6 @@ code 2) and leaves the folder byte-identical; WORLD_SIZE set without torchrun is
 reproduce.py with its manifest gone refuses a command whose settings differ from the runs already there."""
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest

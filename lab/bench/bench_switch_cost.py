@@ -23,7 +23,6 @@ shows predicted and achieved savings of the plan with measured switch costs besi
 """
 import json
 import math
-import os
 import re
 import subprocess
 import sys
