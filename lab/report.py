@@ -223,9 +223,9 @@ def predicted_section(root: Path, laws: dict, comp: dict, kinds: list[str], budg
     best = min((_g(x, target) for x in laws["laws"]), default=math.inf)   # the laws' own: their errors cancel
     measured = comp.get("best_static_flops") or budget      # the best static run's own (its budget: the target)
     groups = {g["kind"]: g for g in comp.get("groups", [])}
-    rows, got = [], {}
+    rows, got, scheds = [], {}, {}
     for kind in kinds:
-        sched = load(root / ("schedule.json" if kind == "law" else f"schedule_{kind}.json"))
+        sched = scheds[kind] = load(root / ("schedule.json" if kind == "law" else f"schedule_{kind}.json"))
         if not sched or kind == "random" or kind not in groups:
             continue
         C, *band = (predicted_flops(x, laws, target) for x in [sched, *tau_bounds(tr, sched)])
@@ -248,7 +248,8 @@ def predicted_section(root: Path, laws: dict, comp: dict, kinds: list[str], budg
            "differ, the laws misjudge the static shape's cost. A planned transfer's prediction has in brackets the same "
            "prediction with tau at the 95% bounds its pilots measured.",
            table(rows)]
-    out += sensitivity(root, laws, comp, "transfer" if "transfer" in got else "law", target, measured)
+    kind = "transfer" if "transfer" in got else "law"
+    out += sensitivity(scheds.get(kind), laws, comp, kind, target, measured)
     one = [k for k in ("width-only", "patch-only") if k in got]
     if "law" in got and one:   # App. D, Fig. 19: both axes against the better single axis
         for i, what in ((0, "predicted"), (1, "achieved")):
@@ -261,10 +262,9 @@ def predicted_section(root: Path, laws: dict, comp: dict, kinds: list[str], budg
     return out
 
 
-def sensitivity(root: Path, laws: dict, comp: dict, kind: str, target: float, measured) -> list[str]:
-    """How far a saving moves with the error: the slope, at the target, of the law `kind`'s schedule ends on
+def sensitivity(sched: dict | None, laws: dict, comp: dict, kind: str, target: float, measured) -> list[str]:
+    """How far a saving moves with the error: the slope, at the target, of the law the `kind` schedule `sched` ends on
     (|dC/dE| = (C + d) / (b (E - c)), the same on a curve shifted by tau), beside the spread of the seeds' targets."""
-    sched = load(root / ("schedule.json" if kind == "law" else f"schedule_{kind}.json"))
     x = _law(laws, sched["stages"][-1]["config"]) if sched and sched.get("stages") else None
     if x is None or not measured or target <= x["c"]:
         return []
@@ -274,8 +274,8 @@ def sensitivity(root: Path, laws: dict, comp: dict, kind: str, target: float, me
     sd = f"; the seeds' own targets spread by sd {cell(sd)}, which moves it {100 * sd / 1e-3 * per / measured:.0f} " \
         "points" if sd else ""
     return [f"How far a saving moves with the error: at the target, {x['name']} (where the {kind} schedule ends) falls "
-            f"0.001 in {cell(per)} FLOPs: an error 0.001 off moves a saving {100 * per / measured:.1f} points of the static "
-            f"run's {cell(measured)}{sd}."]
+            f"0.001 in {cell(per)} FLOPs: an error 0.001 off moves a saving {100 * per / measured:.1f} points of the "
+            f"static run's {cell(measured)}{sd}."]
 
 
 def switch_section(sc: dict | None) -> list[str]:
@@ -493,7 +493,8 @@ def write_report(root: Path) -> tuple[bool, str]:
         out += predicted_section(root, laws, comp, ["law", *dict.fromkeys(r["kind"] for r in comp.get("runs", [])
                                                                         if r["kind"] not in ("static", "law"))],
                                  man.get("budget"), tr)
-    out += transfer_section(tr, plan, transfer.as_trained(root, params.get("metric"), man.get("budget")) if laws else [])
+    out += transfer_section(tr, plan, transfer.as_trained(root, plan, comp, params.get("metric"), man.get("budget"))
+                            if laws else [])
     out += switch_section(load(root / "switch_cost.json"))
     out += lm_section(man, load(root / "tuned.json"))
     runs = man.get("runs", [])

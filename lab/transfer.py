@@ -143,10 +143,10 @@ def against_staying(root: Path, pilots: list[dict], metric: str) -> list[dict]:
     return [{**g, "at": float(np.mean(g["at"])), "mean": float(np.mean(g["delta"]))} for g in groups.values()]
 
 
-def as_trained(root: Path, metric: str, scale: float) -> list[dict]:
-    """The transfer planned against the transfer trained: for each scheduled run of schedule_transfer.json, tau fitted
-    to its own evaluations on the switched stage (from the window on, as a pilot's) beside the tau it was planned with."""
-    plan, comp = load(root / "schedule_transfer.json"), load(root / "comparison.json")
+def as_trained(root: Path, plan: dict | None, comp: dict | None, metric: str, scale: float) -> list[dict]:
+    """The transfer planned against the transfer trained: for each scheduled run of `plan` (schedule_transfer.json) in
+    `comp` (comparison.json), tau fitted to its own evaluations on the switched stage (from the window on, as a
+    pilot's) beside the tau it was planned with."""
     st = (plan or {}).get("stages", [])
     if len(st) < 2 or "transfer" not in st[1] or not comp:
         return []
@@ -157,8 +157,9 @@ def as_trained(root: Path, metric: str, scale: float) -> list[dict]:
     for run in (r for r in comp.get("runs", []) if r.get("kind") == "transfer" and q and p):
         fit = [x for x in evals(root / run["run"]) if at + window <= x["flops"] < end and math.isfinite(x[metric])]
         C, E = (np.array([x[k] for x in fit], float) for k in ("flops", metric))
-        rows.append({"run": run["run"], "switch at (FLOPs)": at, "planned tau": st[1]["transfer"], "evaluations": len(fit),
-                     "tau as trained": fit_tau(q, p, at, C, E, scale) if len(fit) >= 2 else None})
+        tau = fit_tau(q, p, at, C, E, scale) if len(fit) >= 2 else None
+        rows.append({"run": run["run"], "switch at (FLOPs)": at, "planned tau": st[1]["transfer"],
+                     "evaluations": len(fit), "tau as trained": tau})
     return rows
 
 

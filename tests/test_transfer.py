@@ -294,8 +294,7 @@ def test_as_trained_fits_each_scheduled_runs_own_tau_on_its_switched_stage(tmp_p
     pilot's. On the committed depth plan (2 -> 4 at 1.1e12), runs made to follow known taus give them back; an
     evaluation inside the window (here far off the curve) is left out."""
     src = ROOT / "results" / "depth-demo-s789-transfer"
-    for f in ("laws.json", "schedule_transfer.json"):
-        (tmp_path / f).write_text((src / f).read_text())
+    (tmp_path / "laws.json").write_text((src / "laws.json").read_text())
     plan = json.loads((src / "schedule_transfer.json").read_text())
     laws = {json.dumps(x.config, sort_keys=True): x for x in sch.load_laws(src / "laws.json", float("inf"), True)}
     q, p = (laws[json.dumps(s["config"], sort_keys=True)] for s in plan["stages"][:2])
@@ -307,14 +306,12 @@ def test_as_trained_fits_each_scheduled_runs_own_tau_on_its_switched_stage(tmp_p
         (tmp_path / name).mkdir()
         (tmp_path / name / "log.jsonl").write_text("\n".join(json.dumps(r) for r in [{"type": "header"}, *[
             {"type": "eval", "flops": float(c), "m": float(e)} for c, e in zip(C, E)]]))
-    (tmp_path / "comparison.json").write_text(json.dumps({"runs": [{"run": n, "kind": "transfer"} for n in taus] +
-                                                                  [{"run": "static_d4_s0", "kind": "static"}]}))
-    rows = transfer.as_trained(tmp_path, "m", 3e12)
+    comp = {"runs": [{"run": n, "kind": "transfer"} for n in taus] + [{"run": "static_d4_s0", "kind": "static"}]}
+    rows = transfer.as_trained(tmp_path, plan, comp, "m", 3e12)
     assert [r["run"] for r in rows] == list(taus) and [r["evaluations"] for r in rows] == [5, 5]
     assert [r["tau as trained"] for r in rows] == pytest.approx(list(taus.values()), rel=0.01)
     assert all(r["planned tau"] == plan["stages"][1]["transfer"] for r in rows)
-    (tmp_path / "schedule_transfer.json").write_text(json.dumps({**plan, "stages": plan["stages"][:1]}))
-    assert transfer.as_trained(tmp_path, "m", 3e12) == []            # a plan that stays has no switch to fit
+    assert transfer.as_trained(tmp_path, {**plan, "stages": plan["stages"][:1]}, comp, "m", 3e12) == []   # it stays
 
 
 def test_the_reports_sensitivity_is_the_laws_flops_per_thousandth_of_error():
@@ -323,9 +320,11 @@ def test_the_reports_sensitivity_is_the_laws_flops_per_thousandth_of_error():
     from lab import report
     root = ROOT / "results" / "depth-demo-s789-transfer"
     laws, comp = (json.loads((root / f).read_text()) for f in ("laws.json", "comparison.json"))
-    (line,) = report.sensitivity(root, laws, comp, "transfer", 0.1907, 3e12)
+    sched = json.loads((root / "schedule_transfer.json").read_text())
+    (line,) = report.sensitivity(sched, laws, comp, "transfer", 0.1907, 3e12)
     x = next(x for x in laws["laws"] if x["name"] == "depth=4")
     per = report._g(x, 0.1907 - 5e-4) - report._g(x, 0.1907 + 5e-4)
     assert f"falls 0.001 in {report.cell(per)[:4]}" in line and f"{100 * per / 3e12:.1f} points" in line
     assert "depth=4" in line and "spread by sd" in line
-    assert report.sensitivity(root, laws, comp, "transfer", x["c"] - 0.01, 3e12) == []   # below the floor: no slope
+    assert report.sensitivity(sched, laws, comp, "transfer", x["c"] - 0.01, 3e12) == []   # below the floor: no slope
+    assert report.sensitivity(None, laws, comp, "transfer", 0.1907, 3e12) == []           # no such schedule
