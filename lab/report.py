@@ -212,7 +212,8 @@ def tau_bounds(doc: dict | None, sched: dict) -> list[dict]:
         "flops_start"]))}, *st[2:]]} for b in bounds] if pts else []
 
 
-def predicted_section(root: Path, laws: dict, comp: dict, kinds: list[str], budget=None, tr=None) -> list[str]:
+def predicted_section(root: Path, laws: dict, comp: dict, kinds: list[str], budget=None, tr=None,
+                      read=None) -> list[str]:
     """Every trained schedule: its path, the law-predicted savings (at the comparison's target, for the run as the
     trainer follows it) beside the achieved ones (mean over seeds, 95% interval); joint: Fig. 19's comparison.
     Both from the laws: a schedule's FLOPs against the best static law's (as schedule.py predicts), so that where
@@ -223,9 +224,10 @@ def predicted_section(root: Path, laws: dict, comp: dict, kinds: list[str], budg
     best = min((_g(x, target) for x in laws["laws"]), default=math.inf)   # the laws' own: their errors cancel
     measured = comp.get("best_static_flops") or budget      # the best static run's own (its budget: the target)
     groups = {g["kind"]: g for g in comp.get("groups", [])}
-    rows, got, scheds = [], {}, {}
+    rows, got, scheds = [], {}, dict(read or {})        # read: {kind: schedule} write_report has read already
     for kind in kinds:
-        sched = scheds[kind] = load(root / ("schedule.json" if kind == "law" else f"schedule_{kind}.json"))
+        sched = scheds[kind] = scheds[kind] if kind in scheds else load(
+            root / ("schedule.json" if kind == "law" else f"schedule_{kind}.json"))
         if not sched or kind == "random" or kind not in groups:
             continue
         C, *band = (predicted_flops(x, laws, target) for x in [sched, *tau_bounds(tr, sched)])
@@ -268,14 +270,14 @@ def sensitivity(sched: dict | None, laws: dict, comp: dict, kind: str, target: f
     x = _law(laws, sched["stages"][-1]["config"]) if sched and sched.get("stages") else None
     if x is None or not measured or target <= x["c"]:
         return []
-    per = 1e-3 * ((target - x["c"]) / x["a"]) ** (-1 / x["b"]) / (x["b"] * (target - x["c"]))   # FLOPs per 0.001
+    per = 1e-3 * (_g(x, target) + x["d"]) / (x["b"] * (target - x["c"]))     # FLOPs per 0.001 of error
     seeds = [s["target_error"] for s in comp.get("seeds", []) if not missing(s.get("target_error"))]
     sd = statistics.stdev(seeds) if len(seeds) > 1 else None     # the seeds' own targets: each best static run's error
-    sd = f"; the seeds' own targets spread by sd {cell(sd)}, which moves it {100 * sd / 1e-3 * per / measured:.0f} " \
-        "points" if sd else ""
+    spread = f"; the seeds' own targets spread by sd {cell(sd)}, which moves it " \
+        f"{100 * sd / 1e-3 * per / measured:.0f} points" if sd else ""
     return [f"How far a saving moves with the error: at the target, {x['name']} (where the {kind} schedule ends) falls "
             f"0.001 in {cell(per)} FLOPs: an error 0.001 off moves a saving {100 * per / measured:.1f} points of the "
-            f"static run's {cell(measured)}{sd}."]
+            f"static run's {cell(measured)}{spread}."]
 
 
 def switch_section(sc: dict | None) -> list[str]:
@@ -492,7 +494,7 @@ def write_report(root: Path) -> tuple[bool, str]:
         out += ["![comparison](comparison.png)"] if (root / "comparison.png").exists() else []
         out += predicted_section(root, laws, comp, ["law", *dict.fromkeys(r["kind"] for r in comp.get("runs", [])
                                                                         if r["kind"] not in ("static", "law"))],
-                                 man.get("budget"), tr)
+                                 man.get("budget"), tr, {"law": sched, "transfer": plan})
     out += transfer_section(tr, plan, transfer.as_trained(root, plan, comp, params.get("metric"), man.get("budget"))
                             if laws else [])
     out += switch_section(load(root / "switch_cost.json"))
