@@ -87,15 +87,20 @@ def fit_tau(law_q: schedule.Law, law_p: schedule.Law, at: float, C: np.ndarray, 
     return float(res.x * scale)
 
 
+def laws_for(laws: list, *configs: dict) -> list:
+    """The law of each config (None where laws.json has none), matched as fit_laws.py groups a law: by its config."""
+    by_config = {json.dumps(law.config, sort_keys=True): law for law in laws}
+    return [by_config.get(json.dumps(c, sort_keys=True)) for c in configs]
+
+
 def measure(root: Path, laws: list, pilots: list[dict], metric: str, scale: float) -> dict:
     """transfer.json from the pilots: per transition and point the mean tau over seeds, its interval, the pilots."""
-    by_name = {json.dumps(law.config, sort_keys=True): law for law in laws}
     groups, unmeasured, cost = {}, [], 0.0
     for pl in pilots:
         run, key = root / pl["run"], json.dumps([pl["from_config"], pl["to_config"]], sort_keys=True)
         recs = [r for r in evals(run) if r["flops"] > pl["at"]]
         cost += (recs[-1]["flops"] - pl["at"]) if recs else 0.0
-        q, r = (by_name.get(json.dumps(c, sort_keys=True)) for c in (pl["from_config"], pl["to_config"]))
+        q, r = laws_for(laws, pl["from_config"], pl["to_config"])
         fit = [x for x in recs if x["flops"] - pl["at"] >= 0.25 * pl["stretch"] and math.isfinite(x[metric])]
         why = ("its shapes have no law in laws.json (left out)" if q is None or r is None else
                "it did not finish (diverged or failed: see its stdout.txt)" if not pl["finished"] else
@@ -150,8 +155,7 @@ def as_trained(root: Path, plan: dict | None, comp: dict | None, metric: str, sc
     st = (plan or {}).get("stages", [])
     if len(st) < 2 or "transfer" not in st[1] or not comp:
         return []
-    laws = {json.dumps(x.config, sort_keys=True): x for x in schedule.load_laws(root / "laws.json", math.inf, True)}
-    q, p = (laws.get(json.dumps(s["config"], sort_keys=True)) for s in st[:2])
+    q, p = laws_for(schedule.load_laws(root / "laws.json", math.inf, True), st[0]["config"], st[1]["config"])
     at, end = st[1]["flops_start"], st[2]["flops_start"] if len(st) > 2 else math.inf
     window, rows = (plan.get("transfer") or {}).get("window", 0.0), []
     for run in (r for r in comp.get("runs", []) if r.get("kind") == "transfer" and q and p):
