@@ -19,6 +19,9 @@ import statistics
 import sys
 from pathlib import Path
 
+import numpy as np
+from scipy import stats
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # the core, at the repository root
 from fit_laws import name_of as shape_name  # noqa: E402  ({"width": 32} -> "width=32", as the laws are named)
 import schedule  # noqa: E402  (tau_QP(C), interpolated as the planner does)
@@ -212,6 +215,34 @@ def tau_bounds(doc: dict | None, sched: dict) -> list[dict]:
         "flops_start"]))}, *st[2:]]} for b in bounds] if pts else []
 
 
+def seeds_spread(doc: dict | None, sched: dict, laws: dict, comp: dict) -> tuple[float, int] | None:
+    """(sd, seeds): how far each seed's switched model lands from its own target, known before any scheduled run.
+    Seed i's pilots give its tau_i at the planned switch (interpolated as schedule.py interpolates the means), so it
+    goes on at E_i = f_P(g_P(E_switch) + tau_i + window); its best static run gives its target T_i; sd of E_i - T_i."""
+    st, doc = sched.get("stages", []), doc or {}
+    pts = next((t["points"] for t in doc.get("transitions", []) if len(st) > 1 and "transfer" in st[1] and
+                [t.get("from"), t.get("to")] == [st[0]["config"], st[1]["config"]]), [])
+    q, p = (_law(laws, s["config"]) for s in st[:2]) if pts else (None, None)
+    if not q or not p:
+        return None
+    start, w, gaps = _g(p, _f(q, st[0]["flops_end"] - st[0]["flops_start"])), doc.get("window", 0.0), []
+    for s in (s for s in comp.get("seeds", []) if not missing(s.get("target_error"))):
+        own = [(x["switch"], y["transfer"]) for x in pts for y in x.get("pilots", []) if y.get("seed") == s["seed"]]
+        if own and math.isfinite(start):
+            t = float(schedule.tau({(0, 1): own}, 0, 1, st[1]["flops_start"]))
+            gaps.append(_f(p, max(start + t, 0.0) + w) - s["target_error"])
+    return (statistics.stdev(gaps), len(gaps)) if len(gaps) > 1 else None
+
+
+def expected_savings(sched: dict, laws: dict, target: float, sd: float, ref: float, n: int = 200) -> float:
+    """The mean over seeds of a schedule's savings against `ref` FLOPs when each seed's curve lies N(0, sd^2) off the
+    laws' (at n equally likely offsets, the normal's quantiles: the savings have kinks a quadrature misreads): a plan that reaches its target just as its switch pays can only lose to that spread (a seed
+    that lands above its target crawls along a flat law, one below gains nothing more), so the mean falls below the
+    point prediction. A seed that would not reach the target within `ref` counts 0."""
+    C = [predicted_flops(sched, laws, target - sd * e) for e in stats.norm.ppf((np.arange(n) + 0.5) / n)]
+    return float(np.mean([max(1 - c / ref, 0.0) if c is not None else 0.0 for c in C]))
+
+
 def predicted_section(root: Path, laws: dict, comp: dict, kinds: list[str], budget=None, tr=None,
                       read=None) -> list[str]:
     """Every trained schedule: its path, the law-predicted savings (at the comparison's target, for the run as the
@@ -231,6 +262,8 @@ def predicted_section(root: Path, laws: dict, comp: dict, kinds: list[str], budg
         if not sched or kind == "random" or kind not in groups:
             continue
         C, *band = (predicted_flops(x, laws, target) for x in [sched, *tau_bounds(tr, sched)])
+        spread = lambda sp, sched=sched: "—" if not sp or not measured else (   # noqa: E731
+            f"{cell(expected_savings(sched, laws, target, sp[0], measured), 'savings')} (sd {cell(sp[0])}, {sp[1]} seeds)")
         pred = None if C is None or not math.isfinite(best) else 1 - C / best
         got[kind] = (pred, (groups[kind].get("flops_savings") or {}).get("mean"))
         against = lambda ref, C=C, band=band: cell(None if C is None or not ref else 1 - C / ref, "savings") + (
@@ -240,6 +273,7 @@ def predicted_section(root: Path, laws: dict, comp: dict, kinds: list[str], budg
                      "switches at (FLOPs)": ", ".join(cell(s["flops_start"]) for s in sched["stages"][1:]) or "—",
                      "predicted savings": against(best if math.isfinite(best) else None),
                      "against the static run's FLOPs": against(measured),
+                     "mean over the seeds' spread": spread(seeds_spread(tr, sched, laws, comp)),
                      "achieved savings [95% CI]": saved(groups[kind].get("flops_savings"))})
     if not rows:
         return []
@@ -248,7 +282,10 @@ def predicted_section(root: Path, laws: dict, comp: dict, kinds: list[str], budg
            "FLOPs, with the planned transfer where the schedule has one), achieved as measured (compare.py). Beside "
            f"it the same prediction against the best static run's measured {cell(measured)} FLOPs: where the two "
            "differ, the laws misjudge the static shape's cost. A planned transfer's prediction has in brackets the same "
-           "prediction with tau at the 95% bounds its pilots measured.",
+           "prediction with tau at the 95% bounds its pilots measured. The mean over the seeds' spread: achieved is a mean "
+           "over seeds, each against its own target; each seed's own pilots say where its switched model lands against "
+           "its own target, and the sd of that over seeds (known before any scheduled run) spreads the prediction "
+           "(`expected_savings`): a plan that reaches its target just as its switch pays can only lose to the spread.",
            table(rows)]
     kind = "transfer" if "transfer" in got else "law"
     out += sensitivity(scheds.get(kind), laws, comp, kind, target, measured)

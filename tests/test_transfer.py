@@ -328,3 +328,35 @@ def test_the_reports_sensitivity_is_the_laws_flops_per_thousandth_of_error():
     assert "depth=4" in line and "spread by sd" in line
     assert report.sensitivity(sched, laws, comp, "transfer", x["c"] - 0.01, 3e12) == []   # below the floor: no slope
     assert report.sensitivity(None, laws, comp, "transfer", 0.1907, 3e12) == []           # no such schedule
+
+
+def test_the_mean_over_the_seeds_spread_is_the_point_prediction_spread_by_where_each_seed_lands():
+    """report.md's 'mean over the seeds' spread'. seeds_spread: each seed's own pilots' tau at the planned switch, the
+    error its switched model goes on at (after the window) less its own target, sd over seeds; checked against
+    schedule.Law's maths. expected_savings: the point prediction at sd 0; below it, and falling with the sd, for a plan
+    that reaches its target just as its switch pays (the committed depth plan); 0 where no seed can reach it."""
+    from lab import report
+    root = ROOT / "results" / "depth-demo-s789-transfer"
+    laws, comp = (json.loads((root / f).read_text()) for f in ("laws.json", "comparison.json"))
+    plan = json.loads((root / "schedule_transfer.json").read_text())
+    st, w = plan["stages"], 1.5e11
+    taus, targets = {7: 1e12, 8: 2e12, 9: 4e12}, {7: 0.19, 8: 0.192, 9: 0.187}
+    doc = {"window": w, "transitions": [{"from": st[0]["config"], "to": st[1]["config"], "points": [
+        {"switch": c, "transfer": 0.0, "pilots": [{"seed": s, "transfer": t} for s, t in taus.items()]}
+        for c in (7.5e11, 1.5e12)]}]}
+    seeds = {"seeds": [{"seed": s, "target_error": t} for s, t in targets.items()]}
+    by = {json.dumps(x.config, sort_keys=True): x for x in sch.load_laws(root / "laws.json", float("inf"), True)}
+    q, p = (by[json.dumps(s["config"], sort_keys=True)] for s in st[:2])
+    start = float(p.inverse(q(st[0]["flops_end"])))
+    gaps = [float(p(start + taus[s] + w)) - targets[s] for s in taus]
+    sd, n = report.seeds_spread(doc, plan, laws, seeds)
+    assert n == 3 and sd == pytest.approx(float(np.std(gaps, ddof=1)), rel=1e-6)
+    assert report.seeds_spread(doc, plan, laws, {"seeds": seeds["seeds"][:1]}) is None     # one seed: no spread
+    assert report.seeds_spread(doc, {**plan, "stages": st[:1]}, laws, seeds) is None        # a plan that stays
+    T, ref = comp["target_error"], 3e12
+    point = 1 - report.predicted_flops(plan, laws, T) / ref
+    assert report.expected_savings(plan, laws, T, 0.0, ref) == pytest.approx(point)
+    near, far = (report.expected_savings(plan, laws, T, s, ref) for s in (0.002, 0.006))
+    assert point > near > far > 0
+    x = next(x for x in laws["laws"] if x["config"] == st[1]["config"])
+    assert report.expected_savings(plan, laws, x["c"] - 0.05, 1e-4, ref) == 0.0             # below its floor
