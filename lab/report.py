@@ -236,9 +236,10 @@ def seeds_spread(doc: dict | None, sched: dict, laws: dict, comp: dict) -> tuple
 
 def expected_savings(sched: dict, laws: dict, target: float, sd: float, ref: float, n: int = 200) -> float:
     """The mean over seeds of a schedule's savings against `ref` FLOPs when each seed's curve lies N(0, sd^2) off the
-    laws' (at n equally likely offsets, the normal's quantiles: the savings have kinks a quadrature misreads): a plan that reaches its target just as its switch pays can only lose to that spread (a seed
-    that lands above its target crawls along a flat law, one below gains nothing more), so the mean falls below the
-    point prediction. A seed that would not reach the target within `ref` counts 0."""
+    laws' (at n equally likely offsets, the normal's quantiles: the savings have kinks a quadrature misreads). A plan
+    that reaches its target just as its switch pays can only lose to that spread (a seed that lands above its target
+    crawls along a flat law, one below gains nothing more), so the mean falls below the point prediction. A seed that
+    would not reach the target within `ref` counts 0."""
     C = [predicted_flops(sched, laws, target - sd * e) for e in stats.norm.ppf((np.arange(n) + 0.5) / n)]
     return float(np.mean([max(1 - c / ref, 0.0) if c is not None else 0.0 for c in C]))
 
@@ -262,8 +263,9 @@ def predicted_section(root: Path, laws: dict, comp: dict, kinds: list[str], budg
         if not sched or kind == "random" or kind not in groups:
             continue
         C, *band = (predicted_flops(x, laws, target) for x in [sched, *tau_bounds(tr, sched)])
-        spread = lambda sp, sched=sched: "—" if not sp or not measured else (   # noqa: E731
-            f"{cell(expected_savings(sched, laws, target, sp[0], measured), 'savings')} (sd {cell(sp[0])}, {sp[1]} seeds)")
+        sp = seeds_spread(tr, sched, laws, comp) if measured else None     # (sd, seeds) where pilots measured each
+        mean = f"{cell(expected_savings(sched, laws, target, sp[0], measured), 'savings')} (sd {cell(sp[0])}, " \
+            f"{sp[1]} seeds)" if sp else "—"
         pred = None if C is None or not math.isfinite(best) else 1 - C / best
         got[kind] = (pred, (groups[kind].get("flops_savings") or {}).get("mean"))
         against = lambda ref, C=C, band=band: cell(None if C is None or not ref else 1 - C / ref, "savings") + (
@@ -273,7 +275,7 @@ def predicted_section(root: Path, laws: dict, comp: dict, kinds: list[str], budg
                      "switches at (FLOPs)": ", ".join(cell(s["flops_start"]) for s in sched["stages"][1:]) or "—",
                      "predicted savings": against(best if math.isfinite(best) else None),
                      "against the static run's FLOPs": against(measured),
-                     "mean over the seeds' spread": spread(seeds_spread(tr, sched, laws, comp)),
+                     "mean over the seeds' spread": mean,
                      "achieved savings [95% CI]": saved(groups[kind].get("flops_savings"))})
     if not rows:
         return []
@@ -282,10 +284,11 @@ def predicted_section(root: Path, laws: dict, comp: dict, kinds: list[str], budg
            "FLOPs, with the planned transfer where the schedule has one), achieved as measured (compare.py). Beside "
            f"it the same prediction against the best static run's measured {cell(measured)} FLOPs: where the two "
            "differ, the laws misjudge the static shape's cost. A planned transfer's prediction has in brackets the same "
-           "prediction with tau at the 95% bounds its pilots measured. The mean over the seeds' spread: achieved is a mean "
-           "over seeds, each against its own target; each seed's own pilots say where its switched model lands against "
-           "its own target, and the sd of that over seeds (known before any scheduled run) spreads the prediction "
-           "(`expected_savings`): a plan that reaches its target just as its switch pays can only lose to the spread.",
+           "prediction with tau at the 95% bounds its pilots measured. The mean over the seeds' spread: achieved is a "
+           "mean over seeds, each against its own target; each seed's own pilots say where its switched model lands "
+           "against its own target, and the sd of that over seeds (known before any scheduled run) spreads the "
+           "prediction (`expected_savings`): a plan that reaches its target just as its switch pays can only lose to "
+           "the spread.",
            table(rows)]
     kind = "transfer" if "transfer" in got else "law"
     out += sensitivity(scheds.get(kind), laws, comp, kind, target, measured)
