@@ -202,14 +202,17 @@ def predicted_flops(sched: dict, laws: dict, target: float) -> float | None:
     return None
 
 
+def planned_points(doc: dict | None, sched: dict) -> list[dict]:
+    """transfer.json's (`doc`) measured points of the switch `sched` plans with a transfer; [] without one."""
+    st = sched.get("stages", [])
+    return next((t["points"] for t in (doc or {}).get("transitions", []) if len(st) > 1 and "transfer" in st[1] and
+                 [t.get("from"), t.get("to")] == [st[0]["config"], st[1]["config"]]), [])
+
+
 def tau_bounds(doc: dict | None, sched: dict) -> list[dict]:
     """`sched` with its planned switch's tau at the 95% bounds measured around it (transfer.json's `doc`, interpolated
     in log C as schedule.py interpolates the means): a prediction's interval from the pilots' spread. [] without one."""
-    st, doc = sched.get("stages", []), doc or {}
-    if len(st) < 2 or "transfer" not in st[1]:
-        return []
-    pts = next((t["points"] for t in doc.get("transitions", []) if [t.get("from"), t.get("to")] ==
-                [st[0]["config"], st[1]["config"]]), [])
+    st, pts = sched.get("stages", []), planned_points(doc, sched)
     bounds = [[(x["switch"], (x.get("ci95") or [x["transfer"]] * 2)[i]) for x in pts] for i in (0, 1)]
     return [{**sched, "stages": [st[0], {**st[1], "transfer": float(schedule.tau({(0, 1): b}, 0, 1, st[1][
         "flops_start"]))}, *st[2:]]} for b in bounds] if pts else []
@@ -219,9 +222,7 @@ def seeds_spread(doc: dict | None, sched: dict, laws: dict, comp: dict) -> tuple
     """(sd, seeds): how far each seed's switched model lands from its own target, known before any scheduled run.
     Seed i's pilots give its tau_i at the planned switch (interpolated as schedule.py interpolates the means), so it
     goes on at E_i = f_P(g_P(E_switch) + tau_i + window); its best static run gives its target T_i; sd of E_i - T_i."""
-    st, doc = sched.get("stages", []), doc or {}
-    pts = next((t["points"] for t in doc.get("transitions", []) if len(st) > 1 and "transfer" in st[1] and
-                [t.get("from"), t.get("to")] == [st[0]["config"], st[1]["config"]]), [])
+    st, pts = sched.get("stages", []), planned_points(doc, sched)
     q, p = (_law(laws, s["config"]) for s in st[:2]) if pts else (None, None)
     if not q or not p:
         return None
