@@ -18,6 +18,7 @@ import os
 import sys
 from dataclasses import asdict, dataclass, field, make_dataclass
 from pathlib import Path
+from statistics import NormalDist
 
 import numpy as np
 
@@ -225,17 +226,52 @@ def follow(laws, seq, Cs, target, S, transfer):
 
 
 def transfer_path(laws, target, allowed, S, transfer, n=300):
-    """The cheapest schedule with transfers: every allowed sequence of 1-3 configurations, its switches on a grid."""
+    """The cheapest schedule with transfers: every allowed sequence of 1-3 configurations, its switches on a grid.
+    -> (rows, its cost). With the seeds' spread (below) the cost is the mean over the seeds, each capped at the best
+    static configuration's g(target) (a seed that needs more saves nothing)."""
     g = min(float(l.inverse(target)) for l in laws)
     C, best = np.geomspace(g * 1e-3, g, n), (np.inf,)
     for seq in (s for k in (1, 2, 3) for s in it.permutations(range(len(laws)), k)):
         if all(allowed[a, b] for a, b in zip(seq, seq[1:])):
             grid = np.meshgrid(*[C] * (len(seq) - 1), indexing="ij")
             with np.errstate(all="ignore"):                   # f_P past its range: inf, and no path there
-                total, ok, _ = follow(laws, seq, grid, target, S, transfer)
+                total, ok, rows = follow(laws, seq, grid, target, S, transfer)
+                if seq[:2] in transfer.get("spread", {}):
+                    total = np.mean(np.minimum(over_seeds(laws, rows, target, transfer), g), axis=-1)
             i = np.unravel_index(np.argmin(total := np.where(ok, total, np.inf)), np.shape(total))
             best = min(best, (float(total[i]), seq, [float(x[i]) for x in grid]), key=lambda b: b[0])
-    return follow(laws, best[1], best[2], target, S, transfer)[2]
+    return follow(laws, best[1], best[2], target, S, transfer)[2], best[0]
+
+
+# The seeds' spread (beyond the paper): the laws are fitted to the seeds pooled, but each seed is judged against its
+# own target, the final error of its own best static run. Each seed's pilots land its switched model at its own
+# distance from its own target; over seeds that distance has an sd (transfer.json's "spread" at each switch point).
+# A plan that reaches the pooled target just as its switch pays can only lose to that spread: a seed that lands
+# below its target saves no more, one that lands above crawls along a flat law. So the plan is chosen, and its saving
+# predicted, as the mean over the seeds: each seed is the pooled curve aiming at target + sd z, z ~ N(0, 1).
+
+def offsets(n=64):  # n equally likely draws of N(0, 1): its quantiles at (k + 1/2) / n
+    return np.array([NormalDist().inv_cdf((k + 0.5) / n) for k in range(n)])
+
+
+def mean_savings(cost, ref):  # over the last axis, the mean of max(1 - cost / ref, 0): a seed that never reaches, 0
+    return np.mean(np.maximum(1.0 - np.asarray(cost, float) / ref, 0.0), axis=-1)
+
+
+def reach(laws, rows, E, window):
+    """The cost at which a path (follow's rows) first reaches error E: in the first stage that ends at or below E, on
+    that stage's law from where the path entered it (after the first switch, no sooner than the window)."""
+    cost = None
+    for k, (p, c0, c1, e0, e1) in reversed(list(enumerate(rows))):
+        on = c0 + np.maximum(laws[p].inverse(E) - laws[p].inverse(e0), window if k == 1 else 0.0)
+        cost = on if cost is None else np.where(E >= e1, on, cost)
+    return cost
+
+
+def over_seeds(laws, rows, target, transfer):  # each path's cost to each seed's target (a last axis of offsets)
+    sd = tau(transfer["spread"], rows[0][0], rows[1][0], rows[1][1])                    # at the first switch
+    rows = [(p, *(np.asarray(x)[..., None] for x in r)) for p, *r in rows]
+    return reach(laws, rows, target + np.asarray(sd)[..., None] * offsets(), transfer.get("window", 0.0))
 
 
 def target_for(laws, target_error=None, budget=None):
@@ -283,18 +319,22 @@ def make_schedule(laws, target, rules=None, switch_cost=0.0, switch_cost_key=Non
         path, method = solve(laws, target, rules, S, grid)
         rows = [(p, c0, c1, e0, e1) for (p, e0, e1), (c0, c1) in zip(path, path_flops(laws, path, S))]
     else:
-        rows, method = transfer_path(laws, target, allowed_matrix(laws, rules), S, transfer), "transfer"
+        (rows, cost), method = transfer_path(laws, target, allowed_matrix(laws, rules), S, transfer), "transfer"
     stages = with_flops(laws, [{"config": laws[p].config, "name": laws[p].name, "law": p, "error_start": float(e0),
                                 "error_end": float(e1), "cost_start": float(c0), "cost_end": float(c1)}
                                for p, c0, c1, e0, e1 in rows if not (e0 == e1 and c0 == c1)])
     _need(math.isfinite(stages[-1]["flops_end"]), f"the cost to reach {target:g} overflows a float (check the laws)")
+    pr, spread = predicted(laws, target, rows[-1][2], stages[-1]["flops_end"]), (transfer or {}).get("spread", {})
     for a, b in zip(stages[:2], stages[1:2]) if transfer is not None else ():  # the transfer planned at the switch
         b["transfer"] = float(tau(transfer, a["law"], b["law"], b["cost_start"]))
+        b.update({"spread": float(tau(spread, a["law"], b["law"], b["cost_start"]))} if (a["law"], b["law"]) in spread
+                 else {})
+    if spread:   # the plan's mean saving over the seeds (a plan that stays: its point saving)
+        pr["expected_savings"] = 1.0 - cost / pr["best_static"]["cost"] if len(stages) > 1 else pr["savings"]
     return {"version": VERSION, "kind": "law" if transfer is None else "transfer", "random": False, "metric": metric,
             "cost": laws[0].cost,
             "target_error": target, "method": method, "rules": rules, "switch_cost": switch_cost,
-            "switch_cost_key": switch_cost_key or {}, "stages": stages,
-            "predicted": predicted(laws, target, rows[-1][2], stages[-1]["flops_end"])}
+            "switch_cost_key": switch_cost_key or {}, "stages": stages, "predicted": pr}
 
 
 # ============================================================================ the files, checked at the boundary
@@ -323,7 +363,8 @@ SCHEDULE_FILE = {"version": LAWS_FILE["version"], "stages": LAWS_FILE["laws"], "
 TRANSFER_FILE = {"version": LAWS_FILE["version"], "cost": LAWS_FILE["cost"], "transitions": (
     lambda x: isinstance(x, list), "a list"), "window": (ge0, "a finite number >= 0 (cost)", 0.0)}
 TRANSITION = {"from": LAW["config"], "to": LAW["config"], "points": LAWS_FILE["laws"]}
-POINT = {"switch": (gt0, "a finite number > 0"), "transfer": (num, "a finite number (the cost gained; < 0: lost)")}
+POINT = {"switch": (gt0, "a finite number > 0"), "transfer": (num, "a finite number (the cost gained; < 0: lost)"),
+         "spread": (opt(ge0), "a finite number >= 0 or null (the seeds' sd of error against their own targets)")}
 STAGE = {"config": (obj, 'a non-empty object such as {"patch": 7}'), "flops_start": (ge0, "a finite number >= 0"),
          **{k: (opt(ge0), "a finite number >= 0 or null") for k in ("error_start", "error_end", "flops_end")}}
 
@@ -395,7 +436,7 @@ def load_laws(path, max_extrap_error=math.inf, allow_bound_laws=False):
 
 def load_transfer(path, laws, rules):
     """transfer.json (lab/transfer.py) -> ({(Q, P): [(switch cost, tau)]}, the allowed switches left to Eq. 2)."""
-    data, src, out = check(_read_json(str(path)), TRANSFER_FILE, str(path)), str(path), {}
+    data, src, out, spread = check(_read_json(str(path)), TRANSFER_FILE, str(path)), str(path), {}, {}
     _need(data["cost"] == laws[0].cost, f"{src}: field 'cost' is {data['cost']!r}, the laws' is {laws[0].cost!r}")
     key = lambda c: json.dumps(c, sort_keys=True)                            # noqa: E731
     index = {key(l.config): i for i, l in enumerate(laws)}                   # a law left out: its transitions too
@@ -404,7 +445,9 @@ def load_transfer(path, laws, rules):
         ends = [index.get(key(v[k])) for k in ("from", "to")]
         pts = [check(x, POINT, src, f"transitions[{i}].points[{j}].") for j, x in enumerate(v["points"])]
         out.update({tuple(ends): [(x["switch"], x["transfer"]) for x in pts]} if None not in ends else {})
-    return {**out, "window": data["window"]}, [f"{laws[q].name} -> {laws[p].name}" for q, p in zip(
+        spread.update({tuple(ends): [(x["switch"], x["spread"]) for x in pts]}
+                      if None not in ends and all(x["spread"] is not None for x in pts) else {})
+    return {**out, "window": data["window"], **({"spread": spread} if spread else {})}, [f"{laws[q].name} -> {laws[p].name}" for q, p in zip(
         *np.nonzero(allowed_matrix(laws, rules)))
                  if q != p and (q, p) not in out]
 
@@ -500,7 +543,9 @@ def report(doc, target):
         f"{pr['best_static']['name']} {pr['best_static']['cost']:.3g}: predicted savings {100 * pr['savings']:.1f}% "
         f"of {unit}" + (f" ({100 * pr['savings_flops']:.1f}% of FLOPs)" if wall else ""),
         "static: " + ", ".join(f"{s['name']} " + (f"{s['cost']:.3g}" if s["cost"] else "never") for s in pr["static"])
-    ] + [f"{t}: no measured transfer, Eq. 2 (a free switch) is used" for t in doc.get("transfer", {}).get("eq2", [])]
+    ] + ([f"mean over the seeds' spread (sd {next((s['spread'] for s in doc['stages'] if 'spread' in s), 0):.3g} of "
+          f"error at the switch): predicted savings {100 * pr['expected_savings']:.1f}%"] if "expected_savings" in pr
+         else []) + [f"{t}: no measured transfer, Eq. 2 (a free switch) is used" for t in doc.get("transfer", {}).get("eq2", [])]
 
 
 def main(cfg):

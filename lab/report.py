@@ -19,8 +19,6 @@ import statistics
 import sys
 from pathlib import Path
 
-import numpy as np
-from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # the core, at the repository root
 from fit_laws import name_of as shape_name  # noqa: E402  ({"width": 32} -> "width=32", as the laws are named)
@@ -218,31 +216,19 @@ def tau_bounds(doc: dict | None, sched: dict) -> list[dict]:
         "flops_start"]))}, *st[2:]]} for b in bounds] if pts else []
 
 
-def seeds_spread(doc: dict | None, sched: dict, laws: dict, comp: dict) -> tuple[float, int] | None:
-    """(sd, seeds): how far each seed's switched model lands from its own target, known before any scheduled run.
-    Seed i's pilots give its tau_i at the planned switch (interpolated as schedule.py interpolates the means), so it
-    goes on at E_i = f_P(g_P(E_switch) + tau_i + window); its best static run gives its target T_i; sd of E_i - T_i."""
-    st, pts = sched.get("stages", []), planned_points(doc, sched)
-    q, p = (_law(laws, s["config"]) for s in st[:2]) if pts else (None, None)
-    if not q or not p:
-        return None
-    start, w, gaps = _g(p, _f(q, st[0]["flops_end"] - st[0]["flops_start"])), doc.get("window", 0.0), []
-    for s in (s for s in comp.get("seeds", []) if not missing(s.get("target_error"))):
-        own = [(x["switch"], y["transfer"]) for x in pts for y in x.get("pilots", []) if y.get("seed") == s["seed"]]
-        if own and math.isfinite(start):
-            t = float(schedule.tau({(0, 1): own}, 0, 1, st[1]["flops_start"]))
-            gaps.append(_f(p, max(start + t, 0.0) + w) - s["target_error"])
-    return (statistics.stdev(gaps), len(gaps)) if len(gaps) > 1 else None
+def seeds_spread(doc: dict | None, sched: dict) -> tuple[float, int] | None:
+    """(sd, seeds): the spread transfer.json (`doc`) measured at the planned switch (each seed's own pilots against
+    its own target, lab/transfer.py), interpolated as schedule.py interpolates tau; None without one."""
+    pts = [x for x in planned_points(doc, sched) if x.get("spread") is not None]
+    return (float(schedule.tau({(0, 1): [(x["switch"], x["spread"]) for x in pts]}, 0, 1, sched["stages"][1][
+        "flops_start"])), min(x["n"] for x in pts)) if pts else None
 
 
-def expected_savings(sched: dict, laws: dict, target: float, sd: float, ref: float, n: int = 200) -> float:
-    """The mean over seeds of a schedule's savings against `ref` FLOPs when each seed's curve lies N(0, sd^2) off the
-    laws' (at n equally likely offsets, the normal's quantiles: the savings have kinks a quadrature misreads). A plan
-    that reaches its target just as its switch pays can only lose to that spread (a seed that lands above its target
-    crawls along a flat law, one below gains nothing more), so the mean falls below the point prediction. A seed that
-    would not reach the target within `ref` counts 0."""
-    C = [predicted_flops(sched, laws, target - sd * e) for e in stats.norm.ppf((np.arange(n) + 0.5) / n)]
-    return float(np.mean([max(1 - c / ref, 0.0) if c is not None else 0.0 for c in C]))
+def expected_savings(sched: dict, laws: dict, target: float, sd: float, ref: float) -> float:
+    """The mean over seeds of a schedule's savings against `ref` FLOPs when each seed aims at target + sd z,
+    z ~ N(0, 1) (schedule.py's offsets and mean_savings, as it plans): a seed that would not reach, 0."""
+    C = [predicted_flops(sched, laws, target + sd * z) for z in schedule.offsets()]
+    return float(schedule.mean_savings([math.inf if c is None else c for c in C], ref))
 
 
 def predicted_section(root: Path, laws: dict, comp: dict, kinds: list[str], budget=None, tr=None,
@@ -264,7 +250,7 @@ def predicted_section(root: Path, laws: dict, comp: dict, kinds: list[str], budg
         if not sched or kind == "random" or kind not in groups:
             continue
         C, *band = (predicted_flops(x, laws, target) for x in [sched, *tau_bounds(tr, sched)])
-        sp = seeds_spread(tr, sched, laws, comp) if measured else None     # (sd, seeds) where pilots measured each
+        sp = seeds_spread(tr, sched) if measured else None                 # (sd, seeds) where pilots measured each
         mean = f"{cell(expected_savings(sched, laws, target, sp[0], measured), 'savings')} (sd {cell(sp[0])}, " \
             f"{sp[1]} seeds)" if sp else "—"
         pred = None if C is None or not math.isfinite(best) else 1 - C / best

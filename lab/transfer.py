@@ -10,7 +10,8 @@ had: at the effective cost g_P(f_Q(C_s)) on P's law (g = f^-1). A pilot measures
          E_k ~ f_P(g_P(f_Q(C_s)) + (C_k - C_s) + tau)          (least squares on E)
      tau is the effective cost transferred (Hernandez et al. 2021): tau < 0 a loss (a patch switch's jump),
      tau > 0 a gain (a grown model that keeps what it learnt). Eq. 2 is tau = 0.
-  4. per transition and switch point: the mean of tau over seeds with its 95% interval -> transfer.json, which
+  4. per transition and switch point: the mean of tau over seeds with its 95% interval, and the spread (the sd over
+     seeds of where each seed's tau puts its switched model against its own target) -> transfer.json, which
      `schedule.py --transfer` plans with. A pilot that failed or has fewer than 2 evaluations in its window
      measures nothing: the transition is listed under "unmeasured" and schedule.py keeps Eq. 2 for it.
      "window" (a quarter of the stretch) is where tau holds from: a plan never reaches its target sooner after a switch.
@@ -33,7 +34,7 @@ from scipy import optimize, stats
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # the core, at the repository root
 import schedule  # noqa: E402
 import runtime  # noqa: E402
-from lab import load, write_json  # noqa: E402
+from lab import compare, load, write_json  # noqa: E402
 from runtime import RunLog, UserError, run_cli  # noqa: E402
 
 
@@ -93,9 +94,13 @@ def laws_for(laws: list, *configs: dict) -> list:
     return [by_config.get(json.dumps(c, sort_keys=True)) for c in configs]
 
 
-def measure(root: Path, laws: list, pilots: list[dict], metric: str, scale: float) -> dict:
-    """transfer.json from the pilots: per transition and point the mean tau over seeds, its interval, the pilots."""
-    groups, unmeasured, cost = {}, [], 0.0
+def measure(root: Path, laws: list, pilots: list[dict], metric: str, scale: float, targets: dict | None = None) -> dict:
+    """transfer.json from the pilots: per transition and point the mean tau over seeds, its interval, the pilots;
+    with `targets` ({seed: its best static run's final error}) each pilot's gap, the error its tau puts the switched
+    model at one window after the switch, f_P(g_P(f_Q(C_s)) + tau + window), less its seed's target, and per point
+    the spread: the gaps' sd over seeds (schedule.py plans for the mean over that spread)."""
+    groups, unmeasured, cost, targets = {}, [], 0.0, targets or {}
+    window = min((0.25 * pl["stretch"] for pl in pilots), default=0.0)   # tau is fitted from here on after a switch
     for pl in pilots:
         run, key = root / pl["run"], json.dumps([pl["from_config"], pl["to_config"]], sort_keys=True)
         recs = [r for r in evals(run) if r["flops"] > pl["at"]]
@@ -112,21 +117,21 @@ def measure(root: Path, laws: list, pilots: list[dict], metric: str, scale: floa
             unmeasured.append({"pilot": pl["run"], "from": pl["from_config"], "to": pl["to_config"], "why": why})
             continue
         C, E = (np.array([x[k] for x in fit], float) for k in ("flops", metric))
-        t = fit_tau(q, r, pl["at"], C, E, scale)
+        t, start = fit_tau(q, r, pl["at"], C, E, scale), float(r.inverse(min(float(q(pl["at"])), r.start)))
+        gap = float(r(max(start + t, 0.0) + window)) - targets[pl["seed"]] if pl["seed"] in targets else None
         groups.setdefault(key, {"from": q.config, "to": r.config, "name": f"{q.name} -> {r.name}", "points": {}})
         groups[key]["points"].setdefault(pl["point"], []).append({"pilot": pl["run"], "seed": pl["seed"],
-                                                                  "switch": pl["at"], "transfer": t})
+                                                                  "switch": pl["at"], "transfer": t, "gap": gap})
     transitions = []
     for g in groups.values():
         pts = []
         for point, xs in sorted(g["points"].items()):
-            t = np.array([x["transfer"] for x in xs])
+            t, gaps = np.array([x["transfer"] for x in xs]), [x["gap"] for x in xs if x["gap"] is not None]
             half = float(stats.t.ppf(0.975, len(t) - 1) * t.std(ddof=1) / math.sqrt(len(t))) if len(t) > 1 else None
             pts.append({"switch": float(np.mean([x["switch"] for x in xs])), "transfer": float(t.mean()),
                         "ci95": [float(t.mean() - half), float(t.mean() + half)] if half is not None else None,
-                        "n": len(t), "pilots": xs})
+                        "spread": float(np.std(gaps, ddof=1)) if len(gaps) > 1 else None, "n": len(t), "pilots": xs})
         transitions.append({"from": g["from"], "to": g["to"], "name": g["name"], "points": pts})
-    window = min((0.25 * pl["stretch"] for pl in pilots), default=0.0)   # tau is fitted from here on after a switch
     return {"version": 1, "cost": "flops", "metric": metric, "pilots_flops": cost, "window": window,
             "transitions": transitions, "unmeasured": unmeasured, "against_staying": against_staying(root, pilots, metric)}
 
@@ -174,13 +179,23 @@ class Config:
     pipeline: str  # a pipeline folder of reproduce.py that trained pilots (pilots.json, laws.json)
 
 
+def targets(root: Path, runs: list[dict], metric: str) -> dict:
+    """{seed: the target its scheduled runs will be judged at}: its best static run's fitted final error, as
+    compare.py reads it."""
+    static = [compare.read_run(str(root / r["name"]), metric) for r in runs if r["kind"] == "static"]
+    laws = {id(r): compare.fit_static(r) for r in static}
+    return {s: compare.reference([r for r in static if r.seed == s], laws, None)["target_error"]
+            for s in dict.fromkeys(r.seed for r in static)}
+
+
 def remeasure(root: Path) -> dict:
     """transfer.json again from root's pilots.json, laws.json and the pilots' logs."""
     man, plan = load(root / "pipeline.json"), load(root / "pilots.json")
     if not man or not plan:
         raise UserError(f"{root}: no pipeline.json or pilots.json: run reproduce.py with pilots there first")
-    laws = schedule.load_laws(root / "laws.json", math.inf, True)     # every law; schedule.py leaves out its own
-    doc = measure(root, laws, plan["pilots"], man["params"]["metric"], man["budget"])
+    laws, metric = schedule.load_laws(root / "laws.json", math.inf, True), man["params"]["metric"]   # every law
+    doc = measure(root, laws, plan["pilots"], metric, man["budget"],
+                  targets(root, man["runs"], man["params"].get("compare_metric", metric)))
     write_json(root / "transfer.json", doc)
     return doc
 
