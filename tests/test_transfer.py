@@ -171,6 +171,9 @@ def test_the_cli_plans_with_a_transfer_file_and_names_the_switches_it_left_to_eq
                                      "points": [{"switch": 1e10, "transfer": "NaN"}]}]}, "'transitions[0].points[0].transfer'"),
     ({"version": 1, "transitions": [{"from": [], "to": {"patch": 7}, "points": [{"switch": 1, "transfer": 0}]}]},
      "'transitions[0].from'"),
+    ({"version": 1, "transitions": [{"from": {"patch": 14}, "to": {"patch": 7},
+                                     "points": [{"switch": 1e10, "transfer": 0, "spread": -0.01}]}]},
+     "'transitions[0].points[0].spread'"),
 ])
 def test_a_bad_transfer_file_is_one_line_and_exit_2(tmp_path, capsys, body, field):
     laws, tr, out = write_laws(tmp_path / "laws.json", PAIR), tmp_path / "transfer.json", tmp_path / "s.json"
@@ -330,29 +333,71 @@ def test_the_reports_sensitivity_is_the_laws_flops_per_thousandth_of_error():
     assert report.sensitivity(None, laws, comp, "transfer", 0.1907, 3e12) == []           # no such schedule
 
 
-def test_the_mean_over_the_seeds_spread_is_the_point_prediction_spread_by_where_each_seed_lands():
-    """report.md's 'mean over the seeds' spread'. seeds_spread: each seed's own pilots' tau at the planned switch, the
-    error its switched model goes on at (after the window) less its own target, sd over seeds; checked against
-    schedule.Law's maths. expected_savings: the point prediction at sd 0; below it, and falling with the sd, for a plan
-    that reaches its target just as its switch pays (the committed depth plan); 0 where no seed can reach it."""
+def test_the_spread_is_the_sd_over_seeds_of_where_each_seeds_pilot_lands_against_its_own_target(tmp_path):
+    """lab/transfer.py: each pilot's gap, f_P(g_P(f_Q(C_s)) + tau + window) - its seed's target, checked against
+    schedule.Law's maths; per point the gaps' sd over seeds; none from one seed or without targets."""
+    q, p = PAIR
+    at, stretch, taus, targets = 2e10, 4e10, {0: 1e10, 1: 2e10, 2: 4e10}, {0: 0.13, 1: 0.125, 2: 0.128}
+    start, plan = float(p.inverse(q(at))), []
+    for seed, t in taus.items():
+        (tmp_path / f"s{seed}").mkdir()
+        C = at + np.linspace(0.3, 1.0, 6) * stretch
+        recs = [{"type": "header"}] + [{"type": "eval", "flops": float(c), "m": float(p(start + c - at + t))} for c in C]
+        (tmp_path / f"s{seed}" / "log.jsonl").write_text("\n".join(json.dumps(r) for r in recs))
+        plan.append({"run": f"s{seed}", "seed": seed, "point": at, "at": at, "stretch": stretch, "finished": True,
+                     "from_config": q.config, "to_config": p.config})
+    (pt,) = transfer.measure(tmp_path, PAIR, plan, "m", 1e11, targets)["transitions"][0]["points"]
+    fitted = {x["seed"]: x["transfer"] for x in pt["pilots"]}
+    gaps = [float(p(start + fitted[s] + 0.25 * stretch)) - targets[s] for s in taus]
+    assert [x["gap"] for x in pt["pilots"]] == pytest.approx(gaps, rel=1e-9)
+    assert pt["spread"] == pytest.approx(float(np.std(gaps, ddof=1)), rel=1e-9) and pt["spread"] > 0
+    assert transfer.measure(tmp_path, PAIR, plan, "m", 1e11)["transitions"][0]["points"][0]["spread"] is None
+    assert transfer.measure(tmp_path, PAIR, plan[:1], "m", 1e11, targets)["transitions"][0]["points"][0][
+        "spread"] is None                                                                        # one seed
+
+
+def test_with_the_seeds_spread_the_plan_is_the_cheapest_on_average_over_the_seeds():
+    """schedule.py with transfer.json's spread: spread 0 plans as the point does; a gain that makes the point plan
+    reach its target one window after its switch (a knife edge) is left for a plan whose mean over seeds, each
+    aiming at target + sd z, is cheaper; predicted.expected_savings is that mean, below the point saving."""
+    eq2 = total(sch.make_schedule(PAIR, TARGET, transfer={}))
+    gain = {(0, 1): [(1.0, 0.05 * eq2), (10 * eq2, 2.0 * eq2)], "window": 0.02 * eq2}   # more gain from later
+    point = sch.make_schedule(PAIR, TARGET, transfer=gain)
+    zero = sch.make_schedule(PAIR, TARGET, transfer={**gain, "spread": {(0, 1): [(1.0, 0.0)]}})
+    assert [s["cost_start"] for s in zero["stages"]] == [s["cost_start"] for s in point["stages"]]
+    assert zero["predicted"]["expected_savings"] == pytest.approx(point["predicted"]["savings"], abs=1e-9)
+    wide = {**gain, "spread": {(0, 1): [(1.0, 0.004)]}}
+    robust = sch.make_schedule(PAIR, TARGET, transfer=wide)
+    g = min(float(l.inverse(TARGET)) for l in PAIR)
+
+    def mean_cost(doc):   # the plan's cost to each seed's target, capped at g, averaged: by reach on its own rows
+        a, b = doc["stages"]
+        rows = sch.follow(PAIR, (0, 1), [np.array(b["cost_start"])], TARGET, np.zeros((2, 2)), wide)[2]
+        return float(np.mean(np.minimum(sch.over_seeds(PAIR, rows, TARGET, wide), g)))
+    assert mean_cost(robust) < mean_cost(point) and robust["stages"][1]["cost_start"] > point["stages"][1]["cost_start"]
+    assert robust["predicted"]["expected_savings"] == pytest.approx(1 - mean_cost(robust) / g, rel=1e-6)
+    assert robust["predicted"]["expected_savings"] < robust["predicted"]["savings"]
+    assert robust["stages"][1]["spread"] == 0.004
+
+
+def test_the_reports_mean_over_the_seeds_spread_is_the_point_prediction_spread_by_where_each_seed_lands():
+    """report.md's 'mean over the seeds' spread': seeds_spread reads transfer.json's spread at the planned switch
+    (interpolated in log C as tau is); expected_savings is the point prediction at sd 0, below it and falling with
+    the sd for a plan that reaches its target just as its switch pays (the committed depth plan), 0 where no seed can
+    reach it."""
     from lab import report
     root = ROOT / "results" / "depth-demo-s789-transfer"
     laws, comp = (json.loads((root / f).read_text()) for f in ("laws.json", "comparison.json"))
     plan = json.loads((root / "schedule_transfer.json").read_text())
-    st, w = plan["stages"], 1.5e11
-    taus, targets = {7: 1e12, 8: 2e12, 9: 4e12}, {7: 0.19, 8: 0.192, 9: 0.187}
-    doc = {"window": w, "transitions": [{"from": st[0]["config"], "to": st[1]["config"], "points": [
-        {"switch": c, "transfer": 0.0, "pilots": [{"seed": s, "transfer": t} for s, t in taus.items()]}
-        for c in (7.5e11, 1.5e12)]}]}
-    seeds = {"seeds": [{"seed": s, "target_error": t} for s, t in targets.items()]}
-    by = {json.dumps(x.config, sort_keys=True): x for x in sch.load_laws(root / "laws.json", float("inf"), True)}
-    q, p = (by[json.dumps(s["config"], sort_keys=True)] for s in st[:2])
-    start = float(p.inverse(q(st[0]["flops_end"])))
-    gaps = [float(p(start + taus[s] + w)) - targets[s] for s in taus]
-    sd, n = report.seeds_spread(doc, plan, laws, seeds)
-    assert n == 3 and sd == pytest.approx(float(np.std(gaps, ddof=1)), rel=1e-6)
-    assert report.seeds_spread(doc, plan, laws, {"seeds": seeds["seeds"][:1]}) is None     # one seed: no spread
-    assert report.seeds_spread(doc, {**plan, "stages": st[:1]}, laws, seeds) is None        # a plan that stays
+    st = plan["stages"]
+    pts = [{"switch": c, "transfer": 0.0, "spread": sd, "n": 3} for c, sd in ((7.5e11, 0.002), (1.5e12, 0.004))]
+    doc = {"transitions": [{"from": st[0]["config"], "to": st[1]["config"], "points": pts}]}
+    sd, n = report.seeds_spread(doc, plan)
+    f = np.log(st[1]["flops_start"] / 7.5e11) / np.log(2)
+    assert n == 3 and sd == pytest.approx(0.002 + 0.002 * f)
+    assert report.seeds_spread(doc, {**plan, "stages": st[:1]}) is None                     # a plan that stays
+    assert report.seeds_spread({"transitions": [{**doc["transitions"][0], "points": [{**pts[0], "spread": None}]}]},
+                               plan) is None                                                # one seed: no spread
     T, ref = comp["target_error"], 3e12
     point = 1 - report.predicted_flops(plan, laws, T) / ref
     assert report.expected_savings(plan, laws, T, 0.0, ref) == pytest.approx(point)
