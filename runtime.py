@@ -162,16 +162,20 @@ def check_memory(where, device, params, batch, tokens, width, depth, heads, voca
     return need
 
 
+STAGE_EVALS = (1 / 16, 1 / 8, 1 / 4, 1 / 2, 3 / 4)   # fractions of each later stage of a schedule evaluated at
+
+
 def eval_points(budget, evals, first=0.01, integer=False, sched=None, switch_on="flops"):
     """Log-spaced from `first` x budget to the budget: the paper fits its laws over every decade of compute. With a
-    FLOPs schedule, also 1/4, 1/2 and 3/4 of each later stage (compare.py reads a stage from 3 evaluations on)."""
+    FLOPs schedule, also 1/16, 1/8, 1/4, 1/2 and 3/4 of each later stage: compare.py reads a stage from 3 evaluations
+    on and credits a run that reaches its target right after a switch no sooner than the stage's first evaluation."""
     points = np.geomspace(first * budget, budget, max(evals, 1)) if evals > 1 else np.array([budget])
     points = np.unique(np.append(points.round(6), budget))
     points = np.unique(np.ceil(points)) if integer else points
     if sched is None or sched.random or switch_on != "flops":
         return points
     starts = [s.flops_start for s in sched.stages if 0 < s.flops_start < budget] + [budget]
-    return np.array(sorted({*points, *(a + f * (b - a) for a, b in zip(starts, starts[1:]) for f in (0.25, 0.5, 0.75))}))
+    return np.array(sorted({*points, *(a + f * (b - a) for a, b in zip(starts, starts[1:]) for f in STAGE_EVALS)}))
 
 
 def check_ranges(cfg, positive, rules=()):

@@ -282,7 +282,7 @@ def stage_now(run):
     return state.stage
 
 
-def eval_points(run):   # log-spaced (a law needs every decade), 3 inside each later stage of a schedule, --keep-at
+def eval_points(run):   # log-spaced (a law needs every decade), 5 inside each later stage of a schedule, --keep-at
     return sorted({*runtime.eval_points(run.budget, run.cfg.evals, run.cfg.eval_from, switch_on=run.cfg.switch_on,
                                         sched=run.schedule if run.unit == "flops" else None), *run.cfg.keep_at})
 

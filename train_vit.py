@@ -450,7 +450,7 @@ def evaluate_and_log(run, shape, lr):
 
 
 def eval_points(run):
-    """Log-spaced in compute (a law needs every decade), 3 inside each later stage of a FLOPs schedule, --keep-at."""
+    """Log-spaced in compute (a law needs every decade), 5 inside each later stage of a FLOPs schedule, --keep-at."""
     return sorted({*runtime.eval_points(run.budget, run.cfg.evals, integer=run.unit == "steps", switch_on=run.cfg.
                                         switch_on, sched=run.sched if run.unit == "flops" else None), *run.cfg.keep_at})
 

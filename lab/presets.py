@@ -126,7 +126,7 @@ PRESETS = {
     },
     # the review discussion: an LM whose depth grows (expand.py, exact insertion) on code, the Python standard
     # library as bytes; static runs at each depth (--depth), the schedule's stages grow the model. evals=32
-    # log-spaced: set when a schedule's last stage got no evaluations of its own (train_lm.py now adds 3 inside
+    # log-spaced: set when a schedule's last stage got no evaluations of its own (train_lm.py now adds 5 inside
     # each later stage, as train_vit.py does); kept, so the runs in results/ stay comparable. rewarm: the LR
     # re-warmed over 50 steps after a growth, expand.py's advice (~5% of the steps), set before any run, not tuned
     # on savings.

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 import expand
 import lm
+import runtime
 import train_lm
 from train_lm import Config, UserError, main
 
@@ -133,8 +134,8 @@ def test_depth_schedule_grows_and_resumes_exactly(tmp_path, corpus):
             assert a[key] == (pytest.approx(b[key], rel=1e-6, abs=1e-6) if isinstance(a[key], float) else b[key])
 
 
-def test_a_later_stage_gets_three_evaluations_of_its_own(tmp_path, corpus):
-    """As in train_vit.py: a FLOPs schedule adds its later stages' 1/4, 1/2 and 3/4 points to the log-spaced
+def test_a_later_stage_gets_evaluations_of_its_own_dense_after_its_switch(tmp_path, corpus):
+    """As in train_vit.py: a FLOPs schedule adds its later stages' 1/16, 1/8, 1/4, 1/2 and 3/4 points to the log-spaced
     evaluations, so compare.py (which reads a stage from 3 evaluations on) can read a growth at 60% of the budget."""
     step = {d: 6 * lm.macs_per_token(32, d, 128, 16) * 256 for d in (1, 2)}
     switch = 24 * step[1]
@@ -144,8 +145,8 @@ def test_a_later_stage_gets_three_evaluations_of_its_own(tmp_path, corpus):
     cfg = tiny(tmp_path, corpus, schedule=schedule, steps=None, flops=budget, evals=4)
     main(cfg)
     late = [r["flops"] for r in records(cfg)[1:] if r["config"] == {"depth": 2}]
-    assert len(late) >= 4 and late[-1] >= budget * (1 - 1e-9)
-    for f in (0.25, 0.5, 0.75):                                  # each added point: the first step at or past it
+    assert len(late) >= 6 and late[-1] >= budget * (1 - 1e-9)
+    for f in runtime.STAGE_EVALS:                                # each added point: the first step at or past it
         point = switch + f * (budget - switch)
         assert 0 <= min(x for x in late if x >= point) - point < step[2] * (1 + 1e-9)
 

@@ -17,6 +17,7 @@ import torch
 from conftest import make_images
 import data
 import flexivit
+import runtime
 import train_vit
 from train_vit import Config
 
@@ -280,8 +281,8 @@ def test_image_size_resizes_train_and_evaluation_images(npz, tmp_path):
     assert resize_images(x, 28) is x
 
 
-def test_a_later_stage_gets_three_evaluations_of_its_own(npz, tmp_path):
-    """Log-spaced evaluations thin out late; a FLOPs schedule adds its later stages' 1/4, 1/2 and 3/4 points, so
+def test_a_later_stage_gets_evaluations_of_its_own_dense_after_its_switch(npz, tmp_path):
+    """Log-spaced evaluations thin out late; a FLOPs schedule adds its later stages' 1/16, 1/8, 1/4, 1/2 and 3/4 points, so
     compare.py (which reads a stage from 3 evaluations on) can read a switch at 60% of the budget."""
     pytest.importorskip("schedule")
     macs = flexivit.build("V32-2", image_size=16).macs(4)
@@ -290,8 +291,8 @@ def test_a_later_stage_gets_three_evaluations_of_its_own(npz, tmp_path):
     train_vit.main(tiny(npz, tmp_path / "r", patch=None, steps=None, flops=float(budget), evals=4,
                         schedule=str(sched)))
     late = [r["flops"] for r in read_log(tmp_path / "r")[1] if r["config"]["patch"] == 8]
-    assert len(late) >= 4 and late[-1] >= budget
-    for f in (0.25, 0.5, 0.75):                                  # each added point: the first step at or past it
+    assert len(late) >= 6 and late[-1] >= budget
+    for f in runtime.STAGE_EVALS:                                # each added point: the first step at or past it
         point = switch + f * (budget - switch)
         assert min(x for x in late if x >= point) - point < 6 * macs * 32
 
