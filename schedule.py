@@ -188,8 +188,7 @@ def allowed_matrix(laws, rules):  # allowed[Q, P]: may Q switch to P under the r
 
 def solve(laws, target, rules, S, n=2000):
     """The greedy partition if it keeps the rules and switches are free, else the cheaper of it and the refined DP."""
-    allowed = allowed_matrix(laws, rules)
-    greedy = greedy_path(laws, target, n)
+    allowed, greedy = allowed_matrix(laws, rules), greedy_path(laws, target, n)
     ok = all(allowed[a[0], b[0]] for a, b in zip(greedy, greedy[1:]))
     if ok and not S.any():
         return greedy, "greedy"
@@ -226,9 +225,8 @@ def follow(laws, seq, Cs, target, S, transfer):
 
 
 def transfer_path(laws, target, allowed, S, transfer, n=300):
-    """The cheapest schedule with transfers: every allowed sequence of 1-3 configurations, its switches on a grid.
-    -> (rows, its cost). With the seeds' spread (below) the cost is the mean over the seeds, each capped at the best
-    static configuration's g(target) (a seed that needs more saves nothing)."""
+    """The cheapest schedule with transfers: every allowed sequence of 1-3 configurations, its switches on a grid ->
+    (rows, cost); with the seeds' spread (below), the mean over seeds of each one's cost capped at the best static's."""
     g = min(float(l.inverse(target)) for l in laws)
     C, best = np.geomspace(g * 1e-3, g, n), (np.inf,)
     for seq in (s for k in (1, 2, 3) for s in it.permutations(range(len(laws)), k)):
@@ -236,42 +234,28 @@ def transfer_path(laws, target, allowed, S, transfer, n=300):
             grid = np.meshgrid(*[C] * (len(seq) - 1), indexing="ij")
             with np.errstate(all="ignore"):                   # f_P past its range: inf, and no path there
                 total, ok, rows = follow(laws, seq, grid, target, S, transfer)
-                if seq[:2] in transfer.get("spread", {}):
-                    total = np.mean(np.minimum(over_seeds(laws, rows, target, transfer), g), axis=-1)
+                if seq[:2] in transfer.get("spread", {}):     # the mean over the seeds, each aiming at target + sd z
+                    E = target + tau(transfer["spread"], *seq[:2], grid[0])[..., None] * offsets()
+                    rows = [(p, *(np.asarray(x)[..., None] for x in r)) for p, *r in rows]
+                    total = np.minimum(reach(laws, rows, E, transfer.get("window", 0.0)), g).mean(-1)
             i = np.unravel_index(np.argmin(total := np.where(ok, total, np.inf)), np.shape(total))
             best = min(best, (float(total[i]), seq, [float(x[i]) for x in grid]), key=lambda b: b[0])
     return follow(laws, best[1], best[2], target, S, transfer)[2], best[0]
 
 
-# The seeds' spread (beyond the paper): the laws are fitted to the seeds pooled, but each seed is judged against its
-# own target, the final error of its own best static run. Each seed's pilots land its switched model at its own
-# distance from its own target; over seeds that distance has an sd (transfer.json's "spread" at each switch point).
-# A plan that reaches the pooled target just as its switch pays can only lose to that spread: a seed that lands
-# below its target saves no more, one that lands above crawls along a flat law. So the plan is chosen, and its saving
-# predicted, as the mean over the seeds: each seed is the pooled curve aiming at target + sd z, z ~ N(0, 1).
+# The seeds' spread (beyond the paper): each seed is judged against its own best static run's final error, and its
+# pilots land its switched model at its own distance from it (transfer.json's "spread": sd over seeds). A plan that
+# reaches the pooled target just as its switch pays can only lose to that, so plans are compared over the seeds.
 
-def offsets(n=64):  # n equally likely draws of N(0, 1): its quantiles at (k + 1/2) / n
-    return np.array([NormalDist().inv_cdf((k + 0.5) / n) for k in range(n)])
+offsets = lambda n=64: np.array([NormalDist().inv_cdf((k + 0.5) / n) for k in range(n)])   # N(0, 1)'s n quantiles
 
 
-def mean_savings(cost, ref):  # over the last axis, the mean of max(1 - cost / ref, 0): a seed that never reaches, 0
-    return np.mean(np.maximum(1.0 - np.asarray(cost, float) / ref, 0.0), axis=-1)
-
-
-def reach(laws, rows, E, window):
-    """The cost at which a path (follow's rows) first reaches error E: in the first stage that ends at or below E, on
-    that stage's law from where the path entered it (after the first switch, no sooner than the window)."""
-    cost = None
+def reach(laws, rows, E, window):  # the cost at which a path (follow's rows) first reaches E: on the law of the first
+    cost = None                    # stage that ends at or below E, after the first switch no sooner than the window
     for k, (p, c0, c1, e0, e1) in reversed(list(enumerate(rows))):
         on = c0 + np.maximum(laws[p].inverse(E) - laws[p].inverse(e0), window if k == 1 else 0.0)
         cost = on if cost is None else np.where(E >= e1, on, cost)
     return cost
-
-
-def over_seeds(laws, rows, target, transfer):  # each path's cost to each seed's target (a last axis of offsets)
-    sd = tau(transfer["spread"], rows[0][0], rows[1][0], rows[1][1])                    # at the first switch
-    rows = [(p, *(np.asarray(x)[..., None] for x in r)) for p, *r in rows]
-    return reach(laws, rows, target + np.asarray(sd)[..., None] * offsets(), transfer.get("window", 0.0))
 
 
 def target_for(laws, target_error=None, budget=None):
@@ -292,9 +276,8 @@ def with_flops(laws, stages):
     """Add flops_start/flops_end, which trainers switch on: cost "wall" (seconds) times each law's flops_per_second."""
     total = 0.0
     for s in stages:
-        law = laws[s["law"]]
-        s["flops_start"], s["flops_end"] = (s["cost_start"], s["cost_end"]) if law.cost == "flops" else \
-            (total, total + (s["cost_end"] - s["cost_start"]) * law.flops_per_second)
+        s["flops_start"], s["flops_end"] = (s["cost_start"], s["cost_end"]) if laws[s["law"]].cost == "flops" else \
+            (total, total + (s["cost_end"] - s["cost_start"]) * laws[s["law"]].flops_per_second)
         total = s["flops_end"]
     return stages
 
@@ -327,10 +310,9 @@ def make_schedule(laws, target, rules=None, switch_cost=0.0, switch_cost_key=Non
     pr, spread = predicted(laws, target, rows[-1][2], stages[-1]["flops_end"]), (transfer or {}).get("spread", {})
     for a, b in zip(stages[:2], stages[1:2]) if transfer is not None else ():  # the transfer planned at the switch
         b["transfer"] = float(tau(transfer, a["law"], b["law"], b["cost_start"]))
-        b.update({"spread": float(tau(spread, a["law"], b["law"], b["cost_start"]))} if (a["law"], b["law"]) in spread
-                 else {})
-    if spread:   # the plan's mean saving over the seeds (a plan that stays: its point saving)
-        pr["expected_savings"] = 1.0 - cost / pr["best_static"]["cost"] if len(stages) > 1 else pr["savings"]
+        if (a["law"], b["law"]) in spread:
+            b["spread"] = float(tau(spread, a["law"], b["law"], b["cost_start"]))
+    pr.update({"expected_savings": 1.0 - cost / pr["best_static"]["cost"]} if spread else {})   # over the seeds
     return {"version": VERSION, "kind": "law" if transfer is None else "transfer", "random": False, "metric": metric,
             "cost": laws[0].cost,
             "target_error": target, "method": method, "rules": rules, "switch_cost": switch_cost,
@@ -435,7 +417,7 @@ def load_laws(path, max_extrap_error=math.inf, allow_bound_laws=False):
 
 
 def load_transfer(path, laws, rules):
-    """transfer.json (lab/transfer.py) -> ({(Q, P): [(switch cost, tau)]}, the allowed switches left to Eq. 2)."""
+    """transfer.json -> ({(Q, P): [(switch, tau)], "window", "spread": {(Q, P): [(switch, sd)]}}, Eq. 2's switches)"""
     data, src, out, spread = check(_read_json(str(path)), TRANSFER_FILE, str(path)), str(path), {}, {}
     _need(data["cost"] == laws[0].cost, f"{src}: field 'cost' is {data['cost']!r}, the laws' is {laws[0].cost!r}")
     key = lambda c: json.dumps(c, sort_keys=True)                            # noqa: E731
@@ -444,12 +426,11 @@ def load_transfer(path, laws, rules):
         v = check(t, TRANSITION, src, f"transitions[{i}].")
         ends = [index.get(key(v[k])) for k in ("from", "to")]
         pts = [check(x, POINT, src, f"transitions[{i}].points[{j}].") for j, x in enumerate(v["points"])]
-        out.update({tuple(ends): [(x["switch"], x["transfer"]) for x in pts]} if None not in ends else {})
-        spread.update({tuple(ends): [(x["switch"], x["spread"]) for x in pts]}
-                      if None not in ends and all(x["spread"] is not None for x in pts) else {})
-    return {**out, "window": data["window"], **({"spread": spread} if spread else {})}, [f"{laws[q].name} -> {laws[p].name}" for q, p in zip(
-        *np.nonzero(allowed_matrix(laws, rules)))
-                 if q != p and (q, p) not in out]
+        for d, k in ((out, "transfer"), (spread, "spread")) if None not in ends else ():    # a spread: at every point
+            d.update({tuple(ends): [(x["switch"], x[k]) for x in pts]} if None not in (x[k] for x in pts) else {})
+    eq2 = [f"{laws[q].name} -> {laws[p].name}" for q, p in zip(*np.nonzero(allowed_matrix(laws, rules)))
+           if q != p and (q, p) not in out]
+    return {**out, "window": data["window"], **({"spread": spread} if spread else {})}, eq2
 
 
 # ============================================================================ the reader the trainers use
@@ -486,8 +467,6 @@ class Schedule:
 
     def stage_at(self, *, flops=None, error=None):
         """The Stage in force at cumulative `flops` (last flops_start <= it) or measured `error` (first error_end <)."""
-        if (flops is None) == (error is None):
-            raise TypeError("stage_at takes exactly one of flops=..., error=...")
         if flops is not None:
             return ([s for s in self.stages if s.flops_start <= flops] or self.stages[:1])[-1]
         return next((s for s in self.stages if s.error_end is not None and s.error_end < error), self.stages[-1])
@@ -543,9 +522,9 @@ def report(doc, target):
         f"{pr['best_static']['name']} {pr['best_static']['cost']:.3g}: predicted savings {100 * pr['savings']:.1f}% "
         f"of {unit}" + (f" ({100 * pr['savings_flops']:.1f}% of FLOPs)" if wall else ""),
         "static: " + ", ".join(f"{s['name']} " + (f"{s['cost']:.3g}" if s["cost"] else "never") for s in pr["static"])
-    ] + ([f"mean over the seeds' spread (sd {next((s['spread'] for s in doc['stages'] if 'spread' in s), 0):.3g} of "
-          f"error at the switch): predicted savings {100 * pr['expected_savings']:.1f}%"] if "expected_savings" in pr
-         else []) + [f"{t}: no measured transfer, Eq. 2 (a free switch) is used" for t in doc.get("transfer", {}).get("eq2", [])]
+    ] + [f"mean over the seeds' spread (sd {s['spread']:.3g} of error at the switch): predicted savings "
+         f"{100 * pr['expected_savings']:.1f}%" for s in doc["stages"] if "spread" in s] + [
+        f"{t}: no measured transfer, Eq. 2 (a free switch) is used" for t in doc.get("transfer", {}).get("eq2", [])]
 
 
 def main(cfg):
@@ -581,8 +560,7 @@ def cli(args=None):
     try:
         with contextlib.redirect_stderr(box):
             cfg = tyro.cli(Config, args=args, prog="schedule.py")
-        main(cfg)
-        return 0
+        return main(cfg) or 0
     except SystemExit as e:
         if not e.code:                                                  # --help
             raise

@@ -19,7 +19,6 @@ import statistics
 import sys
 from pathlib import Path
 
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # the core, at the repository root
 from fit_laws import name_of as shape_name  # noqa: E402  ({"width": 32} -> "width=32", as the laws are named)
 import schedule  # noqa: E402  (tau_QP(C), interpolated as the planner does)
@@ -226,9 +225,9 @@ def seeds_spread(doc: dict | None, sched: dict) -> tuple[float, int] | None:
 
 def expected_savings(sched: dict, laws: dict, target: float, sd: float, ref: float) -> float:
     """The mean over seeds of a schedule's savings against `ref` FLOPs when each seed aims at target + sd z,
-    z ~ N(0, 1) (schedule.py's offsets and mean_savings, as it plans): a seed that would not reach, 0."""
+    z ~ N(0, 1) (at schedule.py's offsets, as it plans): a seed that would not reach counts 0."""
     C = [predicted_flops(sched, laws, target + sd * z) for z in schedule.offsets()]
-    return float(schedule.mean_savings([math.inf if c is None else c for c in C], ref))
+    return statistics.fmean(max(1 - c / ref, 0.0) if c is not None else 0.0 for c in C)
 
 
 def predicted_section(root: Path, laws: dict, comp: dict, kinds: list[str], budget=None, tr=None,
