@@ -73,16 +73,13 @@ def _read_npz(path):
         raise UserError(f"cannot read {path}: truncated or not an .npz ({e})") from None
     if missing:
         raise UserError(f"{path} lacks {', '.join(missing)} (needs arrays {', '.join(keys)})")
-    out = []
-    for k, a in zip(keys, arrays):
-        if k[0] == "x":                             # images: uint8, to [N, C, H, W]
-            if a.dtype != np.uint8:
-                raise UserError(f"{path}: {k} must be uint8 images, got {a.dtype}")
-            channels_last = a.ndim == 4 and a.shape[-1] in (1, 3) and a.shape[1] not in (1, 3)
-            a = a[:, None] if a.ndim == 3 else a.transpose(0, 3, 1, 2) if channels_last else a
-            a = torch.from_numpy(np.ascontiguousarray(a))
-        out.append(a)                               # labels stay numpy: check_labels reads them
-    return out
+    for i in (0, 2):                                # images: uint8, to [N, C, H, W]; labels stay numpy (check_labels)
+        if (a := arrays[i]).dtype != np.uint8:
+            raise UserError(f"{path}: {keys[i]} must be uint8 images, got {a.dtype}")
+        channels_last = a.ndim == 4 and a.shape[-1] in (1, 3) and a.shape[1] not in (1, 3)
+        a = a[:, None] if a.ndim == 3 else a.transpose(0, 3, 1, 2) if channels_last else a
+        arrays[i] = torch.from_numpy(np.ascontiguousarray(a))
+    return arrays
 
 
 def load_dataset(data_dir, dataset="auto"):
@@ -274,9 +271,8 @@ def is_prepared(path):
     return Path(path).is_dir() and (Path(path) / "train.json").is_file()
 
 
-def paths(folder, split):
-    folder = Path(folder)
-    return folder / f"{split}.u8", folder / f"{split}.labels.npy", folder / f"{split}.json"
+def paths(folder, split):                           # (data, labels, meta): the layout above
+    return tuple(Path(folder) / f"{split}{ext}" for ext in (".u8", ".labels.npy", ".json"))
 
 
 def read_meta(folder, split):

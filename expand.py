@@ -53,9 +53,8 @@ def _sigma(w):
 
 def _random(shape, std, like):
     """N(0, std^2) entries; std 0 draws nothing (zeros, the random stream untouched)."""
-    if std == 0.0:
-        return torch.zeros(shape, dtype=like.dtype, device=like.device)
-    return torch.randn(shape, dtype=like.dtype, device=like.device) * std
+    kw = dict(dtype=like.dtype, device=like.device)
+    return torch.zeros(shape, **kw) if std == 0.0 else torch.randn(shape, **kw) * std
 
 
 def _head_rows(parts, heads, new_heads, head_dim, device):
@@ -159,8 +158,7 @@ def expand_width(model, new_width, gamma=1.0, preserve=False):
     flat = g.matrix(pw.detach().reshape(d, -1), new_width, pw[0].numel(), slice(0, d), writer=True)
     g.replace(model, "patch_weight", flat.reshape(new_width, *pw.shape[1:]).contiguous(), (slice(0, d),))
     if getattr(model, "patch_bias", None) is not None:
-        g.replace(model, "patch_bias", g.vector(model.patch_bias, new_width, slice(0, d), writer=True),
-                  (slice(0, d),))
+        g.replace(model, "patch_bias", g.vector(model.patch_bias, new_width, slice(0, d), writer=True), (slice(0, d),))
     g.channels_last(model, "posemb")
     if isinstance(getattr(model, "cls_token", None), nn.Parameter):
         g.channels_last(model, "cls_token")
@@ -294,10 +292,8 @@ def expand_optimizer(optimizer, mapping, sq_fill="zero"):
             grown = [(n, i) for n, i in by_old.get(p, []) if i is not None]
             params.extend([n for n, _ in grown] or [p])
             params.extend(n for n, i in by_old.get(p, []) if i is None)     # new blocks join their source's group
-            if not grown:
-                continue
-            (new, index), = grown
-            if state := optimizer.state.pop(p, None):
+            if grown and (state := optimizer.state.pop(p, None)):
+                (new, index), = grown
                 optimizer.state[new] = {k: _grow_state(k, v, p, new, index, sq_fill) for k, v in state.items()}
         group["params"] = params
     return optimizer

@@ -19,6 +19,14 @@ class UserError(ValueError):
     """Bad input (flags, files, a diverged run): one line on stderr and exit code 2, no traceback."""
 
 
+@contextlib.contextmanager
+def user_error(prefix="", errors=ValueError):   # a copy-alone module's own error (a ValueError) as a UserError
+    try:
+        yield
+    except errors as e:
+        raise UserError(f"{prefix}{e}") from None
+
+
 def atomic_write(path, write):
     """Write `path` through `write(tmp_path)` and a rename: never half a file, never a stray temporary one."""
     if (path := Path(path)).is_dir():
@@ -185,8 +193,13 @@ def check_ranges(cfg, positive, rules=()):
         raise UserError(f"--{bad[0].replace('_', '-')} {getattr(cfg, bad[0])} is out of range")
 
 
-def check_budget(steps, flops):
-    if (steps is None) == (flops is None):
+def check_flags(cfg, positive, rules=()):
+    """A trainer's flags in range (check_ranges: its own, then those both trainers have) -> (budget, unit)."""
+    check_ranges(cfg, (*positive, "lr", "clip", "ckpt_minutes", "stop_after_steps"), (*rules,
+        ("warmup", cfg.warmup >= 0), ("weight_decay", cfg.weight_decay >= 0), ("rewarm", cfg.rewarm >= 0),
+        ("evals", 0 <= cfg.evals <= 10_000), ("ckpt_every", cfg.ckpt_every >= 0),
+        ("keep_at", all(0 < c <= (cfg.flops or 0) for c in cfg.keep_at))))
+    if ((steps := cfg.steps) is None) == ((flops := cfg.flops) is None):
         raise UserError("give the budget as exactly one of --steps N or --flops F")
     if steps is not None and steps < 1:
         raise UserError(f"--steps {steps}: give a positive number of steps")
@@ -234,7 +247,9 @@ class Checkpoints:
         self.suspect[0] |= self.watch is not None and loss > 2 * self.watch
         self.loss, self.watch = loss, None
 
-    def save(self, obj, step):
+    def save(self, obj, step, flops=0.0, keep_at=()):   # --keep-at: also a copy at the first save past each FLOPs
+        for c in (c for c in keep_at if self.main and flops >= c and not kept_path(self.path.parent, c).exists()):
+            atomic_write(kept_path(self.path.parent, c), lambda tmp: torch.save(obj, tmp))
         if self.main:
             for name in () if self.written else (self.path.name, self.prev.name):   # a kill mid-write left these
                 for stale in self.path.parent.glob(f".{name}.*.tmp"):
@@ -246,25 +261,20 @@ class Checkpoints:
         self.suspect, self.watch, self.saved_norm = [grew, self.suspect[0]], self.loss, self.norm
         self.written, self.step = self.written + 1, step
 
-    def keep(self, obj, flops, points):                  # --keep-at: a copy at the first save past each point
-        for c in (c for c in points if self.main and flops >= c and not kept_path(self.path.parent, c).exists()):
-            atomic_write(kept_path(self.path.parent, c), lambda tmp: torch.save(obj, tmp))
-
     def roll_back(self):
         """After a divergence: what is kept, as words for the error message."""
-        if not self.written:
-            return (f"the last good checkpoint {self.path} (step {self.step}) is kept" if self.step is not None
-                    else "no checkpoint was written")
-        if not self.prev.exists() or self.suspect[1]:
+        if self.written and (not self.prev.exists() or self.suspect[1]):
             what = ("its checkpoints were removed (the loss rose after them: they may hold the diverging weights)"
                     if self.prev.exists() else "its only checkpoint was removed (it may hold the diverging weights)")
             for path in (self.path, self.prev) if self.main else ():
                 path.unlink(missing_ok=True)
             return what + "; the same command starts afresh"
-        step = torch.load(self.prev, map_location="cpu", weights_only=False)["state"]["step"]
-        if self.main:
-            os.replace(self.prev, self.path)
-        return f"the last good checkpoint {self.path} (step {step}) is kept"
+        if self.written:                                  # back to the one before (its step, for the message)
+            self.step = torch.load(self.prev, map_location="cpu", weights_only=False)["state"]["step"]
+            if self.main:
+                os.replace(self.prev, self.path)
+        return (f"the last good checkpoint {self.path} (step {self.step}) is kept" if self.step is not None
+                else "no checkpoint was written")
 
 
 class DivergedError(UserError):

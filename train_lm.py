@@ -89,22 +89,15 @@ class State:
 # ----------------------------------------------------------------------------- set-up: flags, stages, sizes
 
 def model_args(name, vocab_size, max_context):                  # lm.model_args; a bad --model: a UserError
-    try:
+    with runtime.user_error():
         return lm.model_args(name, vocab_size, max_context)
-    except ValueError as e:
-        raise UserError(str(e)) from None
 
 
 def check_flags(cfg):                                    # numeric flags in range, before any work: (budget, unit)
     model_args(cfg.model, 256, 1)
-    runtime.check_ranges(cfg, ("tokens_per_step", "context", "lr", "clip", "val_tokens", "ckpt_minutes",
-                               "stop_after_steps"), (
-        ("warmup", cfg.warmup >= 0), ("weight_decay", cfg.weight_decay >= 0), ("rewarm", cfg.rewarm >= 0),
+    return runtime.check_flags(cfg, ("tokens_per_step", "context", "val_tokens"), (
         ("val_fraction", 0 < cfg.val_fraction < 1), ("eval_from", 0 < cfg.eval_from <= 1),
-        ("threads", cfg.threads >= 0), ("ckpt_every", cfg.ckpt_every >= 0), ("evals", 0 <= cfg.evals <= 10_000),
-        ("vocab_size", cfg.vocab_size >= 0), ("depth", cfg.depth >= 0),
-        ("keep_at", all(0 < c <= (cfg.flops or 0) for c in cfg.keep_at))))
-    return runtime.check_budget(cfg.steps, cfg.flops)
+        ("threads", cfg.threads >= 0), ("vocab_size", cfg.vocab_size >= 0), ("depth", cfg.depth >= 0)))
 
 
 def load_stages(cfg):
@@ -115,10 +108,8 @@ def load_stages(cfg):
         return [{"context": cfg.context, **({"depth": cfg.depth} if cfg.depth else {})}], \
             [{"context": cfg.context, "depth": depth}], None
     from schedule import Schedule, ScheduleError
-    try:
+    with runtime.user_error(errors=(ScheduleError, OSError)):
         schedule = Schedule.load(cfg.schedule)
-    except (ScheduleError, OSError) as e:
-        raise UserError(str(e)) from None
     shapes, shape = [], {"context": cfg.context, "depth": depth}
     for s in schedule.stages:
         if not {"context", "depth"} & set(s.config) or set(s.config) - set(STAGE_KEYS) \
@@ -185,8 +176,7 @@ def grow(run, depth):
     """Grow the model to `depth` blocks (expand.py: each new one copies the block before it, output layers zero: the
     same function); AdamW moments kept, the optimiser rebuilt in parameter order as a resumed model's would be."""
     import expand                                    # torch only; needed once a run grows
-    old = run.opt
-    expand.expand_optimizer(old, expand.expand_depth(run.model, depth, preserve=True, where="interleave"))
+    expand.expand_optimizer(old := run.opt, expand.expand_depth(run.model, depth, preserve=True, where="interleave"))
     run.opt = make_optimizer(run.model, run.cfg, run.device)
     run.opt.state.update({p: old.state[p] for p in run.model.parameters() if p in old.state})
     run.state.rewarm_from = run.state.step
@@ -265,8 +255,7 @@ class Run:
                 "rng": {"cpu": torch.get_rng_state(), "cuda": cuda}, "state": asdict(self.state),
                 "identity": self.identity, "model_args": self.margs, "config": asdict(self.cfg),
                 "grown_args": self.model.model_args(), "precision": self.precision} if self.world.main else None
-        self.ckpts.keep(ckpt, self.state.flops, self.cfg.keep_at)      # --keep-at: a pilot switch's start
-        self.ckpts.save(ckpt, self.state.step)
+        self.ckpts.save(ckpt, self.state.step, self.state.flops, self.cfg.keep_at)   # --keep-at: a pilot switch's start
 
 
 

@@ -93,15 +93,10 @@ class Config:
 
 def check_flags(cfg):
     """Numeric flags in range, where they are parsed (the shapes are checked by plan_shapes): (budget, unit)."""
-    runtime.check_ranges(cfg, ("batch_size", "lr", "clip", "fewshot_seeds", "fewshot_support", "fewshot_query",
-                               "test_size", "temperature", "ckpt_minutes", "base_patch", "posemb_grid", "head_dim",
-                               "threads", "patch", "stop_after_steps"), (
-        ("warmup", cfg.warmup >= 0), ("weight_decay", cfg.weight_decay >= 0), ("rewarm", cfg.rewarm >= 0),
-        ("label_smoothing", 0 <= cfg.label_smoothing < 1), ("evals", 0 <= cfg.evals <= 10_000),
-        ("train_size", cfg.train_size >= 0), ("grow_gamma", math.isfinite(cfg.grow_gamma) and cfg.grow_gamma >= 0),
-        ("image_size", 0 <= cfg.image_size <= 4096), ("ckpt_every", cfg.ckpt_every >= 0),
-        ("keep_at", all(0 < c <= (cfg.flops or 0) for c in cfg.keep_at))))
-    return runtime.check_budget(cfg.steps, cfg.flops)
+    return runtime.check_flags(cfg, ("batch_size", "fewshot_seeds", "fewshot_support", "fewshot_query", "test_size",
+                                     "temperature", "base_patch", "posemb_grid", "head_dim", "threads", "patch"), (
+        ("label_smoothing", 0 <= cfg.label_smoothing < 1), ("image_size", 0 <= cfg.image_size <= 4096),
+        ("train_size", cfg.train_size >= 0), ("grow_gamma", math.isfinite(cfg.grow_gamma) and cfg.grow_gamma >= 0)))
 
 
 # ----------------------------------------------------------------------------- the stages' shapes (Sec. 4, 6)
@@ -120,10 +115,8 @@ def read_schedule(cfg):
         raise UserError("--random draws the patch size at every step: drop --patch (use --patch-sizes)")
     if not cfg.schedule:
         return [{}], cfg.random, None
-    try:
+    with runtime.user_error("--schedule ", schedule.ScheduleError):   # schedule.py is copy-alone: its own error type
         sched = schedule.Schedule.load(cfg.schedule)
-    except schedule.ScheduleError as e:                       # schedule.py is copy-alone: its own error type
-        raise UserError(f"--schedule {e}") from None
     if cfg.patch or cfg.random or cfg.patch_sizes:
         raise UserError("--schedule sets the shape: drop --patch / --random / --patch-sizes")
     return sched.configs, sched.random, sched
@@ -182,8 +175,7 @@ def stage_in_force(sched, current, flops, error, switch_on):
     """Eq. 2's switch rule: the stage whose span holds the FLOPs (or the measured error); never an earlier one."""
     if sched is None or sched.random or (switch_on == "error" and error is None):
         return current
-    s = sched.stage_at(flops=flops) if switch_on == "flops" else sched.stage_at(error=error)
-    return max(current, s.index)
+    return max(current, (sched.stage_at(flops=flops) if switch_on == "flops" else sched.stage_at(error=error)).index)
 
 
 def log_config(shape, patches, distilling):
@@ -297,10 +289,8 @@ class Run:
         self.chans, self.size = self.train_x.shape[1], self.train_x.shape[2]
         self.num_classes = int(max(self.train_y.max(), test_y.max())) + 1
         self.data_sizes = {"train": len(self.train_x), "test": len(test_x), "image_size": self.size}
-        try:                                             # --model's sizes; nothing is allocated before the checks
+        with runtime.user_error("--model: "):            # --model's sizes; nothing is allocated before the checks
             width, depth, heads = flexivit.spec(cfg.model)
-        except ValueError as e:                          # a bad --model (flexivit.py is torch-only)
-            raise UserError(f"--model: {e}") from None
         if cfg.head_dim and width % cfg.head_dim:        # --head-dim: the same model, other heads
             raise UserError(f"--head-dim {cfg.head_dim} does not divide the width {width} of --model {cfg.model}")
         head_dim = cfg.head_dim or width // heads
@@ -332,8 +322,7 @@ class Run:
 
     def restore(self):
         """The model from ckpt.pt (--resume; the same run, checked), or new at the first stage's width and depth."""
-        cfg, path, t = self.cfg, self.ckpts.path, self.template
-        self.ck = None
+        cfg, path, t, self.ck = self.cfg, self.ckpts.path, self.template, None     # ck: a checkpoint, for start()
         if not runtime.check_run_folder(self.out, path, self.log, cfg.resume, "train_vit.py", self.world.main) \
                 and not cfg.start_from:                  # no checkpoint: a new model (--start-from: a pilot's start)
             w0, d0 = self.stages[0]["width"], self.stages[0]["depth"]
@@ -389,8 +378,7 @@ class Run:
               "config": dataclasses.asdict(self.cfg), "schedule_hash": self.shash, "precision": self.precision,
               "teacher": self.teacher and self.teacher.fingerprint, "rng": {"torch": torch.get_rng_state()},
               "data": {"samples": self.state.samples, "seed": self.cfg.seed}} if self.world.main else None
-        self.ckpts.keep(ck, self.state.flops, self.cfg.keep_at)      # --keep-at: a pilot switch's start
-        self.ckpts.save(ck, self.state.step)
+        self.ckpts.save(ck, self.state.step, self.state.flops, self.cfg.keep_at)   # --keep-at: a pilot switch's start
 
 
 # ----------------------------------------------------------------------------- the loop's parts
@@ -405,11 +393,10 @@ def enter_stage(run, k):
     """Switch to stage k: a new patch is free (FlexiViT resizes its embeddings, Sec. 4); a wider or deeper model
     is grown (expand.py, App. C) with its AdamW moments carried over. Returns (shape, grown)."""
     shape, run.state.stage = run.stages[k], k
-    if (shape["width"], shape["depth"]) == (run.model.width, run.model.depth):
-        return shape, False
-    run.opt = grow(run.model, run.opt, shape, run.cfg, run.device, run.state.step)
-    run.state.rewarm_from = run.state.step
-    return shape, True
+    if grown := (shape["width"], shape["depth"]) != (run.model.width, run.model.depth):
+        run.opt = grow(run.model, run.opt, shape, run.cfg, run.device, run.state.step)
+        run.state.rewarm_from = run.state.step
+    return shape, grown
 
 
 def train_step(run, fwd, shape, patch):
