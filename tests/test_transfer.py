@@ -407,3 +407,20 @@ def test_the_reports_mean_over_the_seeds_spread_is_the_point_prediction_spread_b
     assert point > near > far > 0
     x = next(x for x in laws["laws"] if x["config"] == st[1]["config"])
     assert report.expected_savings(plan, laws, x["c"] - 0.05, 1e-4, ref) == 0.0             # below its floor
+
+
+def test_replan_trains_a_run_again_with_its_own_recorded_flags_and_refuses_a_folder_without_runs(tmp_path, capsys):
+    """lab/replan.py: a transfer run's command is read from its stdout.txt and only --schedule and --out-dir change;
+    a folder that is no finished transfer pipeline is one line and exit 2, nothing written."""
+    from lab import replan
+    run = tmp_path / "sched_transfer_s4"
+    run.mkdir()
+    (run / "stdout.txt").write_text("$ python train_vit.py --schedule a.json --seed 4 --out-dir runs/x --flops 3e12\n"
+                                    "step 99 flops 3.02e+10\n$ python train_vit.py --resume\n")
+    cmd = replan.with_flag(replan.with_flag(replan.recorded(run), "--schedule", "b.json"), "--out-dir", "out/y")
+    assert cmd == ["python", "train_vit.py", "--schedule", "b.json", "--seed", "4", "--out-dir", "out/y",
+                   "--flops", "3e12"]
+    assert runtime.run_cli(replan.main, replan.Config, "replan.py",
+                           args=["--pipeline", str(tmp_path), "--out", str(tmp_path / "new")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "pipeline.json" in err and not (tmp_path / "new").exists()
