@@ -226,7 +226,7 @@ def follow(laws, seq, Cs, target, S, transfer):
 
 def transfer_path(laws, target, allowed, S, transfer, n=300):
     """The cheapest schedule with transfers: every allowed sequence of 1-3 configurations, its switches on a grid ->
-    (rows, cost); with the seeds' spread (below), the mean over seeds of each one's cost capped at the best static's."""
+    (rows, cost); with the seeds' spread (below), the mean over the seeds of each one's cost to its own target."""
     g = min(float(l.inverse(target)) for l in laws)
     C, best = np.geomspace(g * 1e-3, g, n), (np.inf,)
     for seq in (s for k in (1, 2, 3) for s in it.permutations(range(len(laws)), k)):
@@ -237,22 +237,22 @@ def transfer_path(laws, target, allowed, S, transfer, n=300):
                 if seq[:2] in transfer.get("spread", {}):     # the mean over the seeds, each aiming at target + sd z
                     E = target + tau(transfer["spread"], *seq[:2], grid[0])[..., None] * offsets()
                     rows = [(p, *(np.asarray(x)[..., None] for x in r)) for p, *r in rows]
-                    total = np.minimum(reach(laws, rows, E, transfer.get("window", 0.0)), g).mean(-1)
+                    total = reach(laws, rows, E, transfer.get("window", 0.0)).mean(-1)
             i = np.unravel_index(np.argmin(total := np.where(ok, total, np.inf)), np.shape(total))
             best = min(best, (float(total[i]), seq, [float(x[i]) for x in grid]), key=lambda b: b[0])
     return follow(laws, best[1], best[2], target, S, transfer)[2], best[0]
 
 
 # The seeds' spread (beyond the paper): each seed is judged against its own best static run's final error, and its
-# pilots land its switched model at its own distance from it (transfer.json's "spread": sd over seeds). A plan that
-# reaches the pooled target just as its switch pays can only lose to that, so plans are compared over the seeds.
+# pilots land its switched model at its own distance from it (transfer.json's "spread": sd over seeds). Plans are
+# compared by their mean cost over the seeds, the mean savings are judged by (a seed that never reaches: no plan).
 
 offsets = lambda n=64: np.array([NormalDist().inv_cdf((k + 0.5) / n) for k in range(n)])   # N(0, 1)'s n quantiles
 
 
-def reach(laws, rows, E, window):  # the cost at which a path (follow's rows) first reaches E: on the law of the first
-    cost = None                    # stage that ends at or below E, after the first switch no sooner than the window
-    for k, (p, c0, c1, e0, e1) in reversed(list(enumerate(rows))):
+def reach(laws, rows, E, window):  # the cost at which a path (follow's rows) first reaches E after its first switch
+    cost = None                    # (the spread is the switched model's), no sooner than the window, on that stage's law
+    for k, (p, c0, c1, e0, e1) in reversed(list(enumerate(rows))[1:]):
         on = c0 + np.maximum(laws[p].inverse(E) - laws[p].inverse(e0), window if k == 1 else 0.0)
         cost = on if cost is None else np.where(E >= e1, on, cost)
     return cost
