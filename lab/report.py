@@ -223,11 +223,11 @@ def seeds_spread(doc: dict | None, sched: dict) -> tuple[float, int] | None:
         "flops_start"])), min(x["n"] for x in pts)) if pts else None
 
 
-def expected_savings(sched: dict, laws: dict, target: float, sd: float, ref: float) -> float | None:
+def expected_savings(sched: dict, laws: dict, target: float, sd: float, ref: float) -> float:
     """The mean over seeds of a schedule's savings against `ref` FLOPs when each seed aims at target + sd z,
-    z ~ N(0, 1) (at schedule.py's offsets, as it plans); None where a seed would never reach (compare.py: no mean)."""
+    z ~ N(0, 1) (at schedule.py's offsets, as it plans); a seed that would need more than `ref` saves 0."""
     C = [predicted_flops(sched, laws, target + sd * z) for z in schedule.offsets()]
-    return None if None in C or math.inf in C else 1 - statistics.fmean(C) / ref
+    return statistics.fmean(max(1 - c / ref, 0.0) if c is not None else 0.0 for c in C)
 
 
 def predicted_section(root: Path, laws: dict, comp: dict, kinds: list[str], budget=None, tr=None,
@@ -250,8 +250,8 @@ def predicted_section(root: Path, laws: dict, comp: dict, kinds: list[str], budg
             continue
         C, *band = (predicted_flops(x, laws, target) for x in [sched, *tau_bounds(tr, sched)])
         sp = seeds_spread(tr, sched) if measured else None                 # (sd, seeds) where pilots measured each
-        e = expected_savings(sched, laws, target, sp[0], measured) if sp else None     # None: a seed never reaches
-        mean = f"{'never for some' if e is None else cell(e, 'savings')} (sd {cell(sp[0])}, {sp[1]} seeds)" if sp else "—"
+        mean = f"{cell(expected_savings(sched, laws, target, sp[0], measured), 'savings')} (sd {cell(sp[0])}, " \
+            f"{sp[1]} seeds)" if sp else "—"
         pred = None if C is None or not math.isfinite(best) else 1 - C / best
         got[kind] = (pred, (groups[kind].get("flops_savings") or {}).get("mean"))
         against = lambda ref, C=C, band=band: cell(None if C is None or not ref else 1 - C / ref, "savings") + (
