@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # the core, at the repository root
 import schedule  # noqa: E402
-from lab import load, transfer, write_json  # noqa: E402
+from lab import load, report, transfer, write_json  # noqa: E402
 from lab.reproduce import Bar, Job, step, train  # noqa: E402
 from runtime import UserError, run_cli  # noqa: E402
 
@@ -53,8 +53,8 @@ def main(cfg: Config) -> None:
     out.mkdir(parents=True, exist_ok=True)
     laws = schedule.load_laws(src / "laws.json", float("inf"), True)      # every law, as lab/transfer.py reads them
     metric, p = man["params"]["metric"], man["params"]
-    write_json(out / "transfer.json", transfer.measure(src, laws, plan["pilots"], metric, man["budget"], transfer.targets(
-        src, man["runs"], p.get("compare_metric", metric))))
+    targets = transfer.targets(src, man["runs"], p.get("compare_metric", metric))
+    write_json(out / "transfer.json", transfer.measure(src, laws, plan["pilots"], metric, man["budget"], targets))
     step("schedule.py", [sys.executable, "schedule.py", "--laws", str(src / "laws.json"), "--max-extrap-error",
                          str(p["max_extrap_error"]), *(["--allow-bound-laws"] if p.get("allow_bound_laws") else []),
                          "--target-error", repr(old["target_error"]), "--transfer", str(out / "transfer.json"),
@@ -69,12 +69,15 @@ def main(cfg: Config) -> None:
     step("compare.py", [sys.executable, "lab/compare.py", "--runs", *[str(r) for r in sorted(src.glob("static_*"))],
                         *[str(j.out) for j in jobs], "--metric", p.get("compare_metric", metric), "--out-dir",
                         str(out)], out / "compare.txt")
-    new, comp = load(out / "schedule_transfer.json"), load(out / "comparison.json")
+    new, comp, tr = (load(out / f) for f in ("schedule_transfer.json", "comparison.json", "transfer.json"))
     got = next((g["flops_savings"] for g in comp["groups"] if g["kind"] == "transfer"), None) or {}
+    sp = report.seeds_spread(tr, new)     # as report.md's "mean over the seeds' spread": against the static budget
+    vs = sp and report.expected_savings(new, load(src / "laws.json"), comp["target_error"], sp[0], man["budget"])
     print(f"trained: switch at {old['stages'][1]['flops_start']:.3g}; re-planned: "
           + (f"at {new['stages'][1]['flops_start']:.3g}" if len(new["stages"]) > 1 else "stay")
-          + f", predicted {new['predicted'].get('expected_savings', new['predicted']['savings']):.1%} over the seeds;"
-          f" achieved per seed {json.dumps(got.get('per_seed'))}, mean {got.get('mean')}, 95% CI {got.get('ci95')}")
+          + f", predicted over the seeds {new['predicted'].get('expected_savings', new['predicted']['savings']):.1%}"
+          + (f" against the best static law ({vs:.1%} against the budget)" if sp else "")
+          + f"; achieved per seed {json.dumps(got.get('per_seed'))}, mean {got.get('mean')}, 95% CI {got.get('ci95')}")
 
 
 if __name__ == "__main__":
