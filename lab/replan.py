@@ -17,9 +17,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # the core, at the repository root
-import schedule  # noqa: E402
 from lab import load, report, transfer, write_json  # noqa: E402
-from lab.reproduce import Bar, Job, step, train  # noqa: E402
+from lab.reproduce import Bar, Job, schedule_step, step, train  # noqa: E402
 from runtime import UserError, run_cli  # noqa: E402
 
 
@@ -51,14 +50,12 @@ def main(cfg: Config) -> None:
         raise UserError(f"--pipeline {src} needs pipeline.json, pilots.json, schedule_transfer.json and transfer runs "
                         f"(sched_transfer_s*), --out another folder, --jobs >= 1")
     out.mkdir(parents=True, exist_ok=True)
-    laws = schedule.load_laws(src / "laws.json", float("inf"), True)      # every law, as lab/transfer.py reads them
     metric, p = man["params"]["metric"], man["params"]
-    targets = transfer.targets(src, man["runs"], p.get("compare_metric", metric))
-    write_json(out / "transfer.json", transfer.measure(src, laws, plan["pilots"], metric, man["budget"], targets))
-    step("schedule.py", [sys.executable, "schedule.py", "--laws", str(src / "laws.json"), "--max-extrap-error",
-                         str(p["max_extrap_error"]), *(["--allow-bound-laws"] if p.get("allow_bound_laws") else []),
-                         "--target-error", repr(old["target_error"]), "--transfer", str(out / "transfer.json"),
-                         "--out", str(out / "schedule_transfer.json")], out / "schedule_transfer.txt")
+    transfer.remeasure(src, out)                                          # with the seeds' spread
+    write_json(out / "laws.json", load(src / "laws.json"))               # the pipeline's laws, planned on as it did
+    if not schedule_step(p, out, man["budget"], "schedule_transfer.json", ("--transfer", str(out / "transfer.json")),
+                         target=old["target_error"], baselines=False):
+        raise UserError(f"{out / 'schedule_transfer.txt'}: fewer than two laws pass the checks: nothing to re-plan")
     jobs = []
     for run in runs:
         cmd = with_flag(with_flag(recorded(run), "--schedule", str(out / "schedule_transfer.json")), "--out-dir",
@@ -72,7 +69,7 @@ def main(cfg: Config) -> None:
     new, comp, tr = (load(out / f) for f in ("schedule_transfer.json", "comparison.json", "transfer.json"))
     got = next((g["flops_savings"] for g in comp["groups"] if g["kind"] == "transfer"), None) or {}
     sp = report.seeds_spread(tr, new)     # as report.md's "mean over the seeds' spread": against the static budget
-    vs = sp and report.expected_savings(new, load(src / "laws.json"), comp["target_error"], sp[0], man["budget"])
+    vs = sp and report.expected_savings(new, load(out / "laws.json"), comp["target_error"], sp[0], man["budget"])
     print(f"trained: switch at {old['stages'][1]['flops_start']:.3g}; re-planned: "
           + (f"at {new['stages'][1]['flops_start']:.3g}" if len(new["stages"]) > 1 else "stay")
           + f", predicted over the seeds {new['predicted'].get('expected_savings', new['predicted']['savings']):.1%}"

@@ -188,15 +188,15 @@ def targets(root: Path, runs: list[dict], metric: str) -> dict:
             for s in dict.fromkeys(r.seed for r in static)}
 
 
-def remeasure(root: Path) -> dict:
-    """transfer.json again from root's pilots.json, laws.json and the pilots' logs."""
+def remeasure(root: Path, out: Path | None = None) -> dict:
+    """transfer.json again from root's pilots.json, laws.json and the pilots' logs, into `out` (root by default)."""
     man, plan = load(root / "pipeline.json"), load(root / "pilots.json")
     if not man or not plan:
         raise UserError(f"{root}: no pipeline.json or pilots.json: run reproduce.py with pilots there first")
     laws, metric = schedule.load_laws(root / "laws.json", math.inf, True), man["params"]["metric"]   # every law
     doc = measure(root, laws, plan["pilots"], metric, man["budget"],
                   targets(root, man["runs"], man["params"].get("compare_metric", metric)))
-    write_json(root / "transfer.json", doc)
+    write_json((out or root) / "transfer.json", doc)
     return doc
 
 
